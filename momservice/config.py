@@ -1,0 +1,598 @@
+"""The configuration of ``momd``: the model, the INI loader, the command line.
+
+An existing MoM ``momd.conf`` keeps working: the same sections, keys and
+meanings.  The file is plain INI (``key: value`` or ``key = value``, ``#``
+comments, ``;`` comments also after a value), read without interpolation;
+key names are case-insensitive, section names are not.
+
+Sections and keys
+=================
+
+``[main]``
+    ``host-monitor-interval`` (5), ``guest-monitor-interval`` (5),
+    ``guest-manager-interval`` (5), ``policy-engine-interval`` (10): seconds,
+    any positive number (``0.5`` is fine).
+    ``sample-history-length`` (10): an integer >= 1.
+    ``libvirt-hypervisor-uri`` (empty: libvirt's default URI).
+    ``controllers`` (``Balloon, KSM``): comma-separated.
+    ``policy``: one policy file (momd's "rules file");
+    ``policy-dir``: a directory of policies; at most one of the two.
+    ``plot-dir`` (empty: no plotting).
+    Our own keys: ``state-dir`` (``/var/lib/mom``), ``dry-run`` (a boolean:
+    true/false, yes/no, on/off, 1/0) and ``balloon-floor`` (KiB, 262144: no
+    balloon target below it is ever applied).
+    MoM keys mom does not implement -- ``rpc-port``, ``main-loop-interval``,
+    ``guest-manager-multi-thread`` and ``hypervisor-interface: libvirt`` --
+    are accepted and ignored with one warning each.  Any other
+    ``hypervisor-interface`` (MoM's ``vdsm``, ``vdsmjsonrpc``, ...) is an
+    error: mom talks to libvirt only.
+
+``[logging]``
+    ``log`` (``stdio``, or a file path), ``verbosity`` (``info``; see
+    :func:`parse_verbosity`), ``max-bytes`` (2097152) and ``backup-count``
+    (5) for the rotation of a log file.
+
+``[host]`` / ``[guest]``
+    ``collectors``: comma-separated collector names, by default
+    ``HostMemory, HostKSM, HostCpu`` and
+    ``GuestQemuProc, GuestMemory, GuestBalloon``.
+
+``[Collector: NAME]``
+    Options for one collector, kept as strings in
+    :attr:`Config.collector_options` under the collector's name.
+
+Unknown keys in these sections and unknown sections are warned about and
+ignored (old configurations carry extra keys).  A bad value raises
+:class:`ConfigError` naming the section, the key, what is allowed and what
+was found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import logging
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+_logger = logging.getLogger(__name__)
+
+#: Where momd looks for its configuration when ``-c`` is not given.
+DEFAULT_CONFIG_FILE = Path("/etc/mom/momd.conf")
+
+#: The administrator's policies; they override shipped ones of the same name.
+ETC_POLICY_DIR = Path("/etc/mom/policy.d")
+
+DEFAULT_STATE_DIR = Path("/var/lib/mom")
+DEFAULT_BALLOON_FLOOR = 262144  # KiB
+DEFAULT_CONTROLLERS: tuple[str, ...] = ("Balloon", "KSM")
+DEFAULT_HOST_COLLECTORS: tuple[str, ...] = ("HostMemory", "HostKSM", "HostCpu")
+DEFAULT_GUEST_COLLECTORS: tuple[str, ...] = (
+    "GuestQemuProc", "GuestMemory", "GuestBalloon")
+
+#: Implemented plugins, in their canonical spelling.
+HOST_COLLECTORS: tuple[str, ...] = (
+    "HostMemory", "HostKSM", "HostCpu", "HostPressure")
+GUEST_COLLECTORS: tuple[str, ...] = (
+    "GuestQemuProc", "GuestMemory", "GuestBalloon")
+CONTROLLERS: tuple[str, ...] = ("Balloon", "KSM")
+
+#: MoM plugins mom accepts in an old configuration but does not implement:
+#: they are dropped from the lists, with one warning each.
+UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ("HostTime",)
+UNIMPLEMENTED_GUEST_COLLECTORS: tuple[str, ...] = (
+    "GuestQemuAgent", "GuestNetworkDaemon", "GuestCpuTune", "GuestIoTune",
+    "GuestIoTuneOptional")
+UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ("CpuTune", "IoTune")
+
+#: MoM's "Optional" collector variants, read as the collector they vary
+#: (with one warning each): in mom, the optional statistics of a collector are
+#: optional anyway.
+COLLECTOR_ALIASES: dict[str, str] = {
+    "GuestMemoryOptional": "GuestMemory",
+    "GuestBalloonOptional": "GuestBalloon",
+}
+
+#: MoM's verbosity numbers (its documented scale: 1 = critical ... 5 = debug).
+VERBOSITY_NUMBERS: dict[str, int] = {
+    "1": logging.CRITICAL,
+    "2": logging.ERROR,
+    "3": logging.WARNING,
+    "4": logging.INFO,
+    "5": logging.DEBUG,
+}
+VERBOSITY_NAMES: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+_TRUE = frozenset({"1", "yes", "true", "on"})
+_FALSE = frozenset({"0", "no", "false", "off"})
+
+# Keys of [main] that MoM had and mom ignores (hypervisor-interface is handled
+# on its own: only "libvirt" is acceptable).
+_IGNORED_MAIN_KEYS = ("rpc-port", "main-loop-interval",
+                      "guest-manager-multi-thread")
+
+_COLLECTOR_SECTION = re.compile(r"^\s*collector\s*:\s*(.*?)\s*$", re.IGNORECASE)
+
+# No [DEFAULT] magic: a section of that name is just an unknown section.
+_NO_DEFAULT_SECTION = "\x00no default section\x00"
+
+
+class ConfigError(Exception):
+    """A configuration that momd cannot run with.
+
+    The message says where (``[section] key``, a command-line option or the
+    file), what is allowed and what was found.
+    """
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything momd's configuration decides, validated and typed.
+
+    Built by :func:`load_config` from a MoM-style ``momd.conf`` (or by
+    :meth:`defaults`), then adjusted by the command line with
+    :func:`apply_overrides`.  The monitors, the policy engine, the controllers
+    and the logging setup read their settings from here, never from the INI
+    file.  Frozen: derive a changed copy with :func:`dataclasses.replace`.
+    """
+
+    host_monitor_interval: float = 5.0
+    guest_monitor_interval: float = 5.0
+    guest_manager_interval: float = 5.0
+    policy_engine_interval: float = 10.0
+    sample_history_length: int = 10
+    #: libvirt connection URI; empty means libvirt's default.
+    hypervisor_uri: str = ""
+    controllers: tuple[str, ...] = DEFAULT_CONTROLLERS
+    host_collectors: tuple[str, ...] = DEFAULT_HOST_COLLECTORS
+    guest_collectors: tuple[str, ...] = DEFAULT_GUEST_COLLECTORS
+    #: ``[Collector: NAME]`` sections: canonical collector name -> options
+    #: (option names lower-cased, values as written).
+    collector_options: dict[str, dict[str, str]] = field(
+        default_factory=dict, hash=False)
+    #: ``"stdio"`` or the path of a log file.
+    log: str = "stdio"
+    #: A :mod:`logging` level.
+    verbosity: int = logging.INFO
+    max_bytes: int = 2097152
+    backup_count: int = 5
+    state_dir: Path = DEFAULT_STATE_DIR
+    dry_run: bool = False
+    #: KiB; no balloon target below it is ever applied.
+    balloon_floor: int = DEFAULT_BALLOON_FLOOR
+    plot_dir: Path | None = None
+    #: ``[main] policy`` / ``-r``: a single policy file.
+    policy_file: Path | None = None
+    #: ``[main] policy-dir`` / ``-P``: a directory of policies.
+    policy_dir: Path | None = None
+    #: The file this was read from; None for built-in defaults.
+    source: Path | None = None
+
+    @classmethod
+    def defaults(cls) -> Config:
+        """The configuration of a host without a ``momd.conf``."""
+        return cls()
+
+    def policy_sources(self) -> list[Path]:
+        """Where policies come from, in order; later ones override earlier
+        ones of the same name.
+
+        ``policy`` set: that one file.  ``policy-dir`` set: that directory.
+        Neither: the shipped policies (:func:`shipped_policy_dir`), then
+        ``/etc/mom/policy.d`` if that directory exists.  What the user named,
+        and the shipped directory, are listed even when absent, so that the
+        policy loader reports them missing; the optional ``/etc`` directory
+        is not.
+        """
+        if self.policy_file is not None:
+            return [self.policy_file]
+        if self.policy_dir is not None:
+            return [self.policy_dir]
+        sources = [shipped_policy_dir()]
+        if ETC_POLICY_DIR.is_dir():
+            sources.append(ETC_POLICY_DIR)
+        return sources
+
+
+# --------------------------------------------------------------------------
+# Policy locations
+
+
+def _shipped_policy_dir(module_file: str | Path, prefix: str | Path) -> Path:
+    source_tree = Path(module_file).resolve().parent.parent / "policies"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(prefix) / "share" / "mom" / "policies"
+
+
+def shipped_policy_dir() -> Path:
+    """The policies shipped with mom.
+
+    Run from the source tree, that is the repository's ``policies/``; for an
+    installed package, ``<sys.prefix>/share/mom/policies``.
+    """
+    return _shipped_policy_dir(__file__, sys.prefix)
+
+
+# --------------------------------------------------------------------------
+# Value parsers.  ``where`` names the setting in messages:
+# "[main] policy-engine-interval" or "--verbosity".
+
+
+def _bad(where: str, expected: str, got: object) -> ConfigError:
+    return ConfigError(f"{where}: expected {expected}, got {got!r}")
+
+
+def _seconds(where: str, raw: str) -> float:
+    expected = "a positive number of seconds"
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise _bad(where, expected, raw) from None
+    if not math.isfinite(value) or value <= 0:
+        raise _bad(where, expected, raw)
+    return value
+
+
+def _integer(where: str, raw: str, minimum: int, expected: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _bad(where, expected, raw) from None
+    if value < minimum:
+        raise _bad(where, expected, raw)
+    return value
+
+
+def parse_bool(where: str, raw: str) -> bool:
+    """true/false, yes/no, on/off, 1/0 in any case."""
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise _bad(where, "a boolean (true/false, yes/no, on/off, 1/0)", raw)
+
+
+def parse_verbosity(where: str, raw: str | int) -> int:
+    """A verbosity as MoM wrote it, to a :mod:`logging` level.
+
+    Names, case-insensitive: ``debug``, ``info``, ``warn`` or ``warning``,
+    ``error``, ``critical``.  Numbers, on MoM's documented scale where more is
+    more verbose: ``1`` = critical, ``2`` = error, ``3`` = warning,
+    ``4`` = info, ``5`` = debug.  Anything else is an error (MoM silently
+    fell back to debug).
+    """
+    word = str(raw).strip().lower()
+    if word in VERBOSITY_NAMES:
+        return VERBOSITY_NAMES[word]
+    if word in VERBOSITY_NUMBERS:
+        return VERBOSITY_NUMBERS[word]
+    raise _bad(where,
+               "debug, info, warn, warning, error, critical "
+               "or 1-5 (1 = critical ... 5 = debug)", raw)
+
+
+def _log_target(where: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise _bad(where, "'stdio' or a file path", raw)
+    if value.lower() == "stdio":
+        return "stdio"
+    return value
+
+
+def _optional_path(raw: str) -> Path | None:
+    value = raw.strip()
+    return Path(value) if value else None
+
+
+def _required_path(where: str, raw: str, what: str = "a directory path"
+                   ) -> Path:
+    value = raw.strip()
+    if not value:
+        raise _bad(where, what, raw)
+    return Path(value)
+
+
+def _names(raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+def _plugin_list(where: str, raw: str, implemented: tuple[str, ...],
+                 unimplemented: tuple[str, ...],
+                 aliases: dict[str, str], kind: str) -> tuple[str, ...]:
+    """Canonical names of the implemented plugins in ``raw``, in order, each
+    once.  Names match case-insensitively (MoM's spelling is canonical)."""
+    by_lower = {name.lower(): name for name in implemented}
+    skipped = {name.lower(): name for name in unimplemented}
+    alias = {name.lower(): (name, target) for name, target in aliases.items()}
+    result: list[str] = []
+    warned: set[str] = set()
+    for name in _names(raw):
+        key = name.lower()
+        if key in by_lower:
+            canonical = by_lower[key]
+        elif key in alias:
+            old, canonical = alias[key]
+            if old not in warned:
+                warned.add(old)
+                _logger.warning("%s: MoM's %s is read as %s", where, old, canonical)
+        elif key in skipped:
+            if skipped[key] not in warned:
+                warned.add(skipped[key])
+                _logger.warning("%s: %s is not implemented by mom, ignored",
+                            where, skipped[key])
+            continue
+        else:
+            raise ConfigError(
+                f"{where}: unknown {kind} {name!r}; allowed: "
+                f"{', '.join(implemented)}")
+        if canonical not in result:
+            result.append(canonical)
+    return tuple(result)
+
+
+def _host_collectors(where: str, raw: str) -> tuple[str, ...]:
+    return _plugin_list(where, raw, HOST_COLLECTORS,
+                        UNIMPLEMENTED_HOST_COLLECTORS, {}, "host collector")
+
+
+def _guest_collectors(where: str, raw: str) -> tuple[str, ...]:
+    return _plugin_list(where, raw, GUEST_COLLECTORS,
+                        UNIMPLEMENTED_GUEST_COLLECTORS, COLLECTOR_ALIASES,
+                        "guest collector")
+
+
+def _controllers(where: str, raw: str) -> tuple[str, ...]:
+    return _plugin_list(where, raw, CONTROLLERS, UNIMPLEMENTED_CONTROLLERS,
+                        {}, "controller")
+
+
+# --------------------------------------------------------------------------
+# The INI file
+
+# section -> key -> (Config attribute, parser(where, raw) -> value)
+_Parser = Callable[[str, str], object]
+_KEYS: dict[str, dict[str, tuple[str, _Parser]]] = {
+    "main": {
+        "host-monitor-interval": ("host_monitor_interval", _seconds),
+        "guest-monitor-interval": ("guest_monitor_interval", _seconds),
+        "guest-manager-interval": ("guest_manager_interval", _seconds),
+        "policy-engine-interval": ("policy_engine_interval", _seconds),
+        "sample-history-length": (
+            "sample_history_length",
+            lambda w, r: _integer(w, r, 1, "an integer >= 1")),
+        "libvirt-hypervisor-uri": ("hypervisor_uri", lambda w, r: r.strip()),
+        "controllers": ("controllers", _controllers),
+        "policy": ("policy_file", lambda w, r: _optional_path(r)),
+        "policy-dir": ("policy_dir", lambda w, r: _optional_path(r)),
+        "plot-dir": ("plot_dir", lambda w, r: _optional_path(r)),
+        "state-dir": ("state_dir", _required_path),
+        "dry-run": ("dry_run", parse_bool),
+        "balloon-floor": (
+            "balloon_floor",
+            lambda w, r: _integer(w, r, 0, "a whole number of KiB >= 0")),
+    },
+    "logging": {
+        "log": ("log", _log_target),
+        "verbosity": ("verbosity", parse_verbosity),
+        "max-bytes": (
+            "max_bytes",
+            lambda w, r: _integer(w, r, 0, "a whole number of bytes >= 0")),
+        "backup-count": (
+            "backup_count",
+            lambda w, r: _integer(w, r, 0, "an integer >= 0")),
+    },
+    "host": {"collectors": ("host_collectors", _host_collectors)},
+    "guest": {"collectors": ("guest_collectors", _guest_collectors)},
+}
+
+_ALL_COLLECTORS = {
+    name.lower(): name
+    for name in (HOST_COLLECTORS + GUEST_COLLECTORS
+                 + UNIMPLEMENTED_HOST_COLLECTORS
+                 + UNIMPLEMENTED_GUEST_COLLECTORS + tuple(COLLECTOR_ALIASES))
+}
+
+
+def _new_parser() -> configparser.ConfigParser:
+    return configparser.ConfigParser(
+        interpolation=None,
+        strict=False,               # duplicates: the last one wins, as in MoM
+        default_section=_NO_DEFAULT_SECTION,
+        inline_comment_prefixes=(";",),
+    )
+
+
+def _hypervisor_interface(raw: str) -> None:
+    value = raw.strip()
+    if value.lower() in ("", "libvirt"):
+        _logger.warning("[main] hypervisor-interface: mom always uses libvirt; "
+                    "key ignored")
+        return
+    raise ConfigError(
+        f"[main] hypervisor-interface: only 'libvirt' is supported "
+        f"(mom does not talk to vdsm), got {raw!r}")
+
+
+def _from_parser(parser: configparser.ConfigParser,
+                 source: Path | None) -> Config:
+    values: dict[str, object] = {}
+    collector_options: dict[str, dict[str, str]] = {}
+    for section in parser.sections():
+        match = _COLLECTOR_SECTION.match(section)
+        if section in _KEYS:
+            known = _KEYS[section]
+            for key, raw in parser.items(section, raw=True):
+                where = f"[{section}] {key}"
+                if key in known:
+                    attribute, parse = known[key]
+                    values[attribute] = parse(where, raw)
+                elif section == "main" and key == "hypervisor-interface":
+                    _hypervisor_interface(raw)
+                elif section == "main" and key in _IGNORED_MAIN_KEYS:
+                    _logger.warning("%s: not implemented by mom, ignored", where)
+                else:
+                    _logger.warning("%s: unknown key, ignored", where)
+        elif match:
+            name = match.group(1)
+            canonical = _ALL_COLLECTORS.get(name.lower())
+            if canonical is None:
+                _logger.warning("[%s]: options for an unknown collector %r, "
+                            "ignored", section, name)
+                continue
+            options = collector_options.setdefault(canonical, {})
+            options.update((key, raw)
+                           for key, raw in parser.items(section, raw=True))
+        else:
+            hint = ""
+            if section.lower() in _KEYS:
+                hint = (f" (section names are case-sensitive: "
+                        f"did you mean [{section.lower()}]?)")
+            _logger.warning("[%s]: unknown section, ignored%s", section, hint)
+
+    if values.get("policy_file") and values.get("policy_dir"):
+        raise ConfigError(
+            "[main] policy, policy-dir: only one of 'policy' and 'policy-dir' "
+            f"may be set, got policy={str(values['policy_file'])!r} and "
+            f"policy-dir={str(values['policy_dir'])!r}")
+    return Config(**values, collector_options=collector_options,
+                  source=source)
+
+
+def config_from_string(text: str, *, source: Path | None = None) -> Config:
+    """The configuration written in ``text`` (INI, as in a ``momd.conf``)."""
+    parser = _new_parser()
+    name = str(source) if source is not None else "<string>"
+    try:
+        parser.read_string(text, source=name)
+    except configparser.Error as exc:
+        raise ConfigError(f"{name}: not a valid INI file: {exc}") from None
+    return _from_parser(parser, source)
+
+
+def load_config(path: Path | None, *, explicit: bool) -> Config:
+    """Read a ``momd.conf``.
+
+    ``path`` None means :data:`DEFAULT_CONFIG_FILE`.  ``explicit`` says the
+    user named the file (``-c``): then a missing file is an error; a missing
+    file at the default location only means "all defaults".
+    """
+    path = DEFAULT_CONFIG_FILE if path is None else Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(
+                f"{path}: configuration file not found") from None
+        _logger.info("No configuration file at %s; using the defaults", path)
+        return Config.defaults()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path}: cannot read the configuration file: {exc}") from None
+    return config_from_string(text, source=path)
+
+
+# --------------------------------------------------------------------------
+# The command line
+
+
+def apply_overrides(config: Config, *,
+                    rules_file: str | Path | None = None,
+                    policy_dir: str | Path | None = None,
+                    log: str | None = None,
+                    verbosity: str | int | None = None,
+                    dry_run: bool | None = None) -> Config:
+    """``config`` with momd's command-line settings applied (None: not given).
+
+    The command line wins over the file.  ``rules_file`` (``-r``) replaces
+    any ``policy``/``policy-dir`` of the file, and so does ``policy_dir``
+    (``-P``); giving both is an error.  ``verbosity`` takes the same values
+    as ``[logging] verbosity``.
+    """
+    changes: dict[str, object] = {}
+    if rules_file is not None and policy_dir is not None:
+        raise ConfigError("--rules-file, --policy-dir: only one of them may "
+                          f"be given, got {str(rules_file)!r} and "
+                          f"{str(policy_dir)!r}")
+    if rules_file is not None:
+        changes["policy_file"] = _required_path(
+            "--rules-file", str(rules_file), "a file path")
+        changes["policy_dir"] = None
+    if policy_dir is not None:
+        changes["policy_dir"] = _required_path("--policy-dir", str(policy_dir))
+        changes["policy_file"] = None
+    if log is not None:
+        changes["log"] = _log_target("--log", log)
+    if verbosity is not None:
+        changes["verbosity"] = parse_verbosity("--verbosity", verbosity)
+    if dry_run is not None:
+        changes["dry_run"] = bool(dry_run)
+    return dataclasses.replace(config, **changes)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """momd's command line: ``-c``, ``-r``, ``-P``, ``-l``, ``-v``,
+    ``--dry-run``.
+
+    Options not given are None, so :func:`config_from_args` can tell the
+    default configuration file from an explicit one, and a file's setting
+    from a command-line one.
+    """
+    parser = argparse.ArgumentParser(
+        prog="momd",
+        description="mom: memory overcommitment manager for KVM hosts")
+    parser.add_argument(
+        "-c", "--config-file", type=Path, metavar="FILE",
+        help=f"read the configuration from FILE "
+             f"(default: {DEFAULT_CONFIG_FILE})")
+    parser.add_argument(
+        "-r", "--rules-file", metavar="FILE",
+        help="use the single policy in FILE (replaces the file's "
+             "policy/policy-dir)")
+    parser.add_argument(
+        "-P", "--policy-dir", metavar="DIR",
+        help="use the policies in DIR (replaces the file's "
+             "policy/policy-dir)")
+    parser.add_argument(
+        "-l", "--log", metavar="FILE|stdio",
+        help="log to FILE, or to standard error with 'stdio'")
+    parser.add_argument(
+        "-v", "--verbosity", metavar="LEVEL",
+        help="debug, info, warning, error, critical, or 1 (critical) "
+             "to 5 (debug)")
+    parser.add_argument(
+        "--dry-run", action="store_true", default=None,
+        help="decide, but change nothing on the host")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The configuration for parsed momd arguments: the file, then the
+    command line over it."""
+    config = load_config(args.config_file,
+                         explicit=args.config_file is not None)
+    return apply_overrides(config, rules_file=args.rules_file,
+                           policy_dir=args.policy_dir, log=args.log,
+                           verbosity=args.verbosity, dry_run=args.dry_run)
+
+
+__all__ = [
+    "Config", "ConfigError", "DEFAULT_CONFIG_FILE", "ETC_POLICY_DIR",
+    "apply_overrides", "build_arg_parser", "config_from_args",
+    "config_from_string", "load_config", "parse_bool", "parse_verbosity",
+    "shipped_policy_dir",
+]

@@ -1,0 +1,13 @@
+"""The policy language of MoM: parser, compiler, entities and policy sets.
+
+Pure: nothing here reads or writes files, talks to a hypervisor or logs.
+"""
+
+from .compiler import compile_policy
+from .entity import Entity
+from .errors import PolicyError, PolicyLimitError
+from .parser import parse
+from .policyset import EvaluationResult, PolicySet
+
+__all__ = ["Entity", "EvaluationResult", "PolicyError", "PolicyLimitError",
+           "PolicySet", "compile_policy", "parse"]

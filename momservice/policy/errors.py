@@ -1,0 +1,40 @@
+"""The one exception type of the policy language."""
+
+from __future__ import annotations
+
+
+class PolicyError(Exception):
+    """A policy failed to parse, check or evaluate.
+
+    ``message`` says what went wrong, ``line`` where (when the error comes
+    from the text) and ``policy`` in which named policy of a set.
+    """
+
+    def __init__(self, message: str, line: int | None = None,
+                 policy: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+        self.policy = policy
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.line is not None:
+            text = f"{text} on line {self.line}"
+        if self.policy is not None:
+            text = f"policy {self.policy}: {text}"
+        return text
+
+    def located(self, policy: str) -> "PolicyError":
+        """Name the policy the error comes from, unless it is named already."""
+        if self.policy is None:
+            self.policy = policy
+        return self
+
+
+class PolicyLimitError(PolicyError):
+    """An evaluation ran out of its step budget or call depth.
+
+    Unlike other errors inside a guest's item of ``with``, this one ends the
+    whole evaluation: the budget is shared, so the next guest would fail too.
+    """
