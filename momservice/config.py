@@ -123,7 +123,8 @@ _FALSE = frozenset({"0", "no", "false", "off"})
 _IGNORED_MAIN_KEYS = ("rpc-port", "main-loop-interval",
                       "guest-manager-multi-thread")
 
-_COLLECTOR_SECTION = re.compile(r"^\s*collector\s*:\s*(.*?)\s*$", re.IGNORECASE)
+_COLLECTOR_SECTION = re.compile(r"^\s*collector\s*:\s*(.*?)\s*$",
+                                re.IGNORECASE)
 
 # No [DEFAULT] magic: a section of that name is just an unknown section.
 _NO_DEFAULT_SECTION = "\x00no default section\x00"
@@ -329,12 +330,13 @@ def _plugin_list(where: str, raw: str, implemented: tuple[str, ...],
             old, canonical = alias[key]
             if old not in warned:
                 warned.add(old)
-                _logger.warning("%s: MoM's %s is read as %s", where, old, canonical)
+                _logger.warning("%s: MoM's %s is read as %s",
+                                where, old, canonical)
         elif key in skipped:
             if skipped[key] not in warned:
                 warned.add(skipped[key])
                 _logger.warning("%s: %s is not implemented by mom, ignored",
-                            where, skipped[key])
+                                where, skipped[key])
             continue
         else:
             raise ConfigError(
@@ -420,8 +422,8 @@ def _new_parser() -> configparser.ConfigParser:
 def _hypervisor_interface(raw: str) -> None:
     value = raw.strip()
     if value.lower() in ("", "libvirt"):
-        _logger.warning("[main] hypervisor-interface: mom always uses libvirt; "
-                    "key ignored")
+        _logger.warning("[main] hypervisor-interface: mom always uses "
+                        "libvirt; key ignored")
         return
     raise ConfigError(
         f"[main] hypervisor-interface: only 'libvirt' is supported "
@@ -444,15 +446,17 @@ def _from_parser(parser: configparser.ConfigParser,
                 elif section == "main" and key == "hypervisor-interface":
                     _hypervisor_interface(raw)
                 elif section == "main" and key in _IGNORED_MAIN_KEYS:
-                    _logger.warning("%s: not implemented by mom, ignored", where)
+                    _logger.warning("%s: not implemented by mom, ignored",
+                                    where)
                 else:
                     _logger.warning("%s: unknown key, ignored", where)
         elif match:
             name = match.group(1)
             canonical = _ALL_COLLECTORS.get(name.lower())
+            canonical = COLLECTOR_ALIASES.get(canonical, canonical)
             if canonical is None:
                 _logger.warning("[%s]: options for an unknown collector %r, "
-                            "ignored", section, name)
+                                "ignored", section, name)
                 continue
             options = collector_options.setdefault(canonical, {})
             options.update((key, raw)

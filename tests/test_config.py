@@ -699,10 +699,13 @@ def test_collector_sections(tmp_path, caplog):
         A: 1
         [Collector: Nonsense]
         b: 2
+        [Collector: GuestMemoryOptional]
+        c: 3
     """)
     assert c.collector_options == {
         "GuestQemuAgent": {"socket_path": "/run/qga"},
         "HostKSM": {"a": "1"},
+        "GuestMemory": {"c": "3"},
     }
     (msg,) = warnings(caplog)
     assert "Nonsense" in msg
