@@ -16,15 +16,20 @@ from .runtime import Builtin, Env, show
 
 #: Longest string or list a policy may build.
 MAX_SEQUENCE = 1_000_000
-#: Largest shift count for ``<<``.
-MAX_SHIFT = 4096
+#: Largest integer a product or a shift may build.  Memory sizes need 64
+#: bits; the bound only stops runaway growth (repeated squaring).
+MAX_INT_BITS = 4096
 
 ARITHMETIC_ERRORS = (TypeError, ValueError, ZeroDivisionError, OverflowError,
                      MemoryError)
 
 
 def _cap(result: Any) -> Any:
-    if (type(result) is str or type(result) is list) and len(result) > MAX_SEQUENCE:
+    kind = type(result)
+    if kind is int:
+        if result.bit_length() > MAX_INT_BITS:
+            raise ValueError(f"result larger than {MAX_INT_BITS} bits")
+    elif (kind is str or kind is list) and len(result) > MAX_SEQUENCE:
         raise ValueError(f"result longer than {MAX_SEQUENCE}")
     return result
 
@@ -33,24 +38,36 @@ def _add(x: Any, y: Any) -> Any:
     return _cap(x + y)
 
 
+def _sub(x: Any, y: Any) -> Any:
+    return _cap(x - y)
+
+
+#: Operators that can build strings and lists: the compiler charges the
+#: length of what they build to the step budget, which bounds the total
+#: memory an evaluation can allocate, not just the size of one value.
+SEQUENCE_OPERATORS = frozenset({"+", "*"})
+
+
 def _mul(x: Any, y: Any) -> Any:
-    # Check before multiplying: the repetition itself is what would be huge.
+    # Check before multiplying: the product itself is what would be huge.
     for seq, count in ((x, y), (y, x)):
         if type(seq) in (str, list) and type(count) in (int, bool):
             if len(seq) * count > MAX_SEQUENCE:
                 raise ValueError(f"result longer than {MAX_SEQUENCE}")
+    if type(x) is int and type(y) is int and x.bit_length() + y.bit_length() > MAX_INT_BITS:
+        raise ValueError(f"result larger than {MAX_INT_BITS} bits")
     return x * y
 
 
 def _lshift(x: Any, y: Any) -> Any:
-    if type(y) is int and y > MAX_SHIFT:
-        raise ValueError(f"shift by more than {MAX_SHIFT}")
+    if type(x) is int and type(y) is int and x.bit_length() + y > MAX_INT_BITS:
+        raise ValueError(f"result larger than {MAX_INT_BITS} bits")
     return x << y
 
 
 BINARY_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     "+": _add,
-    "-": operator.sub,
+    "-": _sub,
     "*": _mul,
     "/": operator.truediv,
     "<": operator.lt,
@@ -175,7 +192,8 @@ def _get_control(env: Env, entity: Entity, args: list, line: int) -> Any:
 
 
 def _set_var(env: Env, entity: Entity, args: list, line: int) -> Any:
-    entity.variables[_name_arg("SetVar", args, 2, line)] = args[1]
+    name = _name_arg("SetVar", args, 2, line)
+    entity.variables[name] = args[1]
     return args[1]
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .builtins import (ARITHMETIC_ERRORS, BINARY_OPERATORS, ENTITY_METHODS,
-                       operand_error)
+                       SEQUENCE_OPERATORS, operand_error)
 from .entity import Entity
-from .errors import PolicyError, PolicyLimitError
+from .errors import PolicyBudgetError, PolicyError
 from .parser import Atom, Form, Node, parse
 from .runtime import Builtin, Compiled, Env, UserFunction, show
 
@@ -148,19 +148,44 @@ class Compiler:
                 return op(x, y)
             except ARITHMETIC_ERRORS as e:
                 raise operand_error(symbol, x, y, e, line) from None
-        return apply
+
+        if symbol not in SEQUENCE_OPERATORS:
+            return apply
+
+        def apply_and_charge(env: Env) -> Any:
+            result = apply(env)
+            if type(result) is str or type(result) is list:
+                env.charge(len(result), line)
+            return result
+        return apply_and_charge
 
     def function_call(self, name: str, args: list[Compiled], line: int) -> Compiled:
+        # Calls with one or two arguments are most of a policy's calls:
+        # evaluating those without building a list through a loop is
+        # measurably faster per guest.
+        if len(args) == 1:
+            (a,) = args
+
+            def evaluate_args(env: Env) -> list:
+                return [a(env)]
+        elif len(args) == 2:
+            a, b = args
+
+            def evaluate_args(env: Env) -> list:
+                return [a(env), b(env)]
+        else:
+            def evaluate_args(env: Env) -> list:
+                return [arg(env) for arg in args]
+
         def call(env: Env) -> Any:
             stack = env.b.get(name)
             if not stack:
                 raise PolicyError(f"undefined function {name}", line)
             fn = stack[-1]
-            values = [a(env) for a in args]
             if type(fn) is UserFunction:
-                return env.call(fn, values, line)
+                return env.call(fn, evaluate_args(env), line)
             if type(fn) is Builtin:
-                return fn.fn(env, values, line)
+                return fn.fn(env, evaluate_args(env), line)
             raise PolicyError(f"{name} is not a function", line)
         return call
 
@@ -266,7 +291,7 @@ class Compiler:
                 env.frames.append(frame)
                 try:
                     results.append(body(env))
-                except PolicyLimitError:
+                except PolicyBudgetError:
                     raise
                 except PolicyError as e:
                     # A guest's error costs only that guest its controls.

@@ -23,7 +23,7 @@ class Entity:
     """
 
     __slots__ = ("kind", "props", "required", "known", "history",
-                 "latest", "variables", "_averages")
+                 "latest", "variables", "_averages", "_complete")
 
     def __init__(self, kind: str, props: Mapping[str, Any] | None = None, *,
                  required: Iterable[str] = (), optional: Iterable[str] = (),
@@ -38,6 +38,7 @@ class Entity:
         self.latest: dict[str, Any] = {}
         self.variables: dict[str, Any] = {}
         self._averages: dict[str, float] = {}
+        self._complete = not self.required
 
     @classmethod
     def host(cls, *, history_length: int = DEFAULT_HISTORY_LENGTH) -> "Entity":
@@ -64,11 +65,12 @@ class Entity:
         self.history.append(sample)
         self.latest = sample
         self._averages = {}
+        # Decided once per sample: every evaluation asks, for every guest.
+        self._complete = all(sample.get(f) is not None for f in self.required)
 
     def is_complete(self) -> bool:
         """True when the newest sample holds every required statistic."""
-        latest = self.latest
-        return all(latest.get(f) is not None for f in self.required)
+        return self._complete
 
     # -- what the policy calls -------------------------------------------
 

@@ -33,7 +33,11 @@ class PolicyError(Exception):
 
 
 class PolicyLimitError(PolicyError):
-    """An evaluation ran out of its step budget or call depth.
+    """An evaluation hit one of its bounds: call depth, nesting or steps."""
+
+
+class PolicyBudgetError(PolicyLimitError):
+    """An evaluation ran out of its step budget.
 
     Unlike other errors inside a guest's item of ``with``, this one ends the
     whole evaluation: the budget is shared, so the next guest would fail too.

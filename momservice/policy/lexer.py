@@ -36,6 +36,9 @@ _TOKEN_RE = re.compile(r"""
 
 _NUMBER_START = re.compile(r"-?[0-9.]")
 
+#: Longest decimal integer literal (Python refuses to convert past 4300).
+MAX_DIGITS = 1000
+
 
 def tokenize(text: str) -> list[Token]:
     """Split policy text into tokens; a character that starts no token is an error."""
@@ -56,6 +59,8 @@ def tokenize(text: str) -> list[Token]:
             line += value.count("\n")
             continue
         if kind == "int":
+            if len(value) > MAX_DIGITS:
+                raise PolicyError(f"number with more than {MAX_DIGITS} digits", line)
             append(Token("num", int(value), line))
         elif kind == "float" or kind == "expint":
             append(Token("num", float(value), line))

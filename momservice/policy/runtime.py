@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from .entity import Entity
-from .errors import PolicyError, PolicyLimitError
+from .errors import PolicyBudgetError, PolicyError, PolicyLimitError
 
 Compiled = Callable[["Env"], Any]
 
@@ -97,7 +97,7 @@ class Env:
     def charge(self, weight: int, line: int) -> None:
         self.steps -= weight
         if self.steps < 0:
-            raise PolicyLimitError("evaluation exceeded its step budget", line)
+            raise PolicyBudgetError("evaluation exceeded its step budget", line)
 
     def call(self, fn: UserFunction, args: list, line: int) -> Any:
         params = fn.params
@@ -107,7 +107,7 @@ class Env:
                 f"{len(args)} given", line)
         self.steps -= fn.weight
         if self.steps < 0:
-            raise PolicyLimitError("evaluation exceeded its step budget", line)
+            raise PolicyBudgetError("evaluation exceeded its step budget", line)
         if self.depth >= self.max_depth:
             raise PolicyLimitError(
                 f"calls nested deeper than {self.max_depth} in function {fn.name}",
@@ -125,6 +125,11 @@ class Env:
             return fn.body(self)
         except PolicyError as e:
             raise e.located(fn.policy)
+        except RecursionError:
+            # Deeply nested bodies can exhaust Python's stack before the
+            # depth bound: the innermost call knows the line to blame.
+            raise PolicyLimitError(f"calls nested too deeply in function {fn.name}",
+                                   line, fn.policy) from None
         finally:
             self.depth -= 1
             for name in self.frames.pop():
@@ -141,6 +146,9 @@ def show(value: Any, limit: int = 60) -> str:
         text = "nil"
     elif value is True or value is False:
         text = "true" if value else "false"
+    elif type(value) is int and value.bit_length() > 128:
+        # repr() of a huge integer is slow, and refused past 4300 digits.
+        text = f"<integer of {value.bit_length()} bits>"
     else:
         text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."

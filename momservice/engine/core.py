@@ -1,0 +1,294 @@
+"""The control loop of momd: collect -> decide -> act, on one asyncio loop.
+
+Host and guests are sampled at their own intervals into Entities (with
+bounded history); the policy set is evaluated at the policy interval, and
+at once when a memory-pressure trigger fires; controllers apply what it
+decided.  Nothing here knows about D-Bus: the bus layer watches the engine
+through ``EngineObserver``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..collectors import CollectionError
+from ..hypervisor import GuestInfo, HypervisorInterface
+from ..policy import Entity, EvaluationResult, PolicySet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of the policy set and what came of it."""
+
+    started: float                      # wall clock, seconds since the epoch
+    duration: float                     # seconds
+    reason: str                         # "interval", "pressure", "request", ...
+    result: EvaluationResult
+    dry_run: bool
+    guest_controls: dict[str, dict[str, Any]] = field(default_factory=dict)  # by UUID
+    host_controls: dict[str, Any] = field(default_factory=dict)
+    applied_balloons: dict[str, int] = field(default_factory=dict)          # by UUID
+    applied_ksm: dict[str, int] = field(default_factory=dict)
+    trigger_time: float | None = None   # monotonic time of the trigger, if any
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.applied_balloons or self.applied_ksm)
+
+
+class EngineObserver:
+    """Hooks the engine calls on its loop; override what you need."""
+
+    def guest_added(self, uuid: str) -> None: ...
+
+    def guest_removed(self, uuid: str) -> None: ...
+
+    def host_sampled(self) -> None: ...
+
+    def guests_sampled(self) -> None: ...
+
+    def evaluated(self, evaluation: Evaluation) -> None: ...
+
+    def connection_changed(self, connected: bool) -> None: ...
+
+
+class Controllers:
+    """The writers the engine may use; either may be None (not enabled)."""
+
+    def __init__(self, balloon: Any | None = None, ksm: Any | None = None) -> None:
+        self.balloon = balloon
+        self.ksm = ksm
+
+
+class Engine:
+    """momd's core: keeps the entities, runs the loops, evaluates and applies."""
+
+    def __init__(self, hypervisor: HypervisorInterface, host_collector: Any,
+                 policies: PolicySet, controllers: Controllers, *,
+                 host_interval: float = 5.0, guest_interval: float = 5.0,
+                 manager_interval: float = 5.0, policy_interval: float = 10.0,
+                 history_length: int = 10, dry_run: bool = False,
+                 params: Mapping[str, Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.hypervisor = hypervisor
+        self.host_collector = host_collector
+        self.policies = policies
+        self.controllers = controllers
+        self.host_interval = host_interval
+        self.guest_interval = guest_interval
+        self.manager_interval = manager_interval
+        self.policy_interval = policy_interval
+        self.history_length = history_length
+        self.dry_run = dry_run
+        self.params: dict[str, Any] = dict(params or {})
+        self.clock = clock
+        self.host = Entity.host(history_length=history_length)
+        self.guests: dict[str, Entity] = {}
+        self.stale = False                  # guest samples are from before an outage
+        self.last_evaluation: Evaluation | None = None
+        self.observers: list[EngineObserver] = []
+        self._evaluation_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task] = []
+        self._pressure_task: asyncio.Task | None = None
+        self._pressure_again = False
+
+    # -- hypervisor listener ---------------------------------------------
+
+    def guest_added(self, info: GuestInfo) -> None:
+        if info.uuid in self.guests:
+            self.guests[info.uuid].props.update(self._props(info))
+            return
+        self.guests[info.uuid] = Entity.guest(self._props(info),
+                                              history_length=self.history_length)
+        log.info("guest %s (%s) is now managed", info.name, info.uuid)
+        self._notify("guest_added", info.uuid)
+
+    def guest_removed(self, uuid: str) -> None:
+        entity = self.guests.pop(uuid, None)
+        if entity is not None:
+            log.info("guest %s (%s) is gone", entity.name, uuid)
+            self._notify("guest_removed", uuid)
+
+    def connection_changed(self, connected: bool) -> None:
+        if not connected:
+            self.stale = True
+        self._notify("connection_changed", connected)
+
+    @staticmethod
+    def _props(info: GuestInfo) -> dict[str, Any]:
+        return {"name": info.name, "uuid": info.uuid, "pid": info.pid}
+
+    # -- collect -----------------------------------------------------------
+
+    def collect_host(self) -> None:
+        """Take one host sample; a failure is logged, the loop goes on."""
+        qemu_pids = getattr(self.hypervisor, "qemu_pids", None)
+        try:
+            sample = self.host_collector.collect(qemu_pids=qemu_pids() if qemu_pids else None)
+        except CollectionError as e:
+            log.error("host collection failed: %s", e)
+            return
+        self.host.add_sample(sample)
+        self._notify("host_sampled")
+
+    async def collect_guests(self) -> None:
+        """Take one sample of every running guest in one hypervisor call."""
+        samples = await self.hypervisor.collect()
+        if not samples and not self.hypervisor.connected:
+            return  # keep the last samples; they are marked stale
+        self.stale = False
+        known = self.hypervisor.guests()
+        for uuid, sample in samples.items():
+            entity = self.guests.get(uuid)
+            if entity is None:
+                info = known.get(uuid)
+                if info is None:
+                    continue  # vanished between the listing and the sample
+                self.guest_added(info)
+                entity = self.guests[uuid]
+            entity.add_sample(sample)
+        self._notify("guests_sampled")
+
+    # -- decide and act -----------------------------------------------------
+
+    async def evaluate(self, *, reason: str = "interval", dry_run: bool | None = None,
+                       trigger_time: float | None = None) -> Evaluation:
+        """Evaluate the policy set over the newest samples and apply the result."""
+        async with self._evaluation_lock:
+            dry = self.dry_run if dry_run is None else dry_run
+            started, t0 = self.clock(), time.perf_counter()
+            result = self.policies.evaluate(self.host, self.guests.values(), self.params)
+            evaluation = Evaluation(started, 0.0, reason, result, dry, trigger_time=trigger_time)
+            for message in result.messages:
+                log.debug("policy: %s", message)
+            for guest, error in result.guest_errors.items():
+                log.warning("policy error for guest %s, its controls are skipped: %s",
+                            guest.name, error)
+            if result.error is not None:
+                log.error("policy evaluation failed, nothing applied: %s", result.error)
+            else:
+                evaluation.host_controls = dict(result.host_controls)
+                evaluation.guest_controls = {
+                    g.props["uuid"]: dict(c) for g, c in result.guest_controls.items()}
+                await self._apply(evaluation)
+            evaluation.duration = time.perf_counter() - t0
+            self.last_evaluation = evaluation
+        self._notify("evaluated", evaluation)
+        return evaluation
+
+    async def _apply(self, evaluation: Evaluation) -> None:
+        if evaluation.dry_run and not self.dry_run:
+            # A dry run asked for once: the decision is the answer, nothing is applied.
+            return
+        balloon, ksm = self.controllers.balloon, self.controllers.ksm
+        if balloon is not None and evaluation.guest_controls:
+            if self.hypervisor.connected:
+                samples = {u: self.guests[u].latest for u in evaluation.guest_controls
+                           if u in self.guests}
+                names = {u: self.guests[u].name for u in samples}
+                evaluation.applied_balloons = await balloon.apply(
+                    evaluation.guest_controls, samples, names)
+            else:
+                log.info("hypervisor not connected: balloon decisions not applied")
+        if ksm is not None and evaluation.host_controls:
+            evaluation.applied_ksm = await ksm.apply(evaluation.host_controls)
+
+    # -- loops ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, take the first samples and run the first evaluation."""
+        await self.hypervisor.start(self)
+        self.collect_host()
+        await self.collect_guests()
+        await self.evaluate(reason="start")
+        loop_specs = (
+            (self.host_interval, self._host_tick, "host collection"),
+            (self.guest_interval, self.collect_guests, "guest collection"),
+            (self.manager_interval, self.hypervisor.resync, "guest resync"),
+            (self.policy_interval, self._policy_tick, "policy evaluation"),
+        )
+        self._tasks = [asyncio.create_task(self._every(i, fn, what), name=what)
+                       for i, fn, what in loop_specs]
+
+    async def _host_tick(self) -> None:
+        self.collect_host()
+
+    async def _policy_tick(self) -> None:
+        await self.evaluate(reason="interval")
+
+    async def _every(self, interval: float, fn: Callable, what: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
+        while True:
+            # Fixed cadence: a slow round does not push the next ones later.
+            deadline += interval
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            if loop.time() - deadline > interval:
+                deadline = loop.time()
+            try:
+                await fn()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; trying again in %.1f s", what, interval)
+
+    def pressure_rose(self) -> None:
+        """A pressure trigger fired: sample and evaluate now, not at the next interval."""
+        trigger_time = time.monotonic()
+        if self._pressure_task is not None and not self._pressure_task.done():
+            self._pressure_again = True
+            return
+        self._pressure_task = asyncio.get_running_loop().create_task(
+            self._react(trigger_time))
+
+    async def _react(self, trigger_time: float) -> None:
+        while True:
+            self._pressure_again = False
+            try:
+                self.collect_host()
+                await self.collect_guests()
+                evaluation = await self.evaluate(reason="pressure", trigger_time=trigger_time)
+                if evaluation.applied_balloons:
+                    log.info("memory pressure: balloons moved %.0f ms after the trigger",
+                             (time.monotonic() - trigger_time) * 1000)
+            except Exception:
+                log.exception("reacting to memory pressure failed")
+            if not self._pressure_again:
+                return
+            trigger_time = time.monotonic()
+
+    async def stop(self) -> None:
+        """Cancel the loops and disconnect."""
+        tasks = self._tasks + ([self._pressure_task] if self._pressure_task else [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = []
+        await self.hypervisor.close()
+
+    # -- observers -------------------------------------------------------------
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for observer in list(self.observers):
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:
+                log.exception("observer %r failed in %s", observer, hook)
+
+    def set_params(self, params: Mapping[str, Any]) -> None:
+        """Merge policy parameters; they are bound before every evaluation."""
+        self.params.update(params)
+
+    def healthy(self, now: float | None = None) -> bool:
+        """The loop evaluated recently (a failed evaluation still counts)."""
+        if self.last_evaluation is None:
+            return False
+        now = self.clock() if now is None else now
+        return now - self.last_evaluation.started < max(3 * self.policy_interval, 30.0)

@@ -1,0 +1,36 @@
+"""Talking to systemd: readiness, status line and watchdog (sd_notify)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+try:
+    from systemd import daemon as _daemon
+except ImportError:  # systemd-python is a dependency; tolerate its absence in tools
+    _daemon = None
+
+
+def notify(state: str) -> bool:
+    """Send one sd_notify state; False when not run by systemd."""
+    if _daemon is None or not os.environ.get("NOTIFY_SOCKET"):
+        return False
+    try:
+        return bool(_daemon.notify(state))
+    except OSError as e:
+        log.debug("sd_notify(%r) failed: %s", state, e)
+        return False
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings (half the unit's WatchdogSec), or None."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return int(usec) / 2_000_000
+    except ValueError:
+        return None

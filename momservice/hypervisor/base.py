@@ -1,0 +1,76 @@
+"""The interface between the engine and a hypervisor."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class HypervisorError(Exception):
+    """The hypervisor refused or could not be reached."""
+
+
+@dataclass
+class GuestInfo:
+    """What stays fixed about a running guest between samples."""
+
+    uuid: str
+    name: str
+    pid: int = 0          # the qemu process, 0 when unknown
+    balloon_min: int = 0  # KiB: <memtune><min_guarantee>, 0 when not set
+
+
+class HypervisorListener(Protocol):
+    """What the engine hears from a hypervisor interface, on the event loop."""
+
+    def guest_added(self, info: GuestInfo) -> None: ...
+
+    def guest_removed(self, uuid: str) -> None: ...
+
+    def connection_changed(self, connected: bool) -> None: ...
+
+
+class HypervisorInterface(abc.ABC):
+    """A source of guests and guest statistics, and the one way to resize a balloon.
+
+    Implementations report guests appearing and disappearing to the listener
+    as soon as they know, keep running while the hypervisor is away
+    (reconnecting by themselves) and never raise from ``collect``.
+    """
+
+    uri: str
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """The connection is up."""
+
+    @abc.abstractmethod
+    async def start(self, listener: HypervisorListener) -> None:
+        """Connect (or start trying to), subscribe to events, report running guests."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect and stop every background task."""
+
+    @abc.abstractmethod
+    def guests(self) -> dict[str, GuestInfo]:
+        """Running guests by UUID, as last known."""
+
+    @abc.abstractmethod
+    async def resync(self) -> None:
+        """List the running guests again and report any change to the listener."""
+
+    @abc.abstractmethod
+    async def collect(self) -> dict[str, dict[str, Any]]:
+        """One sample per running guest, by UUID, with the policy's field names (KiB).
+
+        A guest whose statistics are not available (yet) gets the fields
+        that are; the engine leaves incomplete guests out of ``Guests``.
+        Returns {} while disconnected.
+        """
+
+    @abc.abstractmethod
+    async def set_balloon_target(self, uuid: str, kib: int) -> None:
+        """Resize the guest's balloon to ``kib``; HypervisorError when refused."""

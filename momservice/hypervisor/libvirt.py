@@ -1,0 +1,659 @@
+"""The hypervisor interface for a libvirt connection.
+
+One connection, driven from asyncio through libvirt-python's own event-loop
+integration (libvirtaio): lifecycle events add and remove guests as they
+happen, ``resync`` is the backstop, and one bulk statistics call per
+``collect`` samples every running guest.  When the daemon goes away the
+interface keeps running, reports the outage once and reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+from urllib.parse import urlsplit
+
+import libvirt
+
+from .base import GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener
+from .libvirt_eventloop import bind_event_loop, settle
+from .libvirt_xml import min_guarantee_kib
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Bulk statistics (``getAllDomainStats``, balloon group) -> policy field.
+BULK_BALLOON_FIELDS: dict[str, str] = {
+    "balloon.current": "balloon_cur",
+    "balloon.maximum": "balloon_max",
+    "balloon.unused": "mem_unused",
+    "balloon.available": "mem_available",
+    "balloon.usable": "mem_usable",
+    "balloon.disk_caches": "disk_caches",
+    "balloon.swap_in": "swap_in",
+    "balloon.swap_out": "swap_out",
+    "balloon.major_fault": "major_fault",
+    "balloon.minor_fault": "minor_fault",
+    "balloon.rss": "rss",
+}
+_BULK_LAST_UPDATE = "balloon.last-update"
+
+#: Per-domain ``memoryStats()`` keys -> policy field (the fallback path).
+MEMORY_STATS_FIELDS: dict[str, str] = {
+    "unused": "mem_unused",
+    "available": "mem_available",
+    "usable": "mem_usable",
+    "disk_caches": "disk_caches",
+    "swap_in": "swap_in",
+    "swap_out": "swap_out",
+    "major_fault": "major_fault",
+    "minor_fault": "minor_fault",
+    "rss": "rss",
+}
+_STATS_LAST_UPDATE = "last_update"
+
+# Lifecycle events that make a domain a running guest, or stop it being one.
+_ADDING_EVENTS = frozenset({
+    libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_RESUMED,
+})
+_REMOVING_EVENTS = frozenset({
+    libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED,
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN,
+})
+
+# Errors meaning "this domain is gone / not running any more": the guest is
+# skipped, the lifecycle event (or the next resync) removes it.
+_DOMAIN_GONE = frozenset({
+    libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID,
+})
+# Errors that may mean the connection itself broke; confirmed with isAlive()
+# or the message, because the same codes also report ordinary failures.
+_MAYBE_DISCONNECTED = frozenset({
+    libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR,
+    libvirt.VIR_ERR_RPC,
+})
+_DISCONNECTED = frozenset({libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN})
+_DISCONNECT_MESSAGES = (
+    "client socket is closed", "end of file", "broken pipe",
+    "connection reset", "cannot recv data", "cannot write data",
+    "connection closed",
+)
+
+_CLOSE_REASONS = {
+    libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "socket error",
+    libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "end of file",
+    libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
+    libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by client",
+}
+
+# Keepalive for remote connections: a hung (not dead) daemon is given up on
+# after about interval * (count + 1) seconds.
+_KEEPALIVE_INTERVAL = 5
+_KEEPALIVE_COUNT = 3
+
+
+class _Disconnected(Exception):
+    """A libvirt call failed because the connection is gone."""
+
+
+def default_pid_dir(uri: str) -> Path | None:
+    """Where libvirt's qemu driver keeps ``<name>.pid`` for ``uri``, if local.
+
+    None for other drivers and remote hosts: their pids are unknown (0).
+    """
+    parts = urlsplit(uri)
+    driver, _, transport = parts.scheme.partition("+")
+    if driver != "qemu" or parts.hostname or transport not in ("", "unix"):
+        return None
+    if parts.path == "/system":
+        return Path("/run/libvirt/qemu")
+    if parts.path == "/session":
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+        return Path(runtime) / "libvirt" / "qemu" / "run"
+    return None
+
+
+def _is_in_process(uri: str) -> bool:
+    # The test driver (test:///...) runs inside this process: its calls are
+    # quick and must stay on the loop thread, where libvirtaio expects the
+    # timers that dispatch its events to be created.  Everything else talks
+    # to a daemon and may block.
+    return urlsplit(uri).scheme == "test"
+
+
+def read_pid(pid_dir: Path | None, name: str) -> int:
+    """The qemu pid libvirt wrote for domain ``name``, 0 when absent."""
+    if pid_dir is None:
+        return 0
+    try:
+        text = (pid_dir / f"{name}.pid").read_text().strip()
+        pid = int(text)
+    except (OSError, ValueError):
+        return 0
+    return pid if pid > 0 else 0
+
+
+class LibvirtHypervisor(HypervisorInterface):
+    """Guests and their balloon statistics from one libvirt connection.
+
+    Lifecycle events and a periodic ``resync`` keep the guest list; each
+    ``collect`` makes one bulk statistics call (with a per-domain fallback
+    for drivers that do not fill the balloon group in bulk).  Losing the
+    daemon is survived: ``collect`` returns {}, the listener hears
+    ``connection_changed(False)``, and a background task reconnects with
+    exponential backoff, then reports ``connection_changed(True)`` and the
+    guests that changed meanwhile.
+    """
+
+    def __init__(self, uri: str = "", *, stats_period: int = 5,
+                 pid_dir: Path | None = None, reconnect_min: float = 0.5,
+                 reconnect_max: float = 30.0) -> None:
+        self.uri = uri
+        self._requested_uri = uri
+        self._stats_period = stats_period
+        self._pid_dir_arg = pid_dir
+        self._pid_dir: Path | None = pid_dir
+        self._reconnect_min = reconnect_min
+        self._reconnect_max = max(reconnect_max, reconnect_min)
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: HypervisorListener | None = None
+        self._conn: libvirt.virConnect | None = None
+        self._lifecycle_id: int | None = None
+        # One thread for every blocking call to a daemon: calls on one
+        # connection are serialized by libvirt anyway, and a thread per
+        # guest would only pile up behind a hung daemon.
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._offload = not _is_in_process(uri) if uri else True
+
+        self._guests: dict[str, GuestInfo] = {}
+        # Lifecycle events seen per UUID.  An addition or removal computed
+        # from an older view (a resync listing, a slow lookup) is dropped
+        # when an event for that guest arrived meanwhile: the event is newer.
+        self._event_seq: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._uncancellable: set[asyncio.Task[Any]] = set()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._ever_connected = False
+
+        # Whether getAllDomainStats fills the balloon group (reset per
+        # connection: a reconnect may reach another daemon version).
+        self._bulk_balloon = True
+        self._fallback_logged = False
+        self._period_logged = False
+
+    # -- public API -------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def connection(self) -> libvirt.virConnect | None:
+        """The live libvirt connection (for tests: the test driver keeps its
+        state per connection, so they must act through this one)."""
+        return self._conn
+
+    @property
+    def pid_dir(self) -> Path | None:
+        """Where qemu pid files are read from (None: pids unknown)."""
+        return self._pid_dir
+
+    def guests(self) -> dict[str, GuestInfo]:
+        return dict(self._guests)
+
+    def qemu_pids(self) -> list[int]:
+        """The known qemu pids of running guests (non-zero only)."""
+        return [g.pid for g in self._guests.values() if g.pid]
+
+    async def start(self, listener: HypervisorListener) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._listener = listener
+        self._closing = False
+        # Must precede the first open: libvirt wires a connection to the
+        # event loop that is registered when it is opened.
+        bind_event_loop(self._loop)
+        try:
+            await self._connect()
+        except libvirt.libvirtError as err:
+            log.warning("cannot connect to libvirt at %s: %s; retrying in the background",
+                        self._requested_uri or "the default URI", _message(err))
+            self._start_reconnect()
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = [t for t in (self._reconnect_task, *self._tasks) if t is not None]
+        for task in tasks:
+            if task not in self._uncancellable:
+                task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._reconnect_task = None
+        self._tasks.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self._run(self._teardown_sync, conn, self._lifecycle_id)
+            except Exception:  # noqa: BLE001 - closing must not fail
+                log.debug("error closing the libvirt connection", exc_info=True)
+        self._lifecycle_id = None
+        if self._executor is not None:
+            # Do not wait: a call stuck on a hung daemon must not hang close().
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        await settle()
+
+    async def resync(self) -> None:
+        await self._resync(refresh_pids=False)
+
+    async def _resync(self, *, refresh_pids: bool) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        seen = dict(self._event_seq)
+        try:
+            domains = await self._guarded(conn, conn.listAllDomains,
+                                          libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except (_Disconnected, libvirt.libvirtError) as err:
+            log.debug("resync failed: %s", err)
+            return
+        current = {dom.UUIDString(): dom for dom in domains}
+        for uuid in list(self._guests):
+            if uuid not in current and self._event_seq.get(uuid, 0) == seen.get(uuid, 0):
+                self._remove_guest(uuid)
+        if refresh_pids and self._pid_dir is not None:
+            # A guest restarted while we were disconnected keeps its UUID but
+            # gets a new qemu process; pid files are cheap to read again.
+            for info in self._guests.values():
+                info.pid = read_pid(self._pid_dir, info.name)
+        new = [dom for uuid, dom in current.items() if uuid not in self._guests]
+        if new:
+            await self._add_guests(conn, new, {d.UUIDString(): seen.get(d.UUIDString(), 0)
+                                               for d in new})
+
+    async def collect(self) -> dict[str, dict[str, Any]]:
+        conn = self._conn
+        if conn is None:
+            return {}
+        wanted = set(self._guests)
+        if not wanted:
+            return {}
+        try:
+            raw = await self._guarded(conn, self._collect_sync, conn, wanted)
+        except _Disconnected:
+            return {}
+        except Exception as err:  # noqa: BLE001 - collect never raises
+            log.warning("collecting guest statistics failed: %s", err)
+            return {}
+        now = time.time()
+        samples: dict[str, dict[str, Any]] = {}
+        for uuid, fields in raw.items():
+            info = self._guests.get(uuid)
+            if info is None:  # removed while the call was running
+                continue
+            last_update = fields.pop("_last_update", None)
+            if last_update:
+                fields["stats_age"] = max(0.0, now - float(last_update))
+            fields["balloon_min"] = info.balloon_min
+            samples[uuid] = fields
+        return samples
+
+    async def set_balloon_target(self, uuid: str, kib: int) -> None:
+        conn = self._conn
+        if conn is None:
+            raise HypervisorError("not connected to libvirt")
+
+        def resize() -> None:
+            dom = conn.lookupByUUIDString(uuid)
+            dom.setMemoryFlags(int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+        try:
+            await self._guarded(conn, resize)
+        except _Disconnected as err:
+            raise HypervisorError(f"libvirt connection lost: {err}") from err
+        except libvirt.libvirtError as err:
+            raise HypervisorError(_message(err)) from err
+
+    # -- connecting -------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Open, subscribe, report the running guests; libvirtError on failure."""
+        opening = asyncio.ensure_future(self._run(libvirt.open, self._requested_uri or None))
+        try:
+            # Shielded: if close() cancels us while the (threaded) open is
+            # under way, the connection it yields must still be closed.
+            conn = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(self._close_orphan)
+            raise
+        try:
+            actual = conn.getURI()
+            self._offload = not _is_in_process(actual)
+            lifecycle_id = await self._run(self._subscribe_sync, conn)
+        except libvirt.libvirtError:
+            await self._run(self._teardown_sync, conn, None)
+            raise
+        if self._closing:
+            await self._run(self._teardown_sync, conn, lifecycle_id)
+            return
+        self.uri = actual
+        self._pid_dir = self._pid_dir_arg if self._pid_dir_arg is not None \
+            else default_pid_dir(actual)
+        self._conn = conn
+        self._lifecycle_id = lifecycle_id
+        self._bulk_balloon = True
+        if self._ever_connected:
+            log.info("reconnected to libvirt at %s", actual)
+        else:
+            log.info("connected to libvirt at %s", actual)
+        self._ever_connected = True
+        self._notify("connection_changed", True)
+        await self._resync(refresh_pids=True)
+
+    def _close_orphan(self, opening: asyncio.Future[libvirt.virConnect]) -> None:
+        if not opening.cancelled() and opening.exception() is None:
+            self._teardown_sync(opening.result(), None)
+
+    def _subscribe_sync(self, conn: libvirt.virConnect) -> int:
+        try:
+            conn.registerCloseCallback(self._on_close, None)
+        except libvirt.libvirtError:
+            pass  # local drivers have no socket to lose
+        try:
+            conn.setKeepAlive(_KEEPALIVE_INTERVAL, _KEEPALIVE_COUNT)
+        except libvirt.libvirtError:
+            pass  # local drivers do not support keepalive
+        return conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+
+    @staticmethod
+    def _teardown_sync(conn: libvirt.virConnect, lifecycle_id: int | None) -> None:
+        # Each step may fail on a dead connection; the goal is only to free
+        # what can be freed (libvirtaio counts handles left behind).
+        if lifecycle_id is not None:
+            try:
+                conn.domainEventDeregisterAny(lifecycle_id)
+            except libvirt.libvirtError:
+                pass
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def _start_reconnect(self) -> None:
+        if self._closing or (self._reconnect_task and not self._reconnect_task.done()):
+            return
+        self._reconnect_task = asyncio.get_running_loop().create_task(
+            self._reconnect_loop(), name="libvirt-reconnect")
+
+    async def _reconnect_loop(self) -> None:
+        delay = self._reconnect_min
+        while not self._closing:
+            await asyncio.sleep(delay)
+            try:
+                await self._connect()
+            except libvirt.libvirtError as err:
+                # Only the first failure of an outage is worth a warning
+                # (already logged); the retries are noise.
+                log.debug("reconnecting to libvirt failed: %s", _message(err))
+                delay = min(delay * 2, self._reconnect_max)
+                continue
+            return
+
+    def _connection_lost(self, conn: libvirt.virConnect, why: str) -> None:
+        """Forget a broken connection (once) and start reconnecting."""
+        if conn is not self._conn or self._closing:
+            return  # an old connection, or already handled
+        self._conn = None
+        lifecycle_id, self._lifecycle_id = self._lifecycle_id, None
+        log.warning("lost the libvirt connection to %s (%s); reconnecting", self.uri, why)
+        # Not cancelled by close(): a broken connection must still be freed.
+        self._spawn(self._run(self._teardown_sync, conn, lifecycle_id), cancellable=False)
+        self._notify("connection_changed", False)
+        self._start_reconnect()
+
+    # -- events (called by libvirt on the loop thread, via libvirtaio) -----
+
+    def _on_close(self, conn: libvirt.virConnect, reason: int, opaque: object) -> None:
+        why = _CLOSE_REASONS.get(reason, f"reason {reason}")
+        # Deferred, not handled inside libvirt's callback: tearing the
+        # connection down there would re-enter the code that is calling us.
+        # libvirt may call this from the libvirt thread (the one that found
+        # the socket closed), hence the thread-safe hand-over.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._connection_lost, conn, why)
+
+    def _on_lifecycle(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                      event: int, detail: int, opaque: object) -> None:
+        if conn is not self._conn:
+            return
+        uuid = dom.UUIDString()
+        seq = self._event_seq.get(uuid, 0) + 1
+        self._event_seq[uuid] = seq
+        if event in _ADDING_EVENTS:
+            if uuid not in self._guests:
+                self._spawn(self._add_guests(conn, [dom], {uuid: seq}))
+        elif event in _REMOVING_EVENTS:
+            self._remove_guest(uuid)
+        elif event == libvirt.VIR_DOMAIN_EVENT_DEFINED and uuid in self._guests:
+            self._spawn(self._refresh_balloon_min(conn, dom))
+
+    # -- guests -----------------------------------------------------------
+
+    async def _add_guests(self, conn: libvirt.virConnect, domains: list[libvirt.virDomain],
+                          expected: dict[str, int]) -> None:
+        try:
+            infos = await self._guarded(conn, self._describe_sync, domains)
+        except (_Disconnected, libvirt.libvirtError) as err:
+            log.debug("describing new guests failed: %s", err)
+            return
+        for info in infos:
+            if self._conn is not conn or info.uuid in self._guests:
+                continue
+            if self._event_seq.get(info.uuid, 0) != expected.get(info.uuid, 0):
+                continue  # a later lifecycle event decides about this guest
+            self._guests[info.uuid] = info
+            self._notify("guest_added", info)
+
+    def _remove_guest(self, uuid: str) -> None:
+        if self._guests.pop(uuid, None) is not None:
+            self._notify("guest_removed", uuid)
+
+    async def _refresh_balloon_min(self, conn: libvirt.virConnect,
+                                   dom: libvirt.virDomain) -> None:
+        try:
+            xml = await self._guarded(conn, dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+        except (_Disconnected, libvirt.libvirtError):
+            return
+        info = self._guests.get(dom.UUIDString())
+        if info is not None:
+            # Updated in place: the engine holds this very object, and the
+            # next samples carry the new value anyway.
+            info.balloon_min = min_guarantee_kib(xml)
+
+    def _describe_sync(self, domains: Iterable[libvirt.virDomain]) -> list[GuestInfo]:
+        """GuestInfo for each domain still running; sets its stats period."""
+        infos = []
+        for dom in domains:
+            try:
+                # The inactive (persistent) definition is what a "define"
+                # changes; for a transient domain it is the live one.
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() in _DOMAIN_GONE:
+                    continue
+                raise
+            self._set_stats_period(dom)
+            name = dom.name()
+            infos.append(GuestInfo(uuid=dom.UUIDString(), name=name,
+                                   pid=read_pid(self._pid_dir, name),
+                                   balloon_min=min_guarantee_kib(xml)))
+        return infos
+
+    def _set_stats_period(self, dom: libvirt.virDomain) -> None:
+        if self._stats_period <= 0:
+            return
+        try:
+            dom.setMemoryStatsPeriod(self._stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as err:
+            if _connection_broken(dom.connect(), err):
+                raise
+            # Drivers without balloon statistics, guests without a balloon:
+            # the guest is still managed, with the statistics there are.
+            if not self._period_logged:
+                self._period_logged = True
+                log.warning("cannot set the memory statistics period of %s: %s "
+                            "(not logged again for other guests)", dom.name(), _message(err))
+
+    # -- statistics -------------------------------------------------------
+
+    def _collect_sync(self, conn: libvirt.virConnect,
+                      wanted: set[str]) -> dict[str, dict[str, Any]]:
+        samples: dict[str, dict[str, Any]] = {}
+        fallback: list[libvirt.virDomain] = []
+        if self._bulk_balloon:
+            try:
+                records = conn.getAllDomainStats(
+                    libvirt.VIR_DOMAIN_STATS_BALLOON,
+                    flags=libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                records = None
+            if records is None:
+                self._bulk_balloon = False
+            else:
+                for dom, stats in records:
+                    uuid = dom.UUIDString()
+                    if uuid not in wanted:
+                        continue
+                    if "balloon.current" in stats:
+                        samples[uuid] = _from_bulk(stats)
+                    else:
+                        fallback.append(dom)
+                if fallback and not samples:
+                    # Nothing came back in bulk: this driver does not fill
+                    # the balloon group, stop asking it.
+                    self._bulk_balloon = False
+        if not self._bulk_balloon and not fallback:
+            fallback = [dom for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                        if dom.UUIDString() in wanted]
+        if fallback and not self._fallback_logged:
+            self._fallback_logged = True
+            log.info("libvirt at %s does not report balloon statistics in bulk; "
+                     "asking each domain (info, memoryStats) instead", self.uri)
+        for dom in fallback:
+            fields = self._per_domain_stats(dom)
+            if fields is not None:
+                samples[dom.UUIDString()] = fields
+        return samples
+
+    @staticmethod
+    def _per_domain_stats(dom: libvirt.virDomain) -> dict[str, Any] | None:
+        try:
+            _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() in _DOMAIN_GONE:
+                return None
+            raise
+        fields: dict[str, Any] = {"balloon_cur": cur_kib, "balloon_max": max_kib}
+        try:
+            stats = dom.memoryStats()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() in _DOMAIN_GONE or err.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return fields
+            raise
+        for key, field in MEMORY_STATS_FIELDS.items():
+            if key in stats:
+                fields[field] = stats[key]
+        if stats.get(_STATS_LAST_UPDATE):
+            fields["_last_update"] = stats[_STATS_LAST_UPDATE]
+        return fields
+
+    # -- running calls ----------------------------------------------------
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Call ``fn`` inline (in-process driver) or on the libvirt thread."""
+        if not self._offload:
+            return fn(*args)
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="libvirt")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _guarded(self, conn: libvirt.virConnect, fn: Callable[..., _T], *args: Any) -> _T:
+        """``_run`` that turns a broken connection into ``_Disconnected``."""
+
+        def call() -> _T:
+            try:
+                return fn(*args)
+            except libvirt.libvirtError as err:
+                # Checked on the calling thread: isAlive() takes the
+                # connection's lock, which may be held by a stuck call.
+                if _connection_broken(conn, err):
+                    raise _Disconnected(_message(err)) from err
+                raise
+
+        try:
+            return await self._run(call)
+        except _Disconnected as err:
+            self._connection_lost(conn, str(err))
+            raise
+
+    def _spawn(self, coro: Any, *, cancellable: bool = True) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        if not cancellable:
+            self._uncancellable.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._uncancellable.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("libvirt background task failed", exc_info=task.exception())
+
+    def _notify(self, method: str, *args: Any) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        try:
+            getattr(listener, method)(*args)
+        except Exception:  # noqa: BLE001 - a listener bug must not stop us
+            log.exception("hypervisor listener failed in %s", method)
+
+
+def _from_bulk(stats: dict[str, Any]) -> dict[str, Any]:
+    fields = {field: stats[key] for key, field in BULK_BALLOON_FIELDS.items() if key in stats}
+    if stats.get(_BULK_LAST_UPDATE):
+        fields["_last_update"] = stats[_BULK_LAST_UPDATE]
+    return fields
+
+
+def _message(err: libvirt.libvirtError) -> str:
+    return err.get_error_message() or str(err)
+
+
+def _connection_broken(conn: libvirt.virConnect, err: libvirt.libvirtError) -> bool:
+    """Whether ``err`` means the connection is unusable (not just the call)."""
+    code = err.get_error_code()
+    if code in _DISCONNECTED:
+        return True
+    try:
+        if not conn.isAlive():
+            return True
+    except libvirt.libvirtError:
+        return True
+    message = _message(err).lower()
+    return code in _MAYBE_DISCONNECTED and any(m in message for m in _DISCONNECT_MESSAGES)

@@ -1,0 +1,65 @@
+"""momd: the memory overcommitment manager daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import os
+import sys
+from collections.abc import Sequence
+
+from .config import Config, ConfigError, build_arg_parser, config_from_args
+
+log = logging.getLogger("momservice")
+
+
+def setup_logging(config: Config) -> None:
+    """Log to the journal under systemd, else to stderr or the configured file."""
+    root = logging.getLogger()
+    root.setLevel(config.verbosity)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler: logging.Handler
+    if config.log != "stdio":
+        handler = logging.handlers.RotatingFileHandler(
+            config.log, maxBytes=config.max_bytes, backupCount=config.backup_count)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    elif os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
+        try:
+            from systemd.journal import JournalHandler
+            handler = JournalHandler(SYSLOG_IDENTIFIER="momd")
+        except ImportError:
+            handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run momd until SIGTERM/SIGINT; returns the exit code."""
+    args = build_arg_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        print(f"momd: {e}", file=sys.stderr)
+        return 2
+    try:
+        setup_logging(config)
+    except OSError as e:
+        print(f"momd: cannot open log {config.log}: {e}", file=sys.stderr)
+        return 2
+    from .service import Service
+    try:
+        asyncio.run(Service(config).run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
