@@ -567,7 +567,8 @@ def _load_and_evaluate(text):
         pytest.fail(f"evaluate() raised {type(e).__name__}: {str(e)[:200]}")
 
 
-@pytest.mark.parametrize("literal", ["1" * 5000, "-" + "9" * 5000, BIG, "0o" + "7" * 6000])
+@pytest.mark.parametrize("literal", ["1" * 5000, "-" + "9" * 5000, BIG, "0o" + "7" * 6000],
+                         ids=["decimal", "negative-decimal", "hex", "octal"])
 def test_huge_integer_literal_is_refused_or_accepted_cleanly(literal):
     result = _load_and_evaluate(literal)
     if result is not None:

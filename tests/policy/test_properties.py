@@ -29,9 +29,12 @@ from momservice.policy import (Entity, PolicyError, PolicyLimitError, PolicySet,
 
 PROJECT_ROOT = Path(momservice.__file__).resolve().parents[1]
 
-FAST = settings(max_examples=300, deadline=None,
+# Deterministic by default, so that a known bug not yet fixed cannot make the
+# suite flaky; MOM_HYPOTHESIS_RANDOM=1 explores fresh examples on each run.
+_DERANDOMIZE = not os.environ.get("MOM_HYPOTHESIS_RANDOM")
+FAST = settings(max_examples=300, deadline=None, derandomize=_DERANDOMIZE,
                 suppress_health_check=[HealthCheck.too_slow])
-STRUCTURED = settings(max_examples=250, deadline=None,
+STRUCTURED = settings(max_examples=250, deadline=None, derandomize=_DERANDOMIZE,
                       suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -362,6 +365,18 @@ def test_huge_integer_literal_is_policy_error_or_accepted():
 def test_huge_integer_in_message_does_not_escape(text):
     result = PolicySet({"p": text}).evaluate(make_host(), [])
     assert result.error is None or isinstance(result.error, PolicyError)
+
+
+@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
+    "BUG: builtins._set_var reads args[1] before checking the argument count "
+    "(the right-hand side of the assignment is evaluated first): "
+    "IndexError escapes PolicySet.evaluate; found by the balanced-forms property"))
+@pytest.mark.parametrize("text", ["(Host.SetVar)", '(Host.SetVar "v")'],
+                         ids=["no-args", "one-arg"])
+def test_setvar_wrong_argument_count_is_policy_error(text):
+    result = PolicySet({"p": text}).evaluate(make_host(), [])
+    assert isinstance(result.error, PolicyError)
+    assert "SetVar" in result.error.message
 
 
 def _run_isolated(code: str, timeout: float) -> subprocess.CompletedProcess:

@@ -1,22 +1,14 @@
-"""Fixtures for the hypervisor tests: an event-loop runner, a private libvirtd."""
+"""Fixtures shared by the tests: an event-loop runner, a private libvirtd."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
 
-# The helpers live in tests/helpers; plain `pytest` (unlike `python -m
-# pytest`) does not put the project root on sys.path.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd  # noqa: E402
+from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 
 
 @pytest.fixture
