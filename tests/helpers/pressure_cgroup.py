@@ -63,6 +63,10 @@ class ThrashingCgroup:
             chunk = os.urandom(1 << 20)
             for _ in range(self.file_mib):
                 f.write(chunk)
+            # Dirty pages cannot be dropped from the page cache: write them
+            # out, or the thrasher would read them from memory, stall-free.
+            f.flush()
+            os.fsync(f.fileno())
         return self
 
     def start(self) -> None:
