@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: all deps venv test run bench clean
+.PHONY: all deps venv test run bench clean install
 
 all: test
 
@@ -50,3 +50,37 @@ bench: venv
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .cache build dist *.egg-info
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+# --- make install -----------------------------------------------------------
+# Installs the Python package (momd, momctl) under PREFIX, and the files the
+# system bus, polkit and systemd look for in their fixed places (DATADIR,
+# UNITDIR).  DESTDIR stages everything under another root, for packaging:
+#   make install DESTDIR=/tmp/stage PREFIX=/usr
+# The package is installed without its dependencies (dbus-next,
+# libvirt-python, pyudev, systemd-python): the distribution provides those.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+# momd looks for its shipped policies in <sys.prefix>/share/mom/policies:
+# PREFIX must be the prefix of INSTALL_PYTHON for it to find them.
+POLICYDIR  ?= $(PREFIX)/share/mom/policies
+# dbus-daemon and polkitd only search /usr/share (and /etc), whatever PREFIX.
+DATADIR    ?= /usr/share
+UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /usr/lib/systemd/system)
+INSTALL_PYTHON ?= $(PYTHON)
+# --ignore-installed: never uninstall a mom installed in INSTALL_PYTHON's
+# own environment (with DESTDIR, that one is not the one being installed).
+PIP_INSTALL_ARGS ?= --no-deps --ignore-installed --no-warn-script-location
+INSTALL    ?= install
+
+install:
+	$(INSTALL_PYTHON) -m pip install $(PIP_INSTALL_ARGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	$(INSTALL) -d $(DESTDIR)$(DATADIR)/dbus-1/system.d $(DESTDIR)$(DATADIR)/dbus-1/system-services \
+		$(DESTDIR)$(DATADIR)/polkit-1/actions $(DESTDIR)$(UNITDIR) $(DESTDIR)$(POLICYDIR)
+	$(INSTALL) -m 0644 dbus/org.ovirt.mom1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.ovirt.mom1.conf
+	$(INSTALL) -m 0644 dbus/org.ovirt.mom1.service $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.ovirt.mom1.service
+	$(INSTALL) -m 0644 polkit/org.ovirt.mom1.policy $(DESTDIR)$(DATADIR)/polkit-1/actions/org.ovirt.mom1.policy
+	sed 's|^ExecStart=/usr/bin/momd\b|ExecStart=$(BINDIR)/momd|' systemd/momd.service > $(DESTDIR)$(UNITDIR)/momd.service.tmp
+	grep -q '^ExecStart=$(BINDIR)/momd$$' $(DESTDIR)$(UNITDIR)/momd.service.tmp
+	chmod 0644 $(DESTDIR)$(UNITDIR)/momd.service.tmp
+	mv -f $(DESTDIR)$(UNITDIR)/momd.service.tmp $(DESTDIR)$(UNITDIR)/momd.service
+	$(INSTALL) -m 0644 policies/*.policy $(DESTDIR)$(POLICYDIR)/

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,6 +10,34 @@ from ..fields import (GUEST_OPTIONAL_FIELDS, GUEST_PROPERTIES,
 from .errors import PolicyError
 
 DEFAULT_HISTORY_LENGTH = 10
+
+
+class Schema:
+    """The statistics an entity has: required, known, and the order in which
+    its history stores them.  Shared by all entities of a kind, so a
+    thousand guests keep one copy; an entity that meets a new field gets a
+    schema of its own (``with_fields``)."""
+
+    __slots__ = ("required", "known", "fields", "index")
+
+    def __init__(self, required: Iterable[str], optional: Iterable[str]) -> None:
+        self.required = frozenset(required)
+        self.known = self.required | frozenset(optional)
+        self.fields: tuple[str, ...] = tuple(sorted(self.known))
+        self.index: dict[str, int] = {f: i for i, f in enumerate(self.fields)}
+
+    def with_fields(self, names: Iterable[str]) -> "Schema":
+        """This schema plus ``names``, appended so old history rows stay valid."""
+        extended = Schema.__new__(Schema)
+        extended.required = self.required
+        extended.known = self.known | frozenset(names)
+        extended.fields = self.fields + tuple(sorted(frozenset(names) - self.known))
+        extended.index = {f: i for i, f in enumerate(extended.fields)}
+        return extended
+
+
+HOST_SCHEMA = Schema((), HOST_FIELDS)
+GUEST_SCHEMA = Schema(GUEST_REQUIRED_FIELDS, GUEST_OPTIONAL_FIELDS)
 
 
 class Entity:
@@ -22,35 +49,46 @@ class Entity:
     newest sample as attributes and averages over the history.
     """
 
-    __slots__ = ("kind", "props", "required", "known", "history",
+    __slots__ = ("kind", "props", "schema", "history", "history_length",
                  "latest", "variables", "_averages", "_complete")
 
     def __init__(self, kind: str, props: Mapping[str, Any] | None = None, *,
                  required: Iterable[str] = (), optional: Iterable[str] = (),
-                 history_length: int = DEFAULT_HISTORY_LENGTH) -> None:
+                 history_length: int = DEFAULT_HISTORY_LENGTH,
+                 schema: Schema | None = None) -> None:
         if history_length < 1:
             raise ValueError("history_length must be at least 1")
         self.kind = kind
         self.props: dict[str, Any] = dict(props or {})
-        self.required = frozenset(required)
-        self.known = self.required | frozenset(optional)
-        self.history: deque[dict[str, Any]] = deque(maxlen=history_length)
+        self.schema = schema if schema is not None else Schema(required, optional)
+        # Older samples are kept as tuples in the order of the schema's
+        # fields, in a plain list: with a thousand guests, dicts and deques
+        # would cost several MiB more.
+        self.history: list[tuple] = []
+        self.history_length = history_length
         self.latest: dict[str, Any] = {}
         self.variables: dict[str, Any] = {}
         self._averages: dict[str, float] = {}
-        self._complete = not self.required
+        self._complete = not self.schema.required
 
     @classmethod
     def host(cls, *, history_length: int = DEFAULT_HISTORY_LENGTH) -> "Entity":
         """The host, with every host statistic known (none required)."""
-        return cls("host", {}, optional=HOST_FIELDS, history_length=history_length)
+        return cls("host", {}, history_length=history_length, schema=HOST_SCHEMA)
 
     @classmethod
     def guest(cls, props: Mapping[str, Any], *,
               history_length: int = DEFAULT_HISTORY_LENGTH) -> "Entity":
         """A guest with the standard required and optional statistics."""
-        return cls("guest", props, required=GUEST_REQUIRED_FIELDS,
-                   optional=GUEST_OPTIONAL_FIELDS, history_length=history_length)
+        return cls("guest", props, history_length=history_length, schema=GUEST_SCHEMA)
+
+    @property
+    def required(self) -> frozenset[str]:
+        return self.schema.required
+
+    @property
+    def known(self) -> frozenset[str]:
+        return self.schema.known
 
     @property
     def name(self) -> str:
@@ -59,14 +97,17 @@ class Entity:
     def add_sample(self, sample: Mapping[str, Any]) -> None:
         """Append a sample; a field no collector declared becomes known."""
         sample = dict(sample)
-        unknown = sample.keys() - self.known
-        if unknown:
-            self.known = self.known | unknown
-        self.history.append(sample)
+        schema = self.schema
+        if not sample.keys() <= schema.index.keys():
+            schema = self.schema = schema.with_fields(sample.keys())
+        history = self.history
+        history.append(tuple(map(sample.get, schema.fields)))
+        if len(history) > self.history_length:
+            del history[0]
         self.latest = sample
         self._averages = {}
         # Decided once per sample: every evaluation asks, for every guest.
-        self._complete = all(sample.get(f) is not None for f in self.required)
+        self._complete = all(sample.get(f) is not None for f in schema.required)
 
     def is_complete(self) -> bool:
         """True when the newest sample holds every required statistic."""
@@ -89,9 +130,12 @@ class Entity:
             return self._averages[field]
         except KeyError:
             pass
-        if field not in self.known:
+        index = self.schema.index.get(field)
+        if index is None:
             raise PolicyError(f"{self.kind} has no statistic {field!r}")
-        values = [v for s in self.history if (v := s.get(field)) is not None]
+        # Rows older than a newly seen field are shorter: they lack it.
+        values = [row[index] for row in self.history
+                  if len(row) > index and row[index] is not None]
         try:
             mean = sum(values) / len(values) if values else 0.0
         except TypeError:

@@ -36,8 +36,11 @@ _TOKEN_RE = re.compile(r"""
 
 _NUMBER_START = re.compile(r"-?[0-9.]")
 
-#: Longest decimal integer literal (Python refuses to convert past 4300).
+#: Longest number literal: far beyond any real value, and short enough that
+#: every integer it can spell still converts to decimal (Python refuses
+#: past 4300 digits).
 MAX_DIGITS = 1000
+_NUMBER_KINDS = frozenset({"int", "float", "expint", "hex", "oct"})
 
 
 def tokenize(text: str) -> list[Token]:
@@ -58,9 +61,9 @@ def tokenize(text: str) -> list[Token]:
         if kind == "ws" or kind == "comment":
             line += value.count("\n")
             continue
+        if kind in _NUMBER_KINDS and len(value) > MAX_DIGITS:
+            raise PolicyError(f"number with more than {MAX_DIGITS} digits", line)
         if kind == "int":
-            if len(value) > MAX_DIGITS:
-                raise PolicyError(f"number with more than {MAX_DIGITS} digits", line)
             append(Token("num", int(value), line))
         elif kind == "float" or kind == "expint":
             append(Token("num", float(value), line))
