@@ -1,0 +1,134 @@
+"""Our connection to the bus: dbus-next, with three of its habits corrected.
+
+* ObjectManager signals (InterfacesAdded/Removed) come from the manager's
+  path, as the D-Bus specification and GDBus/sd-bus clients expect, not
+  from the child object's path.
+* No reply carries a Python traceback: an exception dbus-next would turn
+  into a traceback text becomes one of the contract's named errors.
+* Method handlers learn who called: each incoming call is put in
+  ``access.current_message`` before dispatch, for polkit's subject.
+
+It also adds ``org.freedesktop.DBus.DocString`` annotations, taken from
+the docstrings of our interfaces, to the introspection data.
+"""
+
+from __future__ import annotations
+
+import inspect
+import xml.etree.ElementTree as ET
+from typing import Any
+
+from dbus_next import DBusError, Message, MessageType
+from dbus_next.aio import MessageBus
+from dbus_next.service import ServiceInterface, _Property
+
+from .access import current_message
+from .errors import to_dbus_error
+from .names import MANAGER_PATH
+
+DOC_ANNOTATION = "org.freedesktop.DBus.DocString"
+_HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
+           '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
+
+
+class MomMessageBus(MessageBus):
+    """A dbus-next asyncio connection that behaves as our contract needs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_message_handler(self._remember_call)
+
+    @staticmethod
+    def _remember_call(message: Message) -> None:
+        if message.message_type == MessageType.METHOD_CALL:
+            current_message.set(message)
+        return None  # not handled: dbus-next dispatches it as usual
+
+    # -- ObjectManager signals from the manager's path ------------------------
+
+    def _emit_interface_added(self, path: str, interface: ServiceInterface) -> None:
+        if self._disconnected:
+            return
+
+        def send(interface: ServiceInterface, values: dict, _user: Any, error: Any) -> None:
+            self.send(Message.new_signal(
+                MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "InterfacesAdded",
+                "oa{sa{sv}}", [path, {interface.name: values if error is None else {}}]))
+
+        ServiceInterface._get_all_property_values(interface, send)
+
+    def _emit_interface_removed(self, path: str, removed_interfaces: list[str]) -> None:
+        if self._disconnected:
+            return
+        self.send(Message.new_signal(
+            MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "InterfacesRemoved",
+            "oas", [path, removed_interfaces]))
+
+    # -- never a traceback in a reply ------------------------------------------
+
+    def _send_reply(self, msg: Message) -> Any:
+        reply = super()._send_reply(msg)
+        original_exit = reply._exit
+
+        def named_errors_only(exc_type: Any, exc_value: Any, tb: Any) -> Any:
+            if (exc_type is not None and issubclass(exc_type, Exception)
+                    and not issubclass(exc_type, DBusError)):
+                error = to_dbus_error(exc_value)
+                return original_exit(type(error), error, None)
+            return original_exit(exc_type, exc_value, tb)
+
+        reply._exit = named_errors_only
+        return reply
+
+    # -- introspection with doc strings ------------------------------------------
+
+    def _default_introspect_handler(self, msg: Message, send_reply: Any) -> None:
+        root = self._introspect_export_path(msg.path).to_xml()
+        exported = {iface.name: iface for iface in self._path_exports.get(msg.path, [])}
+        for element in root.findall("interface"):
+            iface = exported.get(element.get("name"))
+            if iface is not None:
+                _annotate(element, type(iface))
+        ET.indent(root)
+        send_reply(Message.new_method_return(
+            msg, "s", [_HEADER + ET.tostring(root, encoding="unicode")]))
+
+
+def member_docs(cls: type) -> dict[str, str]:
+    """D-Bus member name to the first paragraph of its Python docstring."""
+    docs = {}
+    for klass in reversed(cls.__mro__):
+        for attr, member in vars(klass).items():
+            if isinstance(member, _Property):
+                name, doc = member.name, member.prop_getter.__doc__
+            else:
+                marker = (getattr(member, "__dict__", {}).get("__DBUS_METHOD")
+                          or getattr(member, "__dict__", {}).get("__DBUS_SIGNAL"))
+                if marker is None:
+                    continue
+                name, doc = marker.name, member.__doc__
+            if doc:
+                docs[name] = _first_paragraph(doc)
+    return docs
+
+
+def _first_paragraph(doc: str) -> str:
+    return " ".join(inspect.cleandoc(doc).split("\n\n")[0].split())
+
+
+def _annotate(element: ET.Element, cls: type) -> None:
+    docs = member_docs(cls)
+    if cls.__doc__:
+        _add_doc(element, _first_paragraph(cls.__doc__), first=True)
+    for child in element:
+        doc = docs.get(child.get("name", ""))
+        if doc and child.tag in ("method", "property", "signal"):
+            _add_doc(child, doc)
+
+
+def _add_doc(element: ET.Element, doc: str, first: bool = False) -> None:
+    annotation = ET.Element("annotation", name=DOC_ANNOTATION, value=doc)
+    if first:
+        element.insert(0, annotation)
+    else:
+        element.append(annotation)

@@ -1,0 +1,112 @@
+"""Interfaces whose properties are read from the engine through a table.
+
+Each property is one row: its D-Bus name, signature, how to read it and a
+doc string.  The same rows give the getters dbus-next exports and the
+snapshot that ``publish_changes`` compares, so a PropertiesChanged signal
+carries exactly the properties whose value changed, at most once a call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from dbus_next import PropertyAccess, Variant
+from dbus_next.service import dbus_property
+
+from .access import MomInterface
+
+
+@dataclass(frozen=True)
+class Prop:
+    """One read-only property: name, D-Bus signature, reader, doc string."""
+
+    name: str
+    signature: str
+    read: Callable[[Any], Any]
+    doc: str
+
+
+def _coerce(signature: str, value: Any) -> Any:
+    # The engine's samples may lack a field (nil) or carry a float where the
+    # contract has an integer: a property always has a value of its type.
+    if signature in ("t", "u"):
+        return max(0, int(value)) if isinstance(value, (int, float)) else 0
+    if signature == "x":
+        return int(value) if isinstance(value, (int, float)) else 0
+    if signature == "d":
+        return float(value) if isinstance(value, (int, float)) else 0.0
+    if signature == "b":
+        return bool(value)
+    if signature == "s":
+        return "" if value is None else str(value)
+    return value
+
+
+def _getter(prop: Prop) -> dbus_property:
+    def read(self: "Published") -> Any:
+        return _coerce(prop.signature, prop.read(self))
+    read.__name__ = prop.name
+    read.__doc__ = prop.doc
+    read.__annotations__ = {"return": prop.signature}
+    return dbus_property(access=PropertyAccess.READ, name=prop.name)(read)
+
+
+def to_variant(value: Any) -> Variant | None:
+    """A policy value as a Variant for an ``a{sv}``; None for nil (left out)."""
+    if isinstance(value, bool):
+        return Variant("b", value)
+    if isinstance(value, int):
+        return Variant("x", value) if -2**63 <= value < 2**63 else Variant("s", str(value))
+    if isinstance(value, float):
+        return Variant("d", value)
+    if isinstance(value, str):
+        return Variant("s", value)
+    if value is None:
+        return None
+    return Variant("s", repr(value))
+
+
+def to_variants(values: dict[str, Any]) -> dict[str, Variant]:
+    """A dict of policy values as ``a{sv}``, nil values left out."""
+    return {k: v for k, v in ((k, to_variant(x)) for k, x in values.items()) if v is not None}
+
+
+def from_variants(values: dict[str, Variant]) -> dict[str, Any]:
+    """An ``a{sv}`` from a caller as plain Python values."""
+    return {k: (v.value if isinstance(v, Variant) else v) for k, v in values.items()}
+
+
+class Published(MomInterface):
+    """An exported interface with table-made properties and change publishing."""
+
+    PROPERTIES: ClassVar[tuple[Prop, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        for prop in cls.__dict__.get("PROPERTIES", ()):
+            setattr(cls, prop.name, _getter(prop))
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, name: str, authorizer: Any) -> None:
+        super().__init__(name, authorizer)
+        self._published: dict[str, Any] = {}
+
+    def values(self) -> dict[str, Any]:
+        """Every table property's current value, as the bus would send it."""
+        return {p.name: _coerce(p.signature, p.read(self)) for p in self.PROPERTIES}
+
+    def mark_published(self) -> None:
+        """Take the current values as known to clients (InterfacesAdded carried them)."""
+        self._published = self.values()
+
+    def publish_changes(self) -> dict[str, Any]:
+        """Emit one PropertiesChanged with what changed since the last call."""
+        current = self.values()
+        changed = {k: v for k, v in current.items() if self._published.get(k, _UNSET) != v}
+        self._published = current
+        if changed:
+            self.emit_properties_changed(changed)
+        return changed
+
+
+_UNSET = object()
