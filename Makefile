@@ -72,8 +72,24 @@ INSTALL_PYTHON ?= $(PYTHON)
 PIP_INSTALL_ARGS ?= --no-deps --ignore-installed --no-warn-script-location
 INSTALL    ?= install
 
+# Debian's own Python installs with its "posix_local" layout, which puts a
+# --prefix under <prefix>/local: for it, PREFIX=/usr/local means --prefix=/usr
+# (-> /usr/local/bin, /usr/local/lib/python3.X/dist-packages, both on its
+# path) and any other PREFIX uses the Debian system layout (<prefix>/bin,
+# <prefix>/lib/python3/dist-packages).  Other Pythons get --prefix=$(PREFIX)
+# as is; the package is importable when PREFIX is that Python's prefix (e.g.
+# a venv: INSTALL_PYTHON=/opt/mom/bin/python PREFIX=/opt/mom).
+DEBIAN_PYTHON = $(shell $(INSTALL_PYTHON) -c 'import sysconfig; print("yes" if "deb_system" in sysconfig.get_scheme_names() else "")' 2>/dev/null)
+PIP_PREFIX_ARGS = $(if $(DEBIAN_PYTHON),$(if $(filter /usr/local /usr/local/,$(PREFIX)),--prefix=/usr,--prefix=$(PREFIX)),--prefix=$(PREFIX))
+PIP_ENV = $(if $(DEBIAN_PYTHON),$(if $(filter /usr/local /usr/local/,$(PREFIX)),,DEB_PYTHON_INSTALL_LAYOUT=deb))
+
+# pip builds in the source directory (build/, *.egg-info): build from a copy
+# instead, so that installing leaves the tree as it was.
 install:
-	$(INSTALL_PYTHON) -m pip install $(PIP_INSTALL_ARGS) --prefix=$(PREFIX) $(if $(DESTDIR),--root=$(DESTDIR)) .
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	tar -cf - --exclude=__pycache__ pyproject.toml README.md momservice | tar -xf - -C "$$tmp" && \
+	$(PIP_ENV) $(INSTALL_PYTHON) -m pip install $(PIP_INSTALL_ARGS) $(PIP_PREFIX_ARGS) $(if $(DESTDIR),--root=$(DESTDIR)) "$$tmp"
+	test -x $(DESTDIR)$(BINDIR)/momd || { echo "make install: momd is not in $(DESTDIR)$(BINDIR): check PREFIX/INSTALL_PYTHON" >&2; exit 1; }
 	$(INSTALL) -d $(DESTDIR)$(DATADIR)/dbus-1/system.d $(DESTDIR)$(DATADIR)/dbus-1/system-services \
 		$(DESTDIR)$(DATADIR)/polkit-1/actions $(DESTDIR)$(UNITDIR) $(DESTDIR)$(POLICYDIR)
 	$(INSTALL) -m 0644 dbus/org.ovirt.mom1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.ovirt.mom1.conf

@@ -212,17 +212,28 @@ class Config:
 
 
 def _shipped_policy_dir(module_file: str | Path, prefix: str | Path) -> Path:
-    source_tree = Path(module_file).resolve().parent.parent / "policies"
+    module = Path(module_file).resolve()
+    source_tree = module.parent.parent / "policies"
     if source_tree.is_dir():
         return source_tree
-    return Path(prefix) / "share" / "mom" / "policies"
+    installed = Path(prefix) / "share" / "mom" / "policies"
+    # <prefix>/lib/pythonX.Y/{site,dist}-packages/momservice/config.py: the
+    # prefix the package was installed to, which need not be the
+    # interpreter's (Debian's python3 with PREFIX=/usr/local).
+    parents = module.parents
+    if len(parents) > 4:
+        beside = parents[4] / "share" / "mom" / "policies"
+        if not installed.is_dir() and beside.is_dir():
+            return beside
+    return installed
 
 
 def shipped_policy_dir() -> Path:
     """The policies shipped with mom.
 
     Run from the source tree, that is the repository's ``policies/``; for an
-    installed package, ``<sys.prefix>/share/mom/policies``.
+    installed package, ``share/mom/policies`` under the interpreter's prefix
+    or, failing that, under the prefix the package was installed to.
     """
     return _shipped_policy_dir(__file__, sys.prefix)
 
