@@ -53,11 +53,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"momd: cannot open log {config.log}: {e}", file=sys.stderr)
         return 2
+    from .bus.server import BusNameTaken
     from .service import Service
     try:
         asyncio.run(Service(config).run())
     except KeyboardInterrupt:
         pass
+    except BusNameTaken as e:
+        log.error("%s", e)
+        return 1
     return 0
 
 

@@ -135,7 +135,7 @@ class Engine:
         except CollectionError as e:
             log.error("host collection failed: %s", e)
             return
-        self.host.add_sample(sample)
+        self.host.add_sample(sample, self.clock())
         self._notify("host_sampled")
 
     async def collect_guests(self) -> None:
@@ -153,7 +153,7 @@ class Engine:
                     continue  # vanished between the listing and the sample
                 self.guest_added(info)
                 entity = self.guests[uuid]
-            entity.add_sample(sample)
+            entity.add_sample(sample, self.clock())
         self._notify("guests_sampled")
 
     # -- decide and act -----------------------------------------------------

@@ -49,7 +49,7 @@ class Entity:
     newest sample as attributes and averages over the history.
     """
 
-    __slots__ = ("kind", "props", "schema", "history", "history_length",
+    __slots__ = ("kind", "props", "schema", "history", "times", "history_length",
                  "latest", "variables", "_averages", "_complete")
 
     def __init__(self, kind: str, props: Mapping[str, Any] | None = None, *,
@@ -65,6 +65,9 @@ class Entity:
         # fields, in a plain list: with a thousand guests, dicts and deques
         # would cost several MiB more.
         self.history: list[tuple] = []
+        #: When each row of ``history`` was taken (seconds since the epoch,
+        #: None when the caller did not say), trimmed with it.
+        self.times: list[float | None] = []
         self.history_length = history_length
         self.latest: dict[str, Any] = {}
         self.variables: dict[str, Any] = {}
@@ -94,16 +97,20 @@ class Entity:
     def name(self) -> str:
         return str(self.props.get("name", self.kind))
 
-    def add_sample(self, sample: Mapping[str, Any]) -> None:
-        """Append a sample; a field no collector declared becomes known."""
+    def add_sample(self, sample: Mapping[str, Any], time: float | None = None) -> None:
+        """Append a sample taken at ``time`` (seconds since the epoch, None when
+        unknown); a field no collector declared becomes known."""
         sample = dict(sample)
         schema = self.schema
         if not sample.keys() <= schema.index.keys():
             schema = self.schema = schema.with_fields(sample.keys())
         history = self.history
         history.append(tuple(map(sample.get, schema.fields)))
+        times = self.times
+        times.append(time)
         if len(history) > self.history_length:
             del history[0]
+            del times[0]
         self.latest = sample
         self._averages = {}
         # Decided once per sample: every evaluation asks, for every guest.

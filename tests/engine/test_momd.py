@@ -85,7 +85,9 @@ def test_momd_runs_reloads_and_stops(setup) -> None:
     tmp_path, config, policy_dir = setup
     notify = NotifySocket(tmp_path / "notify")
     log = tmp_path / "momd.log"
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="600000")
+    # No bus here: momd must run on without its D-Bus interface.
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="600000",
+               DBUS_SYSTEM_BUS_ADDRESS=f"unix:path={tmp_path / 'no-bus'}")
     env.pop("WATCHDOG_PID", None)
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "momservice.momd", "-c", str(config)],
