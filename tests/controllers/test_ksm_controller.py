@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import momservice.controllers.ksm as ksm_module
+from tests.helpers.ksm_sysfs import REAL, real_value, saved_real_ksm, wait_unshared
 from momservice.controllers import KsmController
 
 LOGGER = "momservice.controllers.ksm"
@@ -296,46 +297,16 @@ def test_ebusy_with_an_unmerge_that_never_finishes_is_bounded_and_not_fatal(busy
 
 # -- the real /sys/kernel/mm/ksm ---------------------------------------------------
 
-REAL = Path("/sys/kernel/mm/ksm")
-
-
 def _write_real(name: str, value: str) -> None:
     ksm_module._write_file(REAL / name, f"{value}\n")
 
 
-def _real_value(name: str) -> int:
-    return int((REAL / name).read_text())
-
-
-def _wait_unshared(timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while _real_value("pages_shared") and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @pytest.fixture
 def real_ksm():
-    if not REAL.is_dir():
-        pytest.skip(f"{REAL} is absent: this kernel has no KSM")
-    if os.geteuid() != 0:
-        pytest.skip("changing the real KSM settings needs root")
-    saved = {n: (REAL / n).read_text().strip() for n in TUNABLES if (REAL / n).exists()}
-    try:
-        _write_real("run", saved["run"])
-    except OSError as exc:
-        pytest.skip(f"{REAL} is not writable here: {exc}")
-    try:
+    with saved_real_ksm() as saved:
         yield saved
-    finally:
-        if "merge_across_nodes" in saved and \
-                (REAL / "merge_across_nodes").read_text().strip() != saved["merge_across_nodes"]:
-            _write_real("run", "2")
-            _wait_unshared()
-            _write_real("merge_across_nodes", saved["merge_across_nodes"])
-        _write_real("pages_to_scan", saved["pages_to_scan"])
-        _write_real("sleep_millisecs", saved["sleep_millisecs"])
-        _write_real("run", saved["run"])
-        assert {n: (REAL / n).read_text().strip() for n in saved} == saved
 
 
 def test_real_writes_only_what_differs(real_ksm, monkeypatch):
@@ -351,7 +322,7 @@ def test_real_writes_only_what_differs(real_ksm, monkeypatch):
     same = {"ksm_" + n: int(v) for n, v in real_ksm.items()}
     assert run(ctl.apply(same)) == {}
     assert calls == []
-    target = _real_value("pages_to_scan") + 7
+    target = real_value("pages_to_scan") + 7
     assert run(ctl.apply({**same, "ksm_pages_to_scan": target})) == {"pages_to_scan": target}
     assert calls == [("pages_to_scan", f"{target}\n")]
     assert ctl.last_errors == {}
@@ -360,20 +331,20 @@ def test_real_writes_only_what_differs(real_ksm, monkeypatch):
 def test_real_run_1_then_0(real_ksm):
     ctl = KsmController()
     run(ctl.apply({"ksm_run": 1}))
-    assert _real_value("run") == 1
+    assert real_value("run") == 1
     assert run(ctl.apply({"ksm_run": 0})) == {"run": 0}
-    assert _real_value("run") == 0
+    assert real_value("run") == 0
     assert ctl.last_errors == {}
 
 
 def test_real_scan_rate_changes_read_back(real_ksm):
     ctl = KsmController()
-    pages = _real_value("pages_to_scan") + 11
-    sleep = _real_value("sleep_millisecs") + 13
+    pages = real_value("pages_to_scan") + 11
+    sleep = real_value("sleep_millisecs") + 13
     written = run(ctl.apply({"ksm_pages_to_scan": pages + 0.8, "ksm_sleep_millisecs": sleep}))
     assert written == {"pages_to_scan": pages, "sleep_millisecs": sleep}
-    assert _real_value("pages_to_scan") == pages
-    assert _real_value("sleep_millisecs") == sleep
+    assert real_value("pages_to_scan") == pages
+    assert real_value("sleep_millisecs") == sleep
     assert ctl.last_errors == {}
 
 
@@ -384,8 +355,8 @@ def test_real_merge_across_nodes_change(real_ksm):
     flipped = 1 - int(real_ksm["merge_across_nodes"])
     written = run(ctl.apply({"ksm_run": 0, "ksm_merge_across_nodes": flipped}))
     assert written.get("merge_across_nodes") == flipped
-    assert _real_value("merge_across_nodes") == flipped
-    assert _real_value("run") == 0
+    assert real_value("merge_across_nodes") == flipped
+    assert real_value("run") == 0
     assert ctl.last_errors == {}
 
 
@@ -404,9 +375,9 @@ def test_real_merge_across_nodes_change_while_pages_are_shared(real_ksm, caplog)
         ctl = KsmController()
         run(ctl.apply({"ksm_run": 1, "ksm_pages_to_scan": 5000, "ksm_sleep_millisecs": 1}))
         deadline = time.monotonic() + 30
-        while _real_value("pages_shared") == 0 and time.monotonic() < deadline:
+        while real_value("pages_shared") == 0 and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _real_value("pages_shared") == 0:
+        if real_value("pages_shared") == 0:
             pytest.skip("ksmd shared no page within 30 s; the EBUSY path is "
                         "covered on the temporary directory")
         flipped = 1 - int(real_ksm["merge_across_nodes"])
@@ -416,8 +387,8 @@ def test_real_merge_across_nodes_change_while_pages_are_shared(real_ksm, caplog)
         assert any("EBUSY" in r.getMessage() for r in caplog.records)
         assert "Set KSM run to 2 (was 1)" in caplog.messages
         assert written == {"merge_across_nodes": flipped, "run": 1}
-        assert _real_value("merge_across_nodes") == flipped
-        assert _real_value("run") == 1
+        assert real_value("merge_across_nodes") == flipped
+        assert real_value("run") == 1
         assert ctl.last_errors == {}
     finally:
         area.close()
