@@ -7,9 +7,13 @@
   into a traceback text becomes one of the contract's named errors.
 * Method handlers learn who called: each incoming call is put in
   ``access.current_message`` before dispatch, for polkit's subject.
+* A full socket buffer (EAGAIN, as when a thousand guests appear at once)
+  is a reason to wait for the socket, not to drop the connection.
 
 It also adds ``org.freedesktop.DBus.DocString`` annotations, taken from
-the docstrings of our interfaces, to the introspection data.
+the docstrings of our interfaces, to the introspection data, and answers
+GetManagedObjects in one synchronous pass (dbus-next collects each
+property through a callback, which with a thousand guests is the slow part).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import inspect
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from dbus_next import DBusError, Message, MessageType
+from dbus_next import DBusError, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, _Property
 
@@ -31,11 +35,38 @@ _HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspectio
            '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
 
 
+class _PatientSocket:
+    """The bus socket as dbus-next's writer sees it: "nothing sent" instead of
+    BlockingIOError when the kernel buffer is full.  The writer then keeps
+    its place and waits until the socket is writable again; dbus-next alone
+    treats the error as fatal and closes the connection.  (We send no file
+    descriptors, which a retried sendmsg would lose.)"""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    def send(self, data: Any) -> int:
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    def sendmsg(self, *args: Any) -> int:
+        try:
+            return self._sock.sendmsg(*args)
+        except BlockingIOError:
+            return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class MomMessageBus(MessageBus):
     """A dbus-next asyncio connection that behaves as our contract needs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._writer.sock = _PatientSocket(self._writer.sock)
         self.add_message_handler(self._remember_call)
 
     @staticmethod
@@ -63,6 +94,15 @@ class MomMessageBus(MessageBus):
         self.send(Message.new_signal(
             MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "InterfacesRemoved",
             "oas", [path, removed_interfaces]))
+
+    # -- GetManagedObjects in one pass ---------------------------------------------
+
+    def _default_get_managed_objects_handler(self, msg: Message, send_reply: Any) -> None:
+        prefix = "/" if msg.path == "/" else msg.path + "/"
+        objects = {path: {iface.name: property_variants(iface) for iface in interfaces}
+                   for path, interfaces in self._path_exports.items()
+                   if path.startswith(prefix)}
+        send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [objects]))
 
     # -- never a traceback in a reply ------------------------------------------
 
@@ -92,6 +132,13 @@ class MomMessageBus(MessageBus):
         ET.indent(root)
         send_reply(Message.new_method_return(
             msg, "s", [_HEADER + ET.tostring(root, encoding="unicode")]))
+
+
+def property_variants(interface: ServiceInterface) -> dict[str, Variant]:
+    """Every readable property of an interface, read now (our getters are synchronous)."""
+    return {prop.name: Variant(prop.signature, prop.prop_getter(interface))
+            for prop in ServiceInterface._get_properties(interface)
+            if not prop.disabled and prop.access.readable()}
 
 
 def member_docs(cls: type) -> dict[str, str]:

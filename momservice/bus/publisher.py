@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
     from ..service import Service
 
 log = logging.getLogger(__name__)
+
+#: Guest objects published before the event loop gets a turn.
+_PUBLISH_SLICE = 50
 
 
 class BusPublisher(EngineObserver):
@@ -32,6 +36,8 @@ class BusPublisher(EngineObserver):
         self.manager = ManagerInterface(service, authorizer)
         self.host = HostInterface(service, authorizer)
         self.guests: dict[str, GuestInterface] = {}
+        self._publishing: asyncio.Future | None = None
+        self._publish_again = False
 
     def export_all(self) -> None:
         for path, interface in ((MANAGER_PATH, self.manager), (HOST_PATH, self.host)):
@@ -40,11 +46,10 @@ class BusPublisher(EngineObserver):
         for uuid in list(self.service.engine.guests):
             self.guest_added(uuid)
 
-    def unexport_all(self) -> None:
-        for uuid in list(self.guests):
-            self.guest_removed(uuid)
-        self.bus.unexport(HOST_PATH)
-        self.bus.unexport(MANAGER_PATH)
+    def close(self) -> None:
+        """Stop publishing (the connection is about to close)."""
+        if self._publishing is not None:
+            self._publishing.cancel()
 
     # -- engine observer -----------------------------------------------------
 
@@ -65,9 +70,23 @@ class BusPublisher(EngineObserver):
         self.host.publish_changes()
 
     def guests_sampled(self) -> None:
-        for guest in self.guests.values():
-            guest.publish_changes()
-        self.manager.publish_changes()
+        if self._publishing is not None and not self._publishing.done():
+            self._publish_again = True
+            return
+        self._publishing = asyncio.ensure_future(self._publish_guests())
+
+    async def _publish_guests(self) -> None:
+        # A thousand signals take tens of milliseconds to marshal: send them
+        # in slices, so that calls from clients are answered in between.
+        while True:
+            self._publish_again = False
+            for count, guest in enumerate(list(self.guests.values()), 1):
+                guest.publish_changes()
+                if count % _PUBLISH_SLICE == 0:
+                    await asyncio.sleep(0)
+            self.manager.publish_changes()
+            if not self._publish_again:
+                return
 
     def connection_changed(self, connected: bool) -> None:
         self.manager.publish_changes()
@@ -76,10 +95,10 @@ class BusPublisher(EngineObserver):
         for uuid, kib in evaluation.applied_balloons.items():
             if uuid in self.guests:
                 self.guests[uuid].balloon_target = kib
+        # Only the manager now: the host's and the guests' new Controls and
+        # BalloonTarget go out with their next sample, so that each object
+        # sends at most one PropertiesChanged per cycle.
         self.manager.publish_changes()
-        self.host.publish_changes()
-        for guest in self.guests.values():
-            guest.publish_changes()
         if evaluation.result.error is not None:
             self.manager.PolicyFailed(str(evaluation.result.error))
         if evaluation.changed:

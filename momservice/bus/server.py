@@ -52,6 +52,7 @@ class BusServer:
         if self.publisher is not None:
             if self.publisher in self.service.engine.observers:
                 self.service.engine.observers.remove(self.publisher)
+            self.publisher.close()
             self.publisher = None
         if self.bus is not None:
             self.bus.disconnect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Mapping
@@ -10,6 +11,9 @@ from typing import Any
 from ..hypervisor.base import HypervisorError, HypervisorInterface
 
 log = logging.getLogger(__name__)
+
+#: Balloon commands sent before the event loop gets a turn.
+_YIELD_EVERY = 50
 
 #: The default balloon floor (KiB): no guest is squeezed below 256 MiB.
 DEFAULT_FLOOR_KIB = 262144
@@ -122,6 +126,9 @@ class BalloonController:
                             who, target, str(exc))
                 continue
             applied[uuid] = target
+            if len(applied) % _YIELD_EVERY == 0:
+                # Hundreds of targets in a row: let the bus answer meanwhile.
+                await asyncio.sleep(0)
         return applied
 
     # -- manual targets ------------------------------------------------------

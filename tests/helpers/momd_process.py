@@ -13,7 +13,8 @@ BUS_NAME = "org.ovirt.mom1"
 
 
 def momd_config(tmp: Path, uri: str, *, engine_interval: float = 30,
-                controllers: str = "Balloon", extra_main: str = "") -> Path:
+                collect_interval: float = 0.3, controllers: str = "Balloon",
+                extra_main: str = "", verbosity: str = "debug") -> Path:
     """A momd.conf on ``uri`` with copies of the shipped policies and its own state dir.
 
     Collection runs often, so tests see changes quickly; the policy engine
@@ -25,9 +26,9 @@ def momd_config(tmp: Path, uri: str, *, engine_interval: float = 30,
     config = tmp / "momd.conf"
     config.write_text(f"""\
 [main]
-host-monitor-interval = 0.3
-guest-monitor-interval = 0.3
-guest-manager-interval = 0.3
+host-monitor-interval = {collect_interval}
+guest-monitor-interval = {collect_interval}
+guest-manager-interval = {collect_interval}
 policy-engine-interval = {engine_interval}
 sample-history-length = 3
 libvirt-hypervisor-uri = {uri}
@@ -37,7 +38,7 @@ state-dir = {tmp / "state"}
 {extra_main}
 [logging]
 log = stdio
-verbosity = debug
+verbosity = {verbosity}
 """)
     return config
 
