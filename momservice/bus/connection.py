@@ -18,6 +18,7 @@ property through a callback, which with a thousand guests is the slow part).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import xml.etree.ElementTree as ET
 from typing import Any
@@ -68,6 +69,17 @@ class MomMessageBus(MessageBus):
         super().__init__(*args, **kwargs)
         self._writer.sock = _PatientSocket(self._writer.sock)
         self.add_message_handler(self._remember_call)
+
+    async def drained(self) -> None:
+        """Return once everything queued for sending has been written.
+
+        Messages leave in order: a reply queued behind a thousand signals
+        waits for all of them.  Publishers pause here between slices, so
+        replies get through in between.
+        """
+        writer = self._writer
+        while writer.buf is not None or writer.messages.qsize():
+            await asyncio.sleep(0.001)
 
     @staticmethod
     def _remember_call(message: Message) -> None:

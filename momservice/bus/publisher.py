@@ -83,7 +83,7 @@ class BusPublisher(EngineObserver):
             for count, guest in enumerate(list(self.guests.values()), 1):
                 guest.publish_changes()
                 if count % _PUBLISH_SLICE == 0:
-                    await asyncio.sleep(0)
+                    await self.bus.drained()
             self.manager.publish_changes()
             if not self._publish_again:
                 return
