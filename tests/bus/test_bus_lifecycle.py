@@ -93,3 +93,37 @@ def test_bus_activation_starts_momd_on_the_first_call(tmp_path: Path) -> None:
         assert system.bus.name_has_owner(BUS_NAME)
         assert system.bus.activated_pids()
     assert "on the bus as org.ovirt.mom1" in (tmp_path / "activated.log").read_text()
+
+
+NOBODY_SET_POLICY = r'''
+import asyncio
+from dbus_next import BusType, Message, MessageType
+from dbus_next.aio import MessageBus
+async def main():
+    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
+    r = await bus.call(Message(destination="org.ovirt.mom1", path="/org/ovirt/mom1",
+                               interface="org.ovirt.mom1.Manager", member="SetPolicy",
+                               signature="ss", body=["30-nobody", "1"]))
+    print(r.error_name if r.message_type == MessageType.ERROR else "allowed")
+asyncio.run(main())
+'''
+
+
+def test_without_polkit_only_root_may_change_anything(tmp_path: Path) -> None:
+    from tests.helpers.private_bus import python_as_nobody
+    node = write_node_xml(tmp_path / "node.xml", guest_specs(1))
+    config = momd_config(tmp_path, node_uri(node))
+    with system_bus_with_polkit(tmp_path / "bus", polkit=False) as system:
+        assert not system.polkit_running
+        momd = Momd(system, config, tmp_path / "momd.log")
+        try:
+            for name in ("30-root", "31-root"):
+                reply = call(system.address, "SetPolicy", "ss", [name, "1"])
+                assert reply.message_type == MessageType.METHOD_RETURN, reply.body
+            result = python_as_nobody(NOBODY_SET_POLICY, system.bus.client_env())
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.strip() == "org.freedesktop.DBus.Error.AccessDenied"
+            assert "30-nobody" not in policy_names(system.address)
+        finally:
+            momd.stop()
+    assert momd.log_text().count("polkit is not on the bus") == 1
