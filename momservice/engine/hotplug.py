@@ -23,7 +23,9 @@ class MemoryHotplugMonitor:
         """Start listening; False (logged) where udev events cannot be had."""
         try:
             import pyudev
-            monitor = pyudev.Monitor.from_netlink(pyudev.Context())
+            # Kernel uevents, not udevd's: they need no udevd running (and
+            # memory blocks are what the kernel says they are anyway).
+            monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
             monitor.filter_by(subsystem="memory")
             monitor.start()
         except Exception as e:  # no netlink in some containers, no pyudev in tools
