@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..collectors import CollectionError
+from ..fields import GUEST_CONTROLS, HOST_CONTROLS
 from ..hypervisor import GuestInfo, HypervisorInterface
 from ..policy import Entity, EvaluationResult, PolicySet
 
@@ -98,6 +99,7 @@ class Engine:
         self._tasks: list[asyncio.Task] = []
         self._pressure_task: asyncio.Task | None = None
         self._pressure_again = False
+        self._unknown_controls_seen: set[tuple[str, str]] = set()
 
     # -- hypervisor listener ---------------------------------------------
 
@@ -177,11 +179,24 @@ class Engine:
                 evaluation.host_controls = dict(result.host_controls)
                 evaluation.guest_controls = {
                     g.props["uuid"]: dict(c) for g, c in result.guest_controls.items()}
+                self._warn_unknown_controls(evaluation)
                 await self._apply(evaluation)
             evaluation.duration = time.perf_counter() - t0
             self.last_evaluation = evaluation
         self._notify("evaluated", evaluation)
         return evaluation
+
+    def _warn_unknown_controls(self, evaluation: Evaluation) -> None:
+        # A misspelt control is silently useless: say so, once per name.
+        requested = {("host", n) for n in evaluation.host_controls}
+        for controls in evaluation.guest_controls.values():
+            requested.update(("guest", n) for n in controls)
+        for kind, name in requested - self._unknown_controls_seen:
+            known = HOST_CONTROLS if kind == "host" else GUEST_CONTROLS
+            if name not in known:
+                self._unknown_controls_seen.add((kind, name))
+                log.warning("the policy requests %s control %r, which no controller "
+                            "handles (known: %s)", kind, name, ", ".join(sorted(known)))
 
     async def _apply(self, evaluation: Evaluation) -> None:
         if evaluation.dry_run and not self.dry_run:

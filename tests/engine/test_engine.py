@@ -275,3 +275,20 @@ def test_engine_survives_libvirtd_restart(run, tmp_path, fake_host, private_libv
             await engine.stop()
 
     run(body(), timeout=90)
+
+
+def test_a_misspelt_control_is_named_once(run, tmp_path, fake_host, specs, caplog):
+    node = write_node_xml(tmp_path / "node.xml", specs)
+    policies = PolicySet({"p": '(with Guests g (g.Control "balon_target" 1))'})
+
+    async def body() -> None:
+        engine, _ = make_engine(node, fake_host, policies)
+        await engine.start()
+        try:
+            await engine.evaluate()
+        finally:
+            await engine.stop()
+
+    run(body())
+    warnings = [r.getMessage() for r in caplog.records if "balon_target" in r.getMessage()]
+    assert len(warnings) == 1 and "balloon_target" in warnings[0]
