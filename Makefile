@@ -40,9 +40,10 @@ test: venv
 	if [ $$rc -eq 5 ]; then echo "make test: no test was collected (pytest exit 5)" >&2; fi; \
 	exit $$rc
 
+# momd on a simulated host (sim://), a private bus and momctl monitor in the
+# foreground; Ctrl-C or RUN_SECONDS=N stops it.  No root needed.
 run: venv
-	@echo "Environment ready in $(VENV)."
-	@echo "The simulated-host demo (momd managing simulated guests) arrives with a later issue (issue 6); nothing to run yet."
+	@$(VENV_PY) scripts/run_demo.py
 
 bench: venv
 	$(VENV_PY) benchmarks/policy_bench.py

@@ -56,7 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .bus.server import BusNameTaken
     from .service import Service
     try:
-        asyncio.run(Service(config).run())
+        service = Service(config)
+    except ValueError as e:  # a bad sim:// URI or scenario file
+        print(f"momd: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(service.run())
     except KeyboardInterrupt:
         pass
     except BusNameTaken as e:

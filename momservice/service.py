@@ -200,6 +200,19 @@ class Service:
         self.config = config
         self.bus_enabled = bus
         self.bus: Any | None = None  # the BusServer once on the bus
+        self.simulated = False
+        if hypervisor is None and host_collector is None:
+            from .simulator.scenario import is_sim_uri
+            if is_sim_uri(config.hypervisor_uri):
+                # sim://: guests, host statistics and KSM are all the simulation's;
+                # nothing of the real host is read or written.
+                from .simulator import make_simulation_parts
+                hypervisor, host_collector, sim_ksm_dir = make_simulation_parts(
+                    config.hypervisor_uri)
+                if ksm_dir is None:
+                    ksm_dir = sim_ksm_dir
+                pressure_path = None
+                self.simulated = True
         self.hypervisor = hypervisor or make_hypervisor(config)
         collector = host_collector or HostCollector()
         self.ksm_dir = Path(ksm_dir) if ksm_dir is not None else \
@@ -220,7 +233,9 @@ class Service:
         self.engine.observers.append(_Status(self.engine))
         self.pressure = (PressureTrigger(self.engine.pressure_rose, pressure_path)
                          if pressure_path is not None else None)
-        self.hotplug = MemoryHotplugMonitor(self.engine.collect_host)
+        # Hotplug events are the real host's: a simulated one has none.
+        self.hotplug = (None if self.simulated
+                        else MemoryHotplugMonitor(self.engine.collect_host))
         self.plot: PlotWriter | None = None
         self._request_ksm: Any | None = None
         self._stop = asyncio.Event()
@@ -240,7 +255,8 @@ class Service:
         await self.engine.start()
         if self.pressure is not None:
             self.pressure.start(loop)
-        self.hotplug.start(loop)
+        if self.hotplug is not None:
+            self.hotplug.start(loop)
         if self.bus_enabled:
             await self._start_bus()
 
@@ -264,7 +280,8 @@ class Service:
             self.bus = None
         if self.pressure is not None:
             self.pressure.stop()
-        self.hotplug.stop()
+        if self.hotplug is not None:
+            self.hotplug.stop()
         await self.engine.stop()
         if self.plot is not None:
             self.plot.close()

@@ -1,0 +1,23 @@
+"""``sim://``: a simulated KVM host for momd, momctl and the lab.
+
+Pure model (no I/O, no asyncio, deterministic per seed):
+``workload``, ``guest_model``, ``ksm_model``, ``host_model``, ``simulation``.
+Adapters to momd's interfaces: ``hypervisor`` (SimHypervisor),
+``host_collector`` (SimHostCollector), ``ksm_dir`` (the KSM sysfs
+stand-in the real KsmController writes), ``driver`` (advancing them
+together), ``parts`` (all three from a URI), ``lab`` (the real engine in
+simulated time).  ``scenario`` reads URIs and TOML scenario files.
+"""
+
+from .driver import SimulationDriver
+from .host_collector import SimHostCollector
+from .hypervisor import SimHypervisor
+from .ksm_dir import SimKsmDir
+from .parts import make_simulation_parts
+from .scenario import (GuestSpec, Scenario, WorkloadSpec, default_scenario, generated,
+                       is_sim_uri, load_scenario, parse_uri)
+from .simulation import Simulation
+
+__all__ = ["GuestSpec", "Scenario", "SimHostCollector", "SimHypervisor", "SimKsmDir",
+           "Simulation", "SimulationDriver", "WorkloadSpec", "default_scenario", "generated",
+           "is_sim_uri", "load_scenario", "make_simulation_parts", "parse_uri"]

@@ -1,0 +1,199 @@
+"""One simulated guest: its memory, its balloon and what its driver reports.
+
+All sizes are KiB (floats inside, whole numbers in the statistics).  The
+guest's memory, as the balloon leaves it (``balloon_cur``), is always::
+
+    balloon_cur = reserved + kernel + anon + cache + free
+
+``reserved`` is firmware and boot memory outside MemTotal, ``kernel`` the
+guest kernel's own use, ``anon`` the resident part of the working set,
+``cache`` the page cache and ``free`` the rest (at least the watermark the
+guest kernel keeps free, unless the balloon leaves even less).  What the
+working set does not fit is in the guest's swap.
+
+On the host the guest holds ``touched`` KiB: every page it ever used and
+still has (freed pages stay resident on the host until the balloon takes
+them), plus QEMU's own overhead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .scenario import GuestSpec
+from .workload import Workload
+
+MiB = 1024
+PAGE_KIB = 4
+
+#: Share of the swapped-out working set the load touches again per second
+#: (each such page is swapped in, and another one out): thrashing.
+THRASH_RATE = 0.02
+#: Share of the working set whose pages are faulted in anew per second
+#: (allocations, short-lived memory): minor faults.
+CHURN_RATE = 0.002
+
+
+class GuestModel:
+    """A guest's memory and balloon, advanced by ``step``."""
+
+    def __init__(self, spec: GuestSpec, uuid: str, workload: Workload, *,
+                 balloon_rate_kib_s: float, swap_rate_kib_s: float,
+                 stats_period: float, qemu_overhead_kib: float, now: float = 0.0) -> None:
+        self.spec = spec
+        self.uuid = uuid
+        self.name = spec.name
+        self.workload = workload
+        self.max_kib = spec.memory_mib * MiB
+        self.min_guarantee_kib = spec.min_guarantee_mib * MiB
+        self.reserved = min(64 * MiB, 0.01 * self.max_kib)
+        self.kernel = max(32 * MiB, 0.03 * self.max_kib)
+        self.watermark = max(8 * MiB, 0.01 * self.max_kib)
+        self.swap_total = spec.swap_mib * MiB
+        self.cache_max = spec.cache_share * self.max_kib
+        self.io_rate = spec.io_mib_s * MiB
+        self.shareable = spec.shareable
+        self.balloon_rate = balloon_rate_kib_s
+        self.swap_rate = swap_rate_kib_s
+        self.stats_period = stats_period
+        self.qemu_overhead = qemu_overhead_kib
+
+        self.balloon_cur = float(self.max_kib)
+        self.balloon_target = float(self.max_kib)
+        self.working_set = workload.working_set(now)
+        room = self._room(self.balloon_cur)
+        self.anon = min(self.working_set, room)
+        self.swapped = min(self.swap_total, self.working_set - self.anon)
+        self.cache = min(spec.initial_cache_share * self.max_kib, self.cache_max,
+                         room - self.anon)
+        self.touched = self.in_use
+        # Counters since boot, as the balloon driver reports them.
+        self.swap_in_kib = 0.0
+        self.swap_out_kib = 0.0
+        self.major_faults = 0.0
+        self.minor_faults = 0.0
+        #: Working set the guest could not hold even in swap (its OOM killer's share).
+        self.oom_kib = 0.0
+        self._reported: dict[str, int] = {}
+        self._last_update = now
+        self._refresh(now)
+
+    # -- derived figures -------------------------------------------------------
+
+    @property
+    def free(self) -> float:
+        return self.balloon_cur - self.reserved - self.kernel - self.anon - self.cache
+
+    @property
+    def in_use(self) -> float:
+        """Guest memory holding data: everything but the free pages."""
+        return self.reserved + self.kernel + self.anon + self.cache
+
+    @property
+    def resident(self) -> float:
+        """What the guest holds on the host (KiB): touched RAM plus QEMU's overhead."""
+        return self.touched + self.qemu_overhead
+
+    def _room(self, balloon: float) -> float:
+        """Memory for the working set and the page cache within ``balloon``."""
+        return max(0.0, balloon - self.reserved - self.kernel - self.watermark)
+
+    # -- control ---------------------------------------------------------------
+
+    def set_target(self, kib: float) -> int:
+        """Ask the balloon to move to ``kib``, clamped to [0, max]; returns the target."""
+        self.balloon_target = float(min(max(0, int(kib)), self.max_kib))
+        return int(self.balloon_target)
+
+    # -- time ------------------------------------------------------------------
+
+    def step(self, now: float, dt: float) -> None:
+        """Advance by ``dt`` seconds, ending at ``now``."""
+        ws = self.workload.working_set(now)
+        self.working_set = ws
+        old_cur, old_swapped, old_anon = self.balloon_cur, self.swapped, self.anon
+        cur = self._move_balloon(dt)
+
+        room = self._room(cur)
+        anon = min(ws, room)
+        swapped = ws - anon
+        if swapped > self.swap_total:
+            # Neither RAM nor swap holds it: the guest's OOM killer would act.
+            self.oom_kib = swapped - self.swap_total
+            swapped = self.swap_total
+        else:
+            self.oom_kib = 0.0
+        grown = swapped - old_swapped
+        if grown > 0:
+            self.swap_out_kib += grown
+            swapped_in = 0.0
+        else:
+            swapped_in = -grown
+        if swapped > 0:
+            # The load keeps touching pages it lost to swap.
+            thrash = swapped * THRASH_RATE * dt
+            swapped_in += thrash
+            self.swap_out_kib += thrash
+        self.swap_in_kib += swapped_in
+        self.major_faults += swapped_in / PAGE_KIB
+        self.minor_faults += (max(0.0, anon - old_anon) + ws * CHURN_RATE * dt) / PAGE_KIB
+
+        # Page cache grows into free memory and is the first thing to go.
+        cache = min(self.cache + self.io_rate * dt, self.cache_max)
+        cache = max(0.0, min(cache, room - anon))
+
+        self.balloon_cur, self.anon, self.swapped, self.cache = cur, anon, swapped, cache
+        # The balloon takes freed (touched) pages first and hands them back
+        # to the host; pages the guest uses are resident, whatever happened.
+        inflated = max(0.0, old_cur - cur)
+        self.touched = min(cur, max(self.in_use, self.touched - inflated))
+        if now - self._last_update >= self.stats_period - 1e-9:
+            self._refresh(now)
+
+    def _move_balloon(self, dt: float) -> float:
+        cur, target = self.balloon_cur, self.balloon_target
+        step = self.balloon_rate * dt
+        if target > cur:
+            return min(target, cur + step)
+        if target < cur:
+            # Free memory and page cache are given up at the balloon's pace;
+            # beyond them the guest must swap its working set out, which is
+            # slower and bounded by its free swap space.
+            easy = max(0.0, cur - self.reserved - self.kernel - self.watermark - self.anon)
+            fast = min(step, easy)
+            slow = min(step - fast, self.swap_rate * dt, self.anon,
+                       max(0.0, self.swap_total - self.swapped))
+            return max(target, cur - fast - slow)
+        return cur
+
+    # -- statistics ------------------------------------------------------------
+
+    def _refresh(self, now: float) -> None:
+        """The guest driver's periodic update of its statistics."""
+        self._last_update = now
+        self._reported = {
+            "mem_available": int(self.balloon_cur - self.reserved),
+            "mem_unused": int(self.free),
+            "mem_usable": int(self.free + self.cache),
+            "disk_caches": int(self.cache),
+            "swap_in": int(self.swap_in_kib),
+            "swap_out": int(self.swap_out_kib),
+            "major_fault": int(self.major_faults),
+            "minor_fault": int(self.minor_faults),
+        }
+
+    def sample(self, now: float, host_ram_share: float = 1.0) -> dict[str, Any]:
+        """What libvirt would report: the balloon as it is now, the guest's
+        statistics as of its last update (``stats_age`` seconds ago)."""
+        sample: dict[str, Any] = dict(self._reported)
+        sample["balloon_cur"] = int(self.balloon_cur)
+        sample["balloon_max"] = int(self.max_kib)
+        sample["rss"] = int(self.resident * host_ram_share)
+        sample["stats_age"] = max(0.0, now - self._last_update)
+        return sample
+
+    def state(self) -> tuple[float, ...]:
+        """Every figure that changes (for comparing runs)."""
+        return (self.balloon_cur, self.balloon_target, self.anon, self.swapped, self.cache,
+                self.touched, self.swap_in_kib, self.swap_out_kib, self.major_faults,
+                self.minor_faults, self.working_set)
