@@ -9,7 +9,7 @@ simulation's, so sample times, averages and ``healthy`` read simulated time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..controllers import BalloonController, KsmController
 from ..controllers.balloon import DEFAULT_FLOOR_KIB
@@ -17,6 +17,7 @@ from ..engine.core import Controllers, Engine, Evaluation
 from ..policy import PolicySet
 from .parts import make_simulation_parts
 from .scenario import Scenario
+from .simulation import Simulation
 
 #: The engine's clock reads this plus the simulated seconds (a fixed epoch:
 #: two runs of one scenario see the same times).
@@ -71,12 +72,19 @@ class Lab:
                       "resync": now + self.resync_interval}
 
     async def run(self, seconds: float, step: float | None = None,
-                  record: bool = False) -> None:
-        """Advance ``seconds`` of simulated time, ``step`` at a time (the sample interval)."""
+                  record: bool = False,
+                  observe: Callable[[Simulation, float], None] | None = None) -> None:
+        """Advance ``seconds`` of simulated time, ``step`` at a time (the sample interval).
+
+        ``observe(simulation, dt)`` is called after each step (for metrics).
+        """
         step = step or self.sample_interval
         end = self.simulation.now + seconds
         while self.simulation.now < end - 1e-9:
-            self.hypervisor.step(min(step, end - self.simulation.now))
+            dt = min(step, end - self.simulation.now)
+            self.hypervisor.step(dt)
+            if observe is not None:
+                observe(self.simulation, dt)
             now = self.simulation.now + 1e-9
             if now >= self._next["sample"]:
                 self._next["sample"] += self.sample_interval
