@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class HypervisorError(Exception):
@@ -40,6 +43,18 @@ class HypervisorInterface(abc.ABC):
     """
 
     uri: str
+    #: Set by ``start``: who hears about guests and the connection.
+    _listener: HypervisorListener | None = None
+
+    def _notify(self, method: str, *args: Any) -> None:
+        """Tell the listener; a bug of the listener is logged, never raised here."""
+        listener = self._listener
+        if listener is None:
+            return
+        try:
+            getattr(listener, method)(*args)
+        except Exception:  # a listener bug must not stop the hypervisor interface
+            log.exception("hypervisor listener failed in %s", method)
 
     @property
     @abc.abstractmethod

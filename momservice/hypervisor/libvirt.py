@@ -624,15 +624,6 @@ class LibvirtHypervisor(HypervisorInterface):
         if not task.cancelled() and task.exception() is not None:
             log.error("libvirt background task failed", exc_info=task.exception())
 
-    def _notify(self, method: str, *args: Any) -> None:
-        listener = self._listener
-        if listener is None:
-            return
-        try:
-            getattr(listener, method)(*args)
-        except Exception:  # noqa: BLE001 - a listener bug must not stop us
-            log.exception("hypervisor listener failed in %s", method)
-
 
 def _from_bulk(stats: dict[str, Any]) -> dict[str, Any]:
     fields = {field: stats[key] for key, field in BULK_BALLOON_FIELDS.items() if key in stats}

@@ -136,12 +136,3 @@ class SimHypervisor(HypervisorInterface):
                 self.driver.advance(elapsed * self.speed)
             except Exception:  # noqa: BLE001 - the clock must keep going
                 log.exception("simulation step failed")
-
-    def _notify(self, method: str, *args: Any) -> None:
-        listener = self._listener
-        if listener is None:
-            return
-        try:
-            getattr(listener, method)(*args)
-        except Exception:  # noqa: BLE001 - a listener bug must not stop us
-            log.exception("hypervisor listener failed in %s", method)
