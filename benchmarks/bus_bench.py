@@ -41,7 +41,7 @@ from dbus_next import BusType, Message, MessageType  # noqa: E402
 from dbus_next.aio import MessageBus  # noqa: E402
 
 from momservice.bus.names import GUEST_INTERFACE, MANAGER_PATH  # noqa: E402
-from tests.helpers.libvirt_node import guest_specs, node_uri, write_node_xml  # noqa: E402
+from tests.helpers.libvirt_node import node_uri, write_node_xml  # noqa: E402
 from tests.helpers.momd_process import Momd, momd_config  # noqa: E402
 from tests.helpers.private_bus import system_bus_with_polkit  # noqa: E402
 

@@ -11,8 +11,8 @@ from momservice.collectors import CollectionError, HostCollector, numa_nodes
 from momservice.collectors.procs import parse_pid_stat
 from momservice.collectors.topology import parse_id_list
 from momservice.fields import HOST_FIELDS
-from tests.helpers.fake_host import (KSM, KTHREAD_FLAGS, MEMINFO, PROC_STAT, PSI,
-                                     FakeClock, FakeHost, pid_stat, status, vmstat)
+from tests.helpers.fake_host import (KTHREAD_FLAGS, MEMINFO, PSI, FakeClock, FakeHost,
+                                     pid_stat, vmstat)
 
 @pytest.fixture
 def host(tmp_path: Path) -> FakeHost:

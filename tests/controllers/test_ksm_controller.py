@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import momservice.controllers.ksm as ksm_module
-from tests.helpers.ksm_sysfs import REAL, real_value, saved_real_ksm, wait_unshared
+from tests.helpers.ksm_sysfs import REAL, real_value, saved_real_ksm
 from momservice.controllers import KsmController
 
 LOGGER = "momservice.controllers.ksm"

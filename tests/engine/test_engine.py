@@ -8,7 +8,6 @@ the KSM controller writes a temporary directory laid out like
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest

@@ -6,7 +6,6 @@ import logging
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 
 from momservice.fields import GUEST_FIELDS, GUEST_REQUIRED_FIELDS

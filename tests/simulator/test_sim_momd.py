@@ -7,7 +7,6 @@ KSM settings must not move, and the host it reports is the simulated one.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
