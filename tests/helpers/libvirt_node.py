@@ -12,7 +12,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
-from xml.sax.saxutils import escape
+from html import escape  # light: xml.sax.saxutils would pull in urllib
 
 # A fixed namespace makes guest_uuid(i) the same in every run.
 _UUID_NAMESPACE = uuidlib.UUID("6d6f6d00-7465-7374-2d67-756573747300")
