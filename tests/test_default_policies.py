@@ -137,6 +137,9 @@ def test_high_free_host_grows_ballooned_guests(capsys):
         guest("full", 4_000_000, 4_000_000, 1_000_000, 100_000),
         # The cap leaves a move of 0.125 %: not worth it.
         guest("almost-max", 3_995_000, 4_000_000, 1_000_000, 100_000),
+        # A 5 % step would stop 3.7 k short of the maximum, less than a
+        # worthwhile move: it goes all the way instead of sticking there.
+        guest("step-short-of-max", 3_806_000, 4_000_000, 1_000_000, 1_500_000),
     ]
     result = run_test(capsys, h, guests)
 
@@ -157,6 +160,11 @@ def test_high_free_host_grows_ballooned_guests(capsys):
     g = guests[4]
     assert (g["balloon_max"] - g["balloon_cur"]) <= MIN_CHANGE * g["balloon_cur"]
     assert "balloon_target" not in result["guests"][4]
+
+    g = guests[5]
+    step = g["balloon_cur"] * (1 + STEP)
+    assert 0 < g["balloon_max"] - step < MIN_CHANGE * g["balloon_cur"]
+    assert_target(result, 5, g["balloon_max"])
 
 
 def test_high_free_host_stops_ksm(capsys):

@@ -62,6 +62,34 @@ class _PatientSocket:
         return getattr(self._sock, name)
 
 
+class _NamedErrorReply:
+    """dbus-next's reply sender, with two corrections: any exception goes out
+    as a contract error (never a traceback text), and leaving the ``with``
+    block after sending the error reports the exception as handled (dbus-next
+    lets it propagate, so asyncio logged every refused call as an ERROR)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __call__(self, reply: Message) -> None:
+        self._inner(reply)
+
+    def __enter__(self) -> "_NamedErrorReply":
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, tb: Any) -> bool:
+        return self._exit(exc_type, exc_value, tb)
+
+    def _exit(self, exc_type: Any, exc_value: Any, tb: Any) -> bool:
+        if exc_type is None or not issubclass(exc_type, Exception):
+            return False
+        error = exc_value if isinstance(exc_value, DBusError) else to_dbus_error(exc_value)
+        return bool(self._inner._exit(type(error), error, None))
+
+    def send_error(self, exc: Exception) -> None:
+        self._exit(type(exc), exc, exc.__traceback__)
+
+
 class MomMessageBus(MessageBus):
     """A dbus-next asyncio connection that behaves as our contract needs."""
 
@@ -118,19 +146,8 @@ class MomMessageBus(MessageBus):
 
     # -- never a traceback in a reply ------------------------------------------
 
-    def _send_reply(self, msg: Message) -> Any:
-        reply = super()._send_reply(msg)
-        original_exit = reply._exit
-
-        def named_errors_only(exc_type: Any, exc_value: Any, tb: Any) -> Any:
-            if (exc_type is not None and issubclass(exc_type, Exception)
-                    and not issubclass(exc_type, DBusError)):
-                error = to_dbus_error(exc_value)
-                return original_exit(type(error), error, None)
-            return original_exit(exc_type, exc_value, tb)
-
-        reply._exit = named_errors_only
-        return reply
+    def _send_reply(self, msg: Message) -> "_NamedErrorReply":
+        return _NamedErrorReply(super()._send_reply(msg))
 
     # -- introspection with doc strings ------------------------------------------
 

@@ -208,6 +208,9 @@ def test_nobody_reads_everything_and_changes_nothing(system, momd) -> None:
              prop(system, MANAGER_PATH, MANAGER_INTERFACE, "Parameters"))
     assert after == before
     assert "99-nobody" not in after[0]
+    # A refusal is an answer, not a fault: nothing about it in momd's error log.
+    log = momd.log_text()
+    assert "Exception in callback" not in log and "Traceback" not in log
 
 
 # -- root: every method end to end -------------------------------------------------

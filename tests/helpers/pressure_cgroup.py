@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -87,6 +88,12 @@ class ThrashingCgroup:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        # The killed readers may still be leaving: a cgroup with members
+        # cannot be removed (EBUSY).
+        deadline = time.monotonic() + 10
+        while any((d / "cgroup.procs").read_text().strip() for d in self.dirs) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
         for directory in reversed(self.dirs):
             directory.rmdir()
         self.data.unlink(missing_ok=True)

@@ -50,13 +50,13 @@ def find_libvirtd() -> str | None:
     return None
 
 
-def _config_value(value: object) -> str:
+def config_value(value: object) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_config_value(v) for v in value) + "]"
+        return "[" + ", ".join(config_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -117,7 +117,7 @@ class PrivateLibvirtd:
         }
         settings.update(extra)
         self.config_path.write_text(
-            "".join(f"{key} = {_config_value(value)}\n" for key, value in settings.items()))
+            "".join(f"{key} = {config_value(value)}\n" for key, value in settings.items()))
 
     # -- addresses --
 
