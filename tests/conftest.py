@@ -8,6 +8,7 @@ from typing import Any, Awaitable, Callable, Iterator
 
 import pytest
 
+from tests.helpers.private_bus import system_bus_with_polkit
 from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 
 
@@ -42,3 +43,10 @@ def private_libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Priva
         yield daemon
     finally:
         daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory):
+    """A private system bus with the real polkitd on it, for one test module."""
+    with system_bus_with_polkit(tmp_path_factory.mktemp("sysbus")) as system:
+        yield system

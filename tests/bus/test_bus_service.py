@@ -26,7 +26,7 @@ from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
 from tests.helpers.ksm_sysfs import saved_real_ksm
 from tests.helpers.libvirt_node import GuestSpec, domain_xml
 from tests.helpers.momd_process import Momd, momd_config
-from tests.helpers.private_bus import python_as_nobody, skip_reason, system_bus_with_polkit
+from tests.helpers.private_bus import python_as_nobody, skip_reason
 from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 
 MOM = "org.ovirt.mom1"
@@ -36,12 +36,6 @@ OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 _reason = skip_reason() or (None if find_libvirtd() else "libvirtd is not installed")
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
               pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    with system_bus_with_polkit(tmp_path_factory.mktemp("sysbus")) as system:
-        yield system
 
 
 @pytest.fixture(scope="module")

@@ -49,12 +49,6 @@ AUTH_ADMIN = 2
 AUTH_ADMIN_KEEP = 4
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    with system_bus_with_polkit(tmp_path_factory.mktemp("sysbus")) as system:
-        yield system
-
-
 def _check_message(subject_name: str, action: str, flags: int) -> Message:
     return Message(
         destination=POLKIT_NAME, path="/org/freedesktop/PolicyKit1/Authority",

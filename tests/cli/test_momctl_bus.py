@@ -39,12 +39,6 @@ pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory):
-    with system_bus_with_polkit(tmp_path_factory.mktemp("sysbus")) as system:
-        yield system
-
-
-@pytest.fixture(scope="module")
 def momd(system, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("momd")
     node = write_node_xml(tmp / "node.xml", GUESTS)
