@@ -33,37 +33,31 @@ class Authorizer(Protocol):
     async def check(self, message: Message | None, action: str) -> None: ...
 
 
-def requires(action: str) -> Callable:
-    """Guard a method or property setter with the polkit action ``action``."""
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(fn)
-        async def guarded(self: "MomInterface", *args: Any) -> Any:
-            try:
-                await self.authorizer.check(current_message.get(), action)
-                result = fn(self, *args)
-                if inspect.isawaitable(result):
-                    result = await result
-                return result
-            except Exception as e:
-                raise to_dbus_error(e) from None
-        setattr(guarded, _ACCESS, action)
-        return guarded
-    return decorate
-
-
-def public(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """Mark a method as reading only: open to every local user."""
+def _exported(fn: Callable[..., Any], access: str,
+              action: str | None) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
-    async def open_to_all(self: "MomInterface", *args: Any) -> Any:
+    async def exported(self: "MomInterface", *args: Any) -> Any:
         try:
+            if action is not None:
+                await self.authorizer.check(current_message.get(), action)
             result = fn(self, *args)
             if inspect.isawaitable(result):
                 result = await result
             return result
         except Exception as e:
             raise to_dbus_error(e) from None
-    setattr(open_to_all, _ACCESS, _PUBLIC)
-    return open_to_all
+    setattr(exported, _ACCESS, access)
+    return exported
+
+
+def requires(action: str) -> Callable:
+    """Guard a method or property setter with the polkit action ``action``."""
+    return lambda fn: _exported(fn, action, action)
+
+
+def public(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Mark a method as reading only: open to every local user."""
+    return _exported(fn, _PUBLIC, None)
 
 
 def declared_access(member: Any) -> str | None:
