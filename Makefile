@@ -45,8 +45,11 @@ test: venv
 run: venv
 	@$(VENV_PY) scripts/run_demo.py
 
+# Each prints its figures; the last line of each is JSON.  bus_bench needs root.
 bench: venv
 	$(VENV_PY) benchmarks/policy_bench.py
+	$(VENV_PY) benchmarks/cycle_bench.py
+	$(VENV_PY) benchmarks/bus_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .cache build dist *.egg-info

@@ -13,7 +13,7 @@ from ..hypervisor.base import HypervisorError, HypervisorInterface
 log = logging.getLogger(__name__)
 
 #: Balloon commands sent before the event loop gets a turn.
-_YIELD_EVERY = 50
+_YIELD_EVERY = 10
 
 #: The default balloon floor (KiB): no guest is squeezed below 256 MiB.
 DEFAULT_FLOOR_KIB = 262144

@@ -23,6 +23,9 @@ from ..policy import Entity, EvaluationResult, PolicySet
 
 log = logging.getLogger(__name__)
 
+#: Guest samples taken in before the event loop gets a turn.
+_SAMPLE_SLICE = 200
+
 
 @dataclass
 class Evaluation:
@@ -147,15 +150,19 @@ class Engine:
             return  # keep the last samples; they are marked stale
         self.stale = False
         known = self.hypervisor.guests()
-        for uuid, sample in samples.items():
-            entity = self.guests.get(uuid)
-            if entity is None:
-                info = known.get(uuid)
-                if info is None:
-                    continue  # vanished between the listing and the sample
-                self.guest_added(info)
-                entity = self.guests[uuid]
-            entity.add_sample(sample, self.clock())
+        # Not while an evaluation reads the entities (it runs in a thread).
+        async with self._evaluation_lock:
+            for count, (uuid, sample) in enumerate(samples.items(), 1):
+                if count % _SAMPLE_SLICE == 0:
+                    await asyncio.sleep(0)  # let the bus answer between slices
+                entity = self.guests.get(uuid)
+                if entity is None:
+                    info = known.get(uuid)
+                    if info is None:
+                        continue  # vanished between the listing and the sample
+                    self.guest_added(info)
+                    entity = self.guests[uuid]
+                entity.add_sample(sample, self.clock())
         self._notify("guests_sampled")
 
     # -- decide and act -----------------------------------------------------
@@ -166,7 +173,11 @@ class Engine:
         async with self._evaluation_lock:
             dry = self.dry_run if dry_run is None else dry_run
             started, t0 = self.clock(), time.perf_counter()
-            result = self.policies.evaluate(self.host, self.guests.values(), self.params)
+            # A thousand guests take milliseconds of pure Python: in a worker
+            # thread, so that the bus stays responsive.  The entities do not
+            # change meanwhile: collections wait for this lock.
+            result = await asyncio.to_thread(self.policies.evaluate, self.host,
+                                             list(self.guests.values()), dict(self.params))
             evaluation = Evaluation(started, 0.0, reason, result, dry, trigger_time=trigger_time)
             for message in result.messages:
                 log.debug("policy: %s", message)
@@ -233,7 +244,8 @@ class Engine:
                        for i, fn, what in loop_specs]
 
     async def _host_tick(self) -> None:
-        self.collect_host()
+        async with self._evaluation_lock:
+            self.collect_host()
 
     async def _policy_tick(self) -> None:
         await self.evaluate(reason="interval")

@@ -119,6 +119,10 @@ def default_pid_dir(uri: str) -> Path | None:
     return None
 
 
+#: Domains asked one by one (no bulk statistics) before the loop gets a turn.
+_FALLBACK_SLICE = 50
+
+
 def _is_in_process(uri: str) -> bool:
     # The test driver (test:///...) runs inside this process: its calls are
     # quick and must stay on the loop thread, where libvirtaio expects the
@@ -286,7 +290,14 @@ class LibvirtHypervisor(HypervisorInterface):
         if not wanted:
             return {}
         try:
-            raw = await self._guarded(conn, self._collect_sync, conn, wanted)
+            raw, fallback = await self._guarded(conn, self._bulk_stats, conn, wanted)
+            # One call per domain where bulk statistics are missing: in
+            # slices, so that the event loop (and the bus) gets turns when
+            # the driver runs inline.
+            for start in range(0, len(fallback), _FALLBACK_SLICE):
+                raw.update(await self._guarded(
+                    conn, self._per_domain_slice, fallback[start:start + _FALLBACK_SLICE]))
+                await asyncio.sleep(0)
         except _Disconnected:
             return {}
         except Exception as err:  # noqa: BLE001 - collect never raises
@@ -518,8 +529,9 @@ class LibvirtHypervisor(HypervisorInterface):
 
     # -- statistics -------------------------------------------------------
 
-    def _collect_sync(self, conn: libvirt.virConnect,
-                      wanted: set[str]) -> dict[str, dict[str, Any]]:
+    def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
+                    ) -> tuple[dict[str, dict[str, Any]], list[libvirt.virDomain]]:
+        """Samples from one bulk call, and the domains it left without balloon stats."""
         samples: dict[str, dict[str, Any]] = {}
         fallback: list[libvirt.virDomain] = []
         if self._bulk_balloon:
@@ -553,7 +565,11 @@ class LibvirtHypervisor(HypervisorInterface):
             self._fallback_logged = True
             log.info("libvirt at %s does not report balloon statistics in bulk; "
                      "asking each domain (info, memoryStats) instead", self.uri)
-        for dom in fallback:
+        return samples, fallback
+
+    def _per_domain_slice(self, domains: list[libvirt.virDomain]) -> dict[str, dict[str, Any]]:
+        samples = {}
+        for dom in domains:
             fields = self._per_domain_stats(dom)
             if fields is not None:
                 samples[dom.UUIDString()] = fields
