@@ -309,7 +309,24 @@ def python_as_nobody(code: str, env: Mapping[str, str] | None = None, *,
 # The bus
 
 
-class PrivateSystemBus:
+class _LoggedProcess:
+    """A daemon started by a test: its process and the file it logs to."""
+
+    process: subprocess.Popen | None
+    log_file: Path
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class PrivateSystemBus(_LoggedProcess):
     """A ``dbus-daemon`` configured like the system bus, on its own socket.
 
     ``tmpdir`` holds the configuration and the daemon's log; the socket is in
@@ -359,16 +376,6 @@ class PrivateSystemBus:
         merged = dict(os.environ if base is None else base)
         merged.update(self.client_env())
         return merged
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
 
     # -- lifecycle
 
@@ -642,7 +649,7 @@ class ActionFiles:
 # polkitd
 
 
-class Polkitd:
+class Polkitd(_LoggedProcess):
     """The real polkitd on ``bus``, with our actions installed while it runs."""
 
     def __init__(self, bus: PrivateSystemBus, *, binary: str | None = None,
@@ -653,16 +660,6 @@ class Polkitd:
         self.actions = ActionFiles(action_files)
         self.log_file = log_file or bus.tmpdir / "polkitd.log"
         self.process: subprocess.Popen | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_text(self) -> str:
-        try:
-            return self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
 
     def start(self, timeout: float = 20.0) -> None:
         """Install the actions, start polkitd, wait until it owns its name."""
