@@ -9,6 +9,9 @@
   ``access.current_message`` before dispatch, for polkit's subject.
 * A full socket buffer (EAGAIN, as when a thousand guests appear at once)
   is a reason to wait for the socket, not to drop the connection.
+* A property set to a value of the wrong type is ``InvalidArgs``, as with
+  GDBus and sd-bus (dbus-next says ``InvalidSignature``, which is about
+  malformed signatures and is not in the contract).
 
 It also adds ``org.freedesktop.DBus.DocString`` annotations, taken from
 the docstrings of our interfaces, to the introspection data, and answers
@@ -23,7 +26,7 @@ import inspect
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from dbus_next import DBusError, Message, MessageType, Variant
+from dbus_next import DBusError, ErrorType, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, _Property
 
@@ -143,6 +146,16 @@ class MomMessageBus(MessageBus):
                    for path, interfaces in self._path_exports.items()
                    if path.startswith(prefix)}
         send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", [objects]))
+
+    # -- a wrong type for a property is InvalidArgs ------------------------------
+
+    def _default_properties_handler(self, msg: Message, send_reply: Any) -> None:
+        try:
+            super()._default_properties_handler(msg, send_reply)
+        except DBusError as e:
+            if e.type != ErrorType.INVALID_SIGNATURE.value:
+                raise
+            raise DBusError(ErrorType.INVALID_ARGS, e.text) from None
 
     # -- never a traceback in a reply ------------------------------------------
 

@@ -130,6 +130,8 @@ def test_replies_carry_named_errors_and_know_the_caller(tmp_path: Path) -> None:
             "set": await call("org.freedesktop.DBus.Properties", "Set", "ssv",
                               ["org.ovirt.mom1.Probe", "Broken",
                                Variant("s", "x")]),
+            "set_wrong_type": await call("org.freedesktop.DBus.Properties", "Set", "ssv",
+                                         ["org.ovirt.mom1.Probe", "Broken", Variant("i", 1)]),
         }
         replies["client"] = client.unique_name
         client.disconnect()
@@ -138,7 +140,7 @@ def test_replies_carry_named_errors_and_know_the_caller(tmp_path: Path) -> None:
 
     with PrivateSystemBus(tmp_path) as bus:
         replies = asyncio.run(body(bus.address))
-    for key in ("boom", "get", "set", "forbidden"):
+    for key in ("boom", "get", "set", "set_wrong_type", "forbidden"):
         reply = replies[key]
         assert reply.message_type == MessageType.ERROR, key
         assert "Traceback" not in str(reply.body) and "File \"" not in str(reply.body), reply.body
@@ -146,6 +148,8 @@ def test_replies_carry_named_errors_and_know_the_caller(tmp_path: Path) -> None:
     assert "internal detail" not in str(replies["boom"].body)
     assert replies["get"].error_name == errors.FAILED
     assert replies["set"].error_name == errors.INVALID_ARGUMENT
+    # A value of the wrong type never reaches the setter: the standard error.
+    assert replies["set_wrong_type"].error_name == "org.freedesktop.DBus.Error.InvalidArgs"
     assert replies["forbidden"].error_name == errors.ACCESS_DENIED
     assert replies["caller"].body == [replies["client"]]
     assert replies["change"].body == ["changed"]
