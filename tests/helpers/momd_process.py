@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 BUS_NAME = "org.ovirt.mom1"
@@ -44,9 +45,14 @@ verbosity = {verbosity}
 
 
 class Momd:
-    """momd started on a private system bus; waits until it owns its name."""
+    """momd started on a private system bus; waits until it owns its name.
 
-    def __init__(self, system, config: Path, log: Path, timeout: float = 30) -> None:
+    ``command`` replaces ``python -m momservice.momd`` (the ``-c CONFIG``
+    arguments are added to it), e.g. with ``tests.helpers.momd_fake_sysfs``.
+    """
+
+    def __init__(self, system, config: Path, log: Path, timeout: float = 30,
+                 command: Sequence[str] | None = None) -> None:
         self.system = system
         self.config = config
         self.log = log
@@ -55,7 +61,7 @@ class Momd:
         env.pop("NOTIFY_SOCKET", None)
         with open(log, "a") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "momservice.momd", "-c", str(config)],
+                [*(command or (sys.executable, "-m", "momservice.momd")), "-c", str(config)],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             system.bus.wait_for_name(BUS_NAME, timeout, process=self.process)
