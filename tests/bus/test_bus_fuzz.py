@@ -35,6 +35,7 @@ call and the seed.  Wall time is printed (``-s``); measured with
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -71,7 +72,7 @@ MOM_PREFIX = "org.ovirt.mom1."
 PROPS = "org.freedesktop.DBus.Properties"
 INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
 
-MIN_CALLS = int(os.environ.get("XM", 10_000))
+MIN_CALLS = 10_000
 
 _reason = skip_reason() or (None if find_libvirtd() else "libvirtd is not installed")
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
@@ -277,6 +278,21 @@ WRONG_SIGNATURES = ("", "s", "ss", "b", "t", "x", "i", "u", "d", "v", "as", "a{s
                     "g", "bb", "a{sa{sv}}", "aas")
 
 
+def mix(*alternatives: tuple[int, st.SearchStrategy]) -> st.SearchStrategy:
+    """One of the strategies, each about as often as its weight says.
+
+    Not ``st.one_of``: it flattens a ``one_of`` inside another (through
+    ``map`` too), so an alternative with many branches would crowd out the
+    others.  A choice among whole strategies keeps them whole."""
+    table = [s for weight, s in alternatives for _ in range(weight)]
+    return st.sampled_from(table).flatmap(lambda chosen: chosen)
+
+
+def opaque(strategy: st.SearchStrategy) -> st.SearchStrategy:
+    """``strategy`` as one alternative, however many branches it has."""
+    return mix((1, strategy))
+
+
 _VALUES: dict[tuple[str, int], st.SearchStrategy] = {}
 
 
@@ -300,10 +316,10 @@ def _value(t, depth: int) -> st.SearchStrategy:
         child = t.children[0]
         if child.token == "{":
             key, value = child.children
-            return st.dictionaries(_value(key, depth), _value(value, depth), max_size=4)
+            return st.dictionaries(_value(key, depth), _value(value, depth), max_size=3)
         if child.token == "y":
             return st.binary(max_size=16)
-        return st.lists(_value(child, depth), max_size=4)
+        return st.lists(_value(child, depth), max_size=3)
     if token == "(":
         return st.tuples(*(_value(c, depth) for c in t.children)).map(list)
     if token == "v":
@@ -319,9 +335,9 @@ def variants(depth: int = 1) -> st.SearchStrategy:
     if depth not in _VARIANTS:
         choices = VARIANT_SIGNATURES if depth < 3 else tuple(
             s for s in VARIANT_SIGNATURES if "v" not in s)
-        _VARIANTS[depth] = st.one_of(*(
+        _VARIANTS[depth] = opaque(st.one_of(*(
             values_of(sig, depth).map(lambda body, sig=sig: Variant(sig, body[0]))
-            for sig in choices))
+            for sig in choices)))
     return _VARIANTS[depth]
 
 
@@ -357,15 +373,15 @@ INTERESTING_FLOATS = st.sampled_from([0.0, -0.0, 1.0, 1.5, 2.0, -1.0, 100.7,
                                       float(UINT32_MAX), float(UINT32_MAX + 1),
                                       math.nan, math.inf, -math.inf, 1e300])
 
-POLICY_NAME_POOL = st.sampled_from(
-    ["10-fuzz", "20-fuzz", "zz", "00-defines", "02-balloon", "03-ksm", "a.b", "_", "-",
-     "x" * 64])
-POLICY_NAMES = st.one_of(
-    POLICY_NAME_POOL, POLICY_NAME_POOL, POLICY_NAME_POOL,
-    st.text(PATH_CHARS + ".-", min_size=1, max_size=64),
-    st.sampled_from(["", ".hidden", "..", ".", "../escape", "a/b", "/etc/passwd",
-                     "x" * 65, "with space", "\u00fc", "a\nb", "a\\b", "02-balloon.policy"]),
-    TEXT)
+POLICY_NAME_POOL = st.sampled_from(["10-fuzz", "zz", "02-balloon", "03-ksm"])
+POLICY_NAMES = mix(
+    (8, POLICY_NAME_POOL),
+    (1, st.sampled_from(["00-defines", "a.b", "_", "-", "x" * 64])),
+    (1, st.text(PATH_CHARS + ".-", min_size=1, max_size=64)),
+    (1, st.sampled_from(["", ".hidden", "..", ".", "../escape", "a/b", "/etc/passwd",
+                         "x" * 65, "with space", "\u00fc", "a\nb", "a\\b",
+                         "02-balloon.policy"])),
+    (1, TEXT))
 GOOD_POLICIES = (
     "", "# nothing but a comment\n", "(defvar fuzz_x 1)\n",
     "(def fuzz_f (x) (+ x 1))\n(defvar fuzz_y (fuzz_f 2))\n",
@@ -389,46 +405,57 @@ BAD_POLICIES = ("(", ")", "(defvar a 1)\n(if 1 2)\n", "(defvar)", '"unterminated
 TOKENS = st.sampled_from(["(", ")", "defvar", "def", "let", "if", "with", "x", "1", "-3",
                           "0.5", "+", "<<", "Host.mem_free", "Guests", "g", '"s"', "nil",
                           "{", "}", "#", "\n", "Host.Control", '"ksm_run"', "1e400"])
-POLICY_TEXTS = st.one_of(
-    st.sampled_from(GOOD_POLICIES), st.sampled_from(GOOD_POLICIES),
-    st.sampled_from(BAD_POLICIES),
-    st.lists(TOKENS, max_size=25).map(" ".join),
-    st.integers(1, 5000).map(lambda n: "(+ " * n + "1" + ")" * n),       # deep nesting
-    st.integers(1, 20000).map(lambda n: "(defvar fuzz_big 1)\n" * n),    # huge texts
-    st.integers(-10**400, 10**400).map(lambda n: f"(defvar fuzz_n {n})\n"),
-    TEXT, st.text(CHARACTERS, max_size=300))
-PARAMETER_NAMES = st.one_of(
-    st.sampled_from(["balloonEnabled", "ksmEnabled", "fuzz_p", "x-y", "_", "A1"]),
-    st.tuples(st.sampled_from("abcxyzABC_"), st.text(PATH_CHARS + "-", max_size=20)).map(
-        "".join),
-    st.sampled_from(sorted(RESERVED_PARAMETER_NAMES)),
-    st.sampled_from(["", "1abc", "a.b", "bad name", "x" * 129, "x" * 128, "Host.x"]),
-    TEXT)
-PARAMETER_VALUES = st.one_of(
-    int_variants(st.one_of(INTERESTING_INTS, st.integers(-2**64, 2**64))),
-    st.one_of(INTERESTING_FLOATS, st.floats()).map(lambda f: Variant("d", f)),
-    st.booleans().map(lambda b: Variant("b", b)), TEXT.map(lambda t: Variant("s", t)),
-    variants())
-KSM_KEYS = st.one_of(st.sampled_from(KSM_KNOBS), st.sampled_from(KSM_KNOBS),
-                     st.sampled_from(["colour", "", "ksm_run", "RUN", "pages_shared"]), TEXT)
-KSM_VALUES = st.one_of(
-    int_variants(st.one_of(INTERESTING_INTS, st.integers(0, 3), st.integers(0, 5000))),
-    INTERESTING_FLOATS.map(lambda f: Variant("d", f)),
-    st.booleans().map(lambda b: Variant("b", b)), variants())
-VERBOSITY_VALUES = st.one_of(
-    st.sampled_from(["debug", "INFO", " warning ", "warn", "error", "critical", "1", "2",
-                     "3", "4", "5", "0", "6", "chatty", "", " 5"]).map(lambda t: Variant("s", t)),
-    TEXT.map(lambda t: Variant("s", t)), variants())
-HISTORY_FIELDS = st.one_of(
-    st.sampled_from(["mem_free", "mem_available", "balloon_cur", "balloon_max", "ksm_run",
-                     "no_such_field", "", "Host.mem_free"]), TEXT)
+#: Sizes of generated texts, all big: hypothesis draws small numbers far
+#: more often than big ones, and small texts come from the other branches.
+#: (5000 lines of defvar take momd a third of a second to compile, on each
+#: SetPolicy and reload: bigger would only slow the run down.)
+SIZES = mix((1, st.sampled_from([1000, 3000, 5000])), (1, st.integers(1000, 5000)))
+BIG_POLICY_TEXTS = mix(
+    (1, SIZES.map(lambda n: "(+ " * n + "1" + ")" * n)),              # deep nesting
+    (1, SIZES.map(lambda n: "(" * n)),                                 # unbalanced, deep
+    (1, SIZES.map(lambda n: "(defvar fuzz_big 1)\n" * n)))             # huge texts
+POLICY_TEXTS = mix(
+    (6, st.sampled_from(GOOD_POLICIES)),
+    (2, st.sampled_from(BAD_POLICIES)),
+    (2, st.lists(TOKENS, max_size=25).map(" ".join)),
+    (1, st.integers(-10**400, 10**400).map(lambda n: f"(defvar fuzz_n {n})\n")),
+    (1, TEXT), (1, st.text(CHARACTERS, max_size=300)))
+PARAMETER_NAMES = mix(
+    (4, st.sampled_from(["balloonEnabled", "ksmEnabled", "fuzz_p", "x-y", "_", "A1"])),
+    (2, st.tuples(st.sampled_from("abcxyzABC_"),
+                  st.text(PATH_CHARS + "-", max_size=20)).map("".join)),
+    (1, st.sampled_from(sorted(RESERVED_PARAMETER_NAMES))),
+    (1, st.sampled_from(["", "1abc", "a.b", "bad name", "x" * 129, "x" * 128, "Host.x"])),
+    (1, TEXT))
+PARAMETER_VALUES = mix(
+    (3, int_variants(st.one_of(INTERESTING_INTS, st.integers(-2**64, 2**64)))),
+    (2, st.one_of(INTERESTING_FLOATS, st.floats()).map(lambda f: Variant("d", f))),
+    (2, st.booleans().map(lambda b: Variant("b", b))),
+    (2, TEXT.map(lambda t: Variant("s", t))),
+    (1, variants()))
+KSM_KEYS = mix((6, st.sampled_from(KSM_KNOBS)),
+               (1, st.sampled_from(["colour", "", "ksm_run", "RUN", "pages_shared"])),
+               (1, TEXT))
+KSM_VALUES = mix(
+    (6, int_variants(st.one_of(INTERESTING_INTS, st.integers(0, 3), st.integers(0, 5000)))),
+    (2, INTERESTING_FLOATS.map(lambda f: Variant("d", f))),
+    (1, st.booleans().map(lambda b: Variant("b", b))), (1, variants()))
+VERBOSITY_VALUES = mix(
+    (6, st.sampled_from(["debug", "INFO", " warning ", "warn", "error", "critical", "1", "2",
+                         "3", "4", "5", "0", "6", "chatty", "", " 5"]).map(
+        lambda t: Variant("s", t))),
+    (1, TEXT.map(lambda t: Variant("s", t))), (2, variants()))
+HISTORY_FIELDS = mix(
+    (4, st.sampled_from(["mem_free", "mem_available", "balloon_cur", "balloon_max",
+                         "ksm_run", "no_such_field", "", "Host.mem_free"])),
+    (1, TEXT))
 
 
 def _balloon_values(low: int, high: int) -> st.SearchStrategy:
     edges = [0, 1, low - 1, low, low + 1, (low + high) // 2, high - 1, high, high + 1,
              2**64 - 1, DEFAULT_BALLOON_FLOOR]
-    return st.one_of(st.sampled_from([e for e in edges if 0 <= e < 2**64]),
-                     st.integers(low, high), st.integers(0, 2**64 - 1))
+    return mix((3, st.sampled_from([e for e in edges if 0 <= e < 2**64])),
+               (3, st.integers(low, high)), (1, st.integers(0, 2**64 - 1)))
 
 
 def specific_args(target: Target, limits: dict[str, tuple[int, int]]) -> st.SearchStrategy | None:
@@ -454,12 +481,6 @@ def specific_args(target: Target, limits: dict[str, tuple[int, int]]) -> st.Sear
     return None
 
 
-def opaque(strategy: st.SearchStrategy) -> st.SearchStrategy:
-    """``strategy`` as one alternative: hypothesis flattens a ``one_of`` inside
-    another, which would weigh each of its branches like a whole alternative."""
-    return strategy.map(lambda x: x)
-
-
 def calls_for(target: Target, limits: dict) -> tuple[st.SearchStrategy, st.SearchStrategy]:
     """Calls to one member with the right signature, and with a wrong one."""
     key = (target.interface, target.member)
@@ -469,8 +490,8 @@ def calls_for(target: Target, limits: dict) -> tuple[st.SearchStrategy, st.Searc
             target.path, PROPS, "Set", "ssv", [target.interface, target.member, v], key))
         return right, _wrong_signature(target.path, PROPS, "Set", "ssv", key)
     specific = specific_args(target, limits)
-    bodies = [values_of(target.signature)] + ([specific] * 4 if specific is not None else [])
-    right = st.one_of(*bodies).map(lambda body: Call(
+    bodies = mix((1, values_of(target.signature)), *([(4, specific)] if specific is not None else []))
+    right = bodies.map(lambda body: Call(
         target.path, target.interface, target.member, target.signature, body, key))
     return right, _wrong_signature(target.path, target.interface, target.member,
                                    target.signature, key)
@@ -478,10 +499,19 @@ def calls_for(target: Target, limits: dict) -> tuple[st.SearchStrategy, st.Searc
 
 def _wrong_signature(path: str, interface: str, member: str, right: str,
                      key: tuple[str, str]) -> st.SearchStrategy:
+    # Shallow values (variants one level deep): the signature is what is wrong.
     return opaque(st.one_of(*(
-        values_of(sig).map(lambda body, sig=sig: Call(path, interface, member, sig, body, key,
+        values_of(sig, 2).map(lambda body, sig=sig: Call(path, interface, member, sig, body, key,
                                                       right_signature=False))
         for sig in WRONG_SIGNATURES if sig != right)))
+
+
+def big_policies() -> st.SearchStrategy:
+    """SetPolicy with a big text (deep, unbalanced or long): one in each batch,
+    since hypothesis seldom picks them among the other texts."""
+    key = (MANAGER_INTERFACE, "SetPolicy (big)")
+    return st.tuples(POLICY_NAMES, BIG_POLICY_TEXTS).map(
+        lambda b: Call(MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss", list(b), key))
 
 
 def property_reads(paths: dict[str, list[str]], interfaces: dict[str, str]) -> st.SearchStrategy:
@@ -541,6 +571,7 @@ def valid_policy_name(name: Any) -> bool:
             and not name.startswith("."))
 
 
+@functools.lru_cache(maxsize=512)
 def compiles(text: str) -> bool | None:
     """True, False (a PolicyError) or None (anything else: momd must still name it)."""
     try:
@@ -592,9 +623,7 @@ def ksm_verdict(key: Any, v: Variant) -> tuple[bool | None, int | None]:
         allowed = (0, 1, 2) if key == "run" else (0, 1)
         ok = float(n).is_integer() and int(n) in allowed
         return ok, int(n) if ok else None
-    ok = 0 <= n <= UINT32_MAX
-    if ok and isinstance(n, float) and not n.is_integer():
-        return None, int(n)   # rounded down, or refused
+    ok = 0 <= n <= UINT32_MAX   # a number of pages or milliseconds: rounded down
     return ok, int(n) if ok else None
 
 
@@ -953,8 +982,12 @@ def _fuzz(world: World, started: float) -> None:
     # A batch: for each member on each object, one call with the right
     # signature and one with a wrong one; two to the Properties interface at
     # large; in an order of hypothesis's choosing.
-    per_batch = [c for t in targets for c in calls_for(t, limits)] + \
-        [property_reads(properties, interfaces)] * 2
+    # Hypothesis draws a tuple's elements in order and has a budget per
+    # example: late ones get plainer values.  The right-signature calls,
+    # whose values matter most, come first; the order of sending is drawn.
+    per_target = [calls_for(t, limits) for t in targets]
+    per_batch = [big_policies()] + [right for right, _ in per_target] + \
+        [wrong for _, wrong in per_target] + [property_reads(properties, interfaces)] * 2
     batches = st.tuples(st.tuples(*per_batch),
                         st.permutations(range(len(per_batch))),
                         st.lists(st.booleans(), min_size=len(per_batch),
@@ -964,7 +997,8 @@ def _fuzz(world: World, started: float) -> None:
     fuzz_seed = os.environ.get("MOM_FUZZ_SEED")
     how = (f"MOM_FUZZ_SEED={fuzz_seed}" if fuzz_seed else "derandomized (no MOM_FUZZ_SEED)")
     coverage: dict[tuple, int] = {}
-    stats: dict[str, Any] = {"calls": 0, "batches": 0, "answers": {}}
+    stats: dict[str, Any] = {"calls": 0, "batches": 0, "answers": {}, "root answers": {},
+                             "largest policy": 0, "policies over 10k": 0}
 
     def send_and_judge(who: str, calls: list[Call], where: str) -> None:
         nobody = who == "nobody"
@@ -978,6 +1012,13 @@ def _fuzz(world: World, started: float) -> None:
             coverage[key] = coverage.get(key, 0) + 1
             name = reply.get("error")
             stats["answers"][name] = stats["answers"].get(name, 0) + 1
+            if call.member == "SetPolicy" and call.right_signature:
+                size = len(call.body[1])
+                stats["largest policy"] = max(stats["largest policy"], size)
+                stats["policies over 10k"] += size > 10_000
+            if not nobody and call.right_signature:
+                answer = (call.member, (name or "success").rsplit(".", 1)[-1])
+                stats["root answers"][answer] = stats["root answers"].get(answer, 0) + 1
             context = f"{where}, call {i} as {who}: {call.short()}\n  reply: {str(reply)[:600]}"
             problem = check_answer(call, reply)
             assert problem is None, f"{problem}\n{context}"
@@ -1000,7 +1041,20 @@ def _fuzz(world: World, started: float) -> None:
                        "unexpected error"):
             assert marker not in log, f"{marker!r} in momd's log after {where}:\n{log[-3000:]}"
 
+    first_failure: list[BaseException] = []
+
     def run_batch(drawn: tuple) -> None:
+        if first_failure:
+            # Hypothesis runs a failing example once more to report it; the
+            # state has moved on since, so the first failure is the one to see.
+            raise first_failure[0]
+        try:
+            one_batch(drawn)
+        except BaseException as e:
+            first_failure.append(e)
+            raise
+
+    def one_batch(drawn: tuple) -> None:
         drawn_calls, order, interactive = drawn
         calls = [drawn_calls[i] for i in order]
         for call, flag in zip(calls, interactive):
@@ -1029,7 +1083,10 @@ def _fuzz(world: World, started: float) -> None:
     elapsed = time.monotonic() - started
     print(f"\nfuzz: {stats['calls']} calls in {stats['batches']} batches, {elapsed:.1f} s; "
           f"answers: {dict(sorted(stats['answers'].items(), key=lambda kv: str(kv[0])))}")
-    for k in sorted(coverage, key=str): print(k, coverage[k])
+    print(f"policy texts: largest {stats['largest policy']} characters, "
+          f"{stats['policies over 10k']} over 10,000")
+    print("root's answers to calls with the right signature:", ", ".join(
+        f"{m} {a}: {n}" for (m, a), n in sorted(stats["root answers"].items())))
     assert stats["calls"] >= MIN_CALLS, f"only {stats['calls']} calls were made"
     # Every member of every interface, as both users, with right and wrong signatures.
     for who in ("root", "nobody"):
