@@ -440,6 +440,24 @@ KSM_VALUES = mix(
     (6, int_variants(st.one_of(INTERESTING_INTS, st.integers(0, 3), st.integers(0, 5000)))),
     (2, INTERESTING_FLOATS.map(lambda f: Variant("d", f))),
     (1, st.booleans().map(lambda b: Variant("b", b))), (1, variants()))
+#: The edges of each knob's range, one entry each: hypothesis seldom lands
+#: on them among everything else it draws.
+KSM_EDGES = (
+    [("run", Variant(sig, v)) for v in (-1, 0, 1, 2, 3) for sig in ("i", "x")] +
+    [("merge_across_nodes", Variant("u", v)) for v in (0, 1, 2)] +
+    [(knob, Variant("t", v)) for knob in ("pages_to_scan", "sleep_millisecs")
+     for v in (0, 1, UINT32_MAX, UINT32_MAX + 1)] +
+    [(knob, Variant("i", -1)) for knob in KSM_KNOBS] +
+    [(knob, Variant("d", v)) for knob in KSM_KNOBS for v in (1.0, 1.5, -0.5, math.nan)])
+#: Parameter names on either side of the rules.
+PARAMETER_EDGES = (
+    [(name, Variant("b", True)) for name in sorted(RESERVED_PARAMETER_NAMES)] +
+    [(name, Variant("x", 1)) for name in ("x" * MAX_PARAMETER_NAME_LENGTH,
+                                          "x" * (MAX_PARAMETER_NAME_LENGTH + 1),
+                                          "_", "a-b", "a.b", "1a", "", "A9_z")] +
+    [("fuzz_edge", v) for v in (Variant("d", math.nan), Variant("d", math.inf),
+                                Variant("t", 2**64 - 1), Variant("x", -2**63),
+                                Variant("as", ["x"]), Variant("a{sv}", {}), Variant("s", ""))])
 VERBOSITY_VALUES = mix(
     (6, st.sampled_from(["debug", "INFO", " warning ", "warn", "error", "critical", "1", "2",
                          "3", "4", "5", "0", "6", "chatty", "", " 5"]).map(
@@ -466,11 +484,15 @@ def specific_args(target: Target, limits: dict[str, tuple[int, int]]) -> st.Sear
     if m in ("DeletePolicy", "GetPolicy"):
         return st.tuples(POLICY_NAMES).map(list)
     if m == "SetParameters":
-        return st.dictionaries(PARAMETER_NAMES, PARAMETER_VALUES, max_size=4).map(lambda d: [d])
+        # Mostly one entry: a single bad name or value must be refused on its own.
+        return mix((2, st.dictionaries(PARAMETER_NAMES, PARAMETER_VALUES, min_size=1, max_size=1)),
+                   (1, st.dictionaries(PARAMETER_NAMES, PARAMETER_VALUES, max_size=4))).map(
+            lambda d: [d])
     if m == "EvaluateNow":
         return st.tuples(st.booleans()).map(list)
     if m == "SetKsm":
-        return st.dictionaries(KSM_KEYS, KSM_VALUES, max_size=4).map(lambda d: [d])
+        return mix((2, st.dictionaries(KSM_KEYS, KSM_VALUES, min_size=1, max_size=1)),
+                   (1, st.dictionaries(KSM_KEYS, KSM_VALUES, max_size=4))).map(lambda d: [d])
     if m == "SetBalloonTarget":
         low, high = limits[target.path]
         return st.tuples(_balloon_values(low, high)).map(list)
@@ -512,6 +534,21 @@ def big_policies() -> st.SearchStrategy:
     key = (MANAGER_INTERFACE, "SetPolicy (big)")
     return st.tuples(POLICY_NAMES, BIG_POLICY_TEXTS).map(
         lambda b: Call(MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss", list(b), key))
+
+
+def edge_calls(batch: int) -> list[Call]:
+    """The batch's turn of the edge sweep: one SetKsm and one SetParameters entry.
+
+    Hypothesis repeats itself a lot and seldom lands on a given edge, so
+    the edges of each knob's range and of the parameter rules are also
+    swept in turn, a few of them in every batch, every one several times a run.
+    """
+    knob, value = KSM_EDGES[batch % len(KSM_EDGES)]
+    name, parameter = PARAMETER_EDGES[batch % len(PARAMETER_EDGES)]
+    return [Call(HOST_PATH, HOST_INTERFACE, "SetKsm", "a{sv}", [{knob: value}],
+                 (HOST_INTERFACE, "SetKsm")),
+            Call(MANAGER_PATH, MANAGER_INTERFACE, "SetParameters", "a{sv}",
+                 [{name: parameter}], (MANAGER_INTERFACE, "SetParameters"))]
 
 
 def property_reads(paths: dict[str, list[str]], interfaces: dict[str, str]) -> st.SearchStrategy:
@@ -1060,6 +1097,7 @@ def _fuzz(world: World, started: float) -> None:
         for call, flag in zip(calls, interactive):
             call.interactive = flag
         stats["batches"] += 1
+        calls += edge_calls(stats["batches"])
         where = f"batch {stats['batches']} ({how})"
         # The same calls from both users: nobody first, who must change nothing.
         send_and_judge("nobody", calls, where)
