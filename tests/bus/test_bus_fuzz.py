@@ -16,21 +16,33 @@ thousands of times and the kernel is shared.  The policy engine's interval
 is a day and there is no pressure trigger, so the only evaluations are the
 ones the test asks for.
 
+How: each hypothesis example is a batch with, for every member on every
+object (three guests), one call with the right signature and one with a
+wrong one, two calls to the Properties interface at large, a SetPolicy
+with a big text (deep, unbalanced or long) and the batch's turn of a sweep
+over the edges of the KSM knobs and the parameter rules (hypothesis
+repeats itself and seldom lands on a given edge).  Each batch goes out
+twice: as nobody, all pipelined, then as root, pipelined wherever the calls
+touch disjoint state (momd runs pipelined calls concurrently, so two on
+the same state would land in either order).
+
 What must hold, call after call:
 
 * momd stays up (the same process owns the name) and answers every call;
 * every answer is a success or a named error of the contract (never
   ``Failed`` "internal error", never a traceback, in a reply or in momd's
-  log);
+  log); PolicyFailed is taken as a refusal that changes nothing;
 * the state (policies, also on disk, parameters, verbosity, the KSM
   knobs, the balloons as libvirt has them) changes only as an authorized,
   valid call asked: a model of it is updated from each reply and compared
-  with the real one after each batch.  ``nobody`` changes nothing.
+  with the real one after each batch.  ``nobody`` changes nothing;
+* every member was called, by both users, with right and wrong signatures.
 
 Reproducing: the run is derandomized (the same calls every time); set
 ``MOM_FUZZ_SEED=N`` for another sequence.  A failure names the batch, the
-call and the seed.  Wall time is printed (``-s``); measured with
-``benchmarks``-style care it is well under two minutes on this machine.
+call, the reply and the seed.  With ``-s`` the test prints its call count,
+wall time and answers.  Measured here: 10,000+ calls in about 70 s on a
+quiet machine, up to 4-5 minutes when other test runs load it.
 """
 
 from __future__ import annotations
@@ -44,7 +56,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
