@@ -107,8 +107,9 @@ def test_every_message_about_a_guest_names_it_in_fields(run, caplog):
     assert said("ghost", "could not set balloon")
 
 
-def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog):
-    lab = Lab(SIM, PolicySet({"50-guests": GUEST_POLICY}))
+def first_evaluation(run, caplog, policies: dict[str, str]) -> Lab:
+    """The engine's start on the simulator (one evaluation), its records in caplog."""
+    lab = Lab(SIM, PolicySet(policies))
 
     async def go():
         await lab.start()
@@ -116,6 +117,11 @@ def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog
 
     with caplog.at_level(logging.INFO, "momservice"):
         run(go())
+    return lab
+
+
+def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog):
+    lab = first_evaluation(run, caplog, {"50-guests": GUEST_POLICY})
     [record] = [r for r in caplog.records if "policy error for guest" in r.getMessage()]
     uuid = next(u for u, g in lab.simulation.guests.items() if g.name == "sim-guest-04")
     assert record.levelno == logging.WARNING
@@ -126,16 +132,9 @@ def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog
 
 
 def test_a_failed_evaluation_names_the_policy_and_line_without_a_traceback(run, caplog):
-    lab = Lab(SIM, PolicySet({
+    first_evaluation(run, caplog, {
         "10-fine": "(defvar a 1)\n",
-        "60-huge": "(defvar a 1)\n(defvar x (<< 1 100000))\n"}))
-
-    async def go():
-        await lab.start()
-        await lab.stop()
-
-    with caplog.at_level(logging.INFO, "momservice"):
-        run(go())
+        "60-huge": "(defvar a 1)\n(defvar x (<< 1 100000))\n"})
     [record] = [r for r in caplog.records if "policy evaluation failed" in r.getMessage()]
     assert record.levelno == logging.ERROR
     assert fields_of(record) == {"MOM_POLICY": "60-huge", "MOM_POLICY_LINE": "2"}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import uuid
@@ -24,6 +23,7 @@ import pytest
 
 from momservice.simulator.simulation import guest_uuid
 from tests.helpers.momd_process import REPO, momd_config
+from tests.helpers.private_bus import _terminate
 from tests.helpers.private_journald import PrivateJournald, unavailable_reason
 
 _WHY_NOT = unavailable_reason()
@@ -71,12 +71,7 @@ def journal(tmp_path_factory: pytest.TempPathFactory):
             journald.wait_for(f"GUEST_NAME={GUESTS[-1]}", "PRIORITY=6",
                               until=lambda es: any("Set balloon" in e["MESSAGE"] for e in es))
         finally:
-            momd.send_signal(signal.SIGTERM)
-            try:
-                momd.wait(30)
-            except subprocess.TimeoutExpired:
-                momd.kill()
-                momd.wait()
+            _terminate(momd, 30)
         journald.wait_for("SYSLOG_IDENTIFIER=momd",
                           until=lambda es: any(e["MESSAGE"].endswith(": momd stopped") for e in es))
         yield journald
