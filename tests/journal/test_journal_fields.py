@@ -24,6 +24,9 @@ from momservice.service import load_policy_texts
 from momservice.simulator.lab import Lab
 
 SIM = "sim:///?guests=5&seed=1"
+# UUIDs of no simulated guest.
+GHOST = "0000dead-0000-0000-0000-000000000001"
+PHANTOM = "0000dead-0000-0000-0000-000000000002"
 
 # One policy that makes the engine and the balloon controller say something
 # about each of five guests, each in a different way.
@@ -69,16 +72,21 @@ def test_every_message_about_a_guest_names_it_in_fields(run, caplog):
         # A guest shuts down: the hypervisor notices at its next resync.
         del lab.simulation.guests[gone]
         await lab.hypervisor.resync()
-        # A balloon command the hypervisor refuses (no such domain).
+        # A balloon command the hypervisor refuses (no such domain), and
+        # one for a guest whose sample lacks its balloon range.
         await BalloonController(lab.hypervisor).apply(
-            {"0000dead-0000-0000-0000-000000000000": {"balloon_target": 1048576}},
-            {"0000dead-0000-0000-0000-000000000000": {"balloon_max": 4194304}},
-            {"0000dead-0000-0000-0000-000000000000": "ghost"})
+            {GHOST: {"balloon_target": 1048576}, PHANTOM: {"balloon_target": 1048576}},
+            {GHOST: {"balloon_max": 4194304}, PHANTOM: {}},
+            {GHOST: "ghost", PHANTOM: "phantom"})
+        # A balloon set by hand, in a dry run.
+        first = next(u for u, n in guests.items() if n == "sim-guest-01")
+        await BalloonController(lab.hypervisor, dry_run=True).set_target(
+            first, 3145728, lab.engine.guests[first].latest, "sim-guest-01")
         await lab.stop()
 
     with caplog.at_level(logging.DEBUG, "momservice"):
         run(go())
-    guests["0000dead-0000-0000-0000-000000000000"] = "ghost"
+    guests.update({GHOST: "ghost", PHANTOM: "phantom"})
 
     about: dict[str, list[str]] = {name: [] for name in guests.values()}
     for record in caplog.records:
@@ -97,14 +105,16 @@ def test_every_message_about_a_guest_names_it_in_fields(run, caplog):
         return any(text in m for m in about[name])
 
     # Each path was taken, so each was checked above.
-    assert all(said(n, "is now managed") for n in guests.values() if n != "ghost")
+    assert all(said(n, "is now managed") for n in guests.values() if n.startswith("sim-"))
     assert said("sim-guest-01", "ignoring balloon target 'much'")
     assert said("sim-guest-02", "clamped") and said("sim-guest-02", "Set balloon")
     assert said("sim-guest-02", "simulated guest")
     assert said("sim-guest-03", "already at")
     assert said("sim-guest-04", "policy error for guest")
     assert said("sim-guest-05", "is gone")
+    assert said("sim-guest-01", "Dry run: would set balloon")
     assert said("ghost", "could not set balloon")
+    assert said("phantom", "no balloon_max")
 
 
 def first_evaluation(run, caplog, policies: dict[str, str]) -> Lab:
