@@ -6,9 +6,8 @@ once on the current statistics as a dry run; a set that fails there is
 refused with PolicyTrialError and the active set, the store and
 LastPolicyError stay as they were.  Policy files that fail at start-up
 give way to the shipped defaults; on a reload the last good set stays.
-Runs the Service without a bus, as tests/test_service_operations.py does
-(its Setup: libvirt's test driver, a temporary /proc and /sys, copies of
-the shipped policies).
+Runs the Service without a bus (tests/helpers/service_setup.py: libvirt's
+test driver, a temporary /proc and /sys, copies of the shipped policies).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import pytest
 
 from momservice.policy import PolicyError, PolicyTrialError
 from momservice.policy_store import PolicyStore
-from tests.test_service_operations import Setup
+from tests.helpers.service_setup import Setup
 
 #: Parses and checks, fails as soon as it is evaluated: the issue's example.
 HUGE = "(defvar x (<< 1 100000))\n"
