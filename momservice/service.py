@@ -20,7 +20,7 @@ import math
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,15 +128,21 @@ class _Plotter(EngineObserver):
 class _Status(EngineObserver):
     """Keeps systemd's status line current; READY=1 after the first evaluation."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, load_error: Callable[[], str]) -> None:
         self.engine = engine
+        self.load_error = load_error
         self.ready = False
 
     def evaluated(self, evaluation: Evaluation) -> None:
         if not self.ready:
             self.ready = True
             notify("READY=1")
-        state = "ok" if evaluation.result.error is None else "policy error"
+        if evaluation.result.error is not None:
+            state = "policy error"
+        elif self.load_error():
+            state = "ok; policy files refused, see LastPolicyError"
+        else:
+            state = "ok"
         connected = "connected" if self.engine.hypervisor.connected else "hypervisor unreachable"
         notify(f"STATUS={len(self.engine.guests)} guests, {connected}, last evaluation "
                f"{evaluation.duration * 1000:.1f} ms ({state})")
@@ -234,7 +240,7 @@ class Service:
             policy_interval=config.policy_engine_interval,
             history_length=config.sample_history_length,
             dry_run=config.dry_run)
-        self.engine.observers.append(_Status(self.engine))
+        self.engine.observers.append(_Status(self.engine, lambda: self.policy_load_error))
         self.pressure = (PressureTrigger(self.engine.pressure_rose, pressure_path)
                          if pressure_path is not None else None)
         # Hotplug events are the real host's: a simulated one has none.

@@ -164,10 +164,13 @@ def test_reset_that_would_fail_deletes_nothing(setup: Setup, run) -> None:
 
 
 def test_files_that_fail_at_start_give_way_to_the_shipped_defaults(setup: Setup, run,
-                                                                   caplog) -> None:
+                                                                   caplog,
+                                                                   monkeypatch) -> None:
     shipped = setup.file_policies()
     (setup.policy_dir / "50-huge.policy").write_text(HUGE)
     caplog.set_level(logging.ERROR)
+    notified: list[str] = []
+    monkeypatch.setattr("momservice.service.notify", notified.append)
 
     async def body(service):
         assert service.policy_texts() == shipped
@@ -177,6 +180,8 @@ def test_files_that_fail_at_start_give_way_to_the_shipped_defaults(setup: Setup,
         return service.policy_load_error
     message = started(setup, run, body)
     assert message in caplog.text
+    status = [m for m in notified if m.startswith("STATUS=")]
+    assert status and "policy files refused" in status[-1], notified
 
 
 def test_a_syntax_error_is_still_policy_syntax_not_a_trial(setup: Setup, run) -> None:
