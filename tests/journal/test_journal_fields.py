@@ -18,10 +18,11 @@ from momservice.config import Config
 from momservice.controllers import BalloonController
 from momservice.journal_fields import guest_fields, policy_error_fields, policy_fields
 from momservice.momd import setup_logging
-from momservice.policy import PolicyError, PolicySet
+from momservice.policy import PolicyError, PolicySet, PolicyTrialError
 from momservice.policy_store import PolicyStore
 from momservice.service import load_policy_texts
 from momservice.simulator.lab import Lab
+from tests.helpers.service_setup import Setup
 
 SIM = "sim:///?guests=5&seed=1"
 # UUIDs of no simulated guest.
@@ -60,6 +61,9 @@ def test_fields_leave_out_what_is_unknown():
     assert policy_fields(None, 3) == {}
     assert policy_error_fields(PolicyError("boom", 7, "zz")) == {
         "MOM_POLICY": "zz", "MOM_POLICY_LINE": "7"}
+    trial = PolicyTrialError(PolicyError("boom", 7, "zz"), "db1")
+    assert policy_error_fields(trial) == {
+        "MOM_POLICY": "zz", "MOM_POLICY_LINE": "7", "GUEST_NAME": "db1"}
 
 
 def test_every_message_about_a_guest_names_it_in_fields(run, caplog):
@@ -166,6 +170,35 @@ def test_policy_files_that_do_not_load_are_named_in_fields(tmp_path, caplog):
     binary = next(f for m, f in errors.items() if "30-binary" in m)
     assert binary == {"MOM_POLICY": "30-binary"}   # no line: it could not be read
     assert not [r for r in caplog.records if r.exc_info]
+
+
+# Fails for every guest, on line 2; the trial names the first guest.
+FAILS_FOR_GUESTS = '(defvar a 1)\n(with Guests g (g.Control "balloon_target" (/ g.balloon_cur 0)))\n'
+
+
+def test_policy_files_refused_at_start_or_reload_are_named(tmp_path, run, caplog):
+    setup = Setup(tmp_path)
+    (setup.policy_dir / "50-fails.policy").write_text(FAILS_FOR_GUESTS)
+    guests = {spec.name for spec in setup.specs}
+
+    async def go():
+        service = setup.service()
+        await service.start()    # refused: the shipped defaults run
+        try:
+            with pytest.raises(PolicyTrialError):
+                service.reload_policies()
+        finally:
+            await service.stop()
+
+    with caplog.at_level(logging.ERROR, "momservice"):
+        run(go())
+    start, reload = [r for r in caplog.records if "50-fails" in r.getMessage()]
+    assert "shipped default" in start.getMessage() and "not reloaded" in reload.getMessage()
+    for record in (start, reload):
+        fields = fields_of(record)
+        assert fields.pop("GUEST_NAME") in guests, record.getMessage()
+        assert fields == {"MOM_POLICY": "50-fails", "MOM_POLICY_LINE": "2"}
+        assert record.exc_info is None
 
 
 def test_a_stored_policy_that_cannot_be_read_is_named(tmp_path, caplog):
