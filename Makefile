@@ -79,9 +79,10 @@ UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/
 # $(PYTHON), the one `make test` builds .venv from: `python3` on PATH may be
 # a pyenv or self-built Python, which does not see the python3-* packages in
 # Debian's dist-packages, and momd would fail at its first import.  So
-# Debian's /usr/bin/python3 wherever it exists.  Another Python (a venv) is
-# fine if it can import the RUNTIME_MODULES: `make install` checks it can.
-INSTALL_PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,$(PYTHON))
+# Debian's /usr/bin/python3 wherever it exists, and on Debian even before it
+# does (runtime-deps installs it).  Another Python (a venv) is fine if it
+# can import the RUNTIME_MODULES: `make install` checks it can.
+INSTALL_PYTHON ?= $(if $(wildcard /usr/bin/python3 /etc/debian_version),/usr/bin/python3,$(PYTHON))
 # What momd imports from outside the standard library (tests check this
 # against momservice's imports and debian/control).
 RUNTIME_MODULES := dbus_next libvirt libvirtaio pyudev systemd.daemon systemd.journal
@@ -105,8 +106,10 @@ PIP_ENV = $(if $(DEBIAN_PYTHON),$(if $(filter /usr/local /usr/local/,$(PREFIX)),
 PIP_BUILD_ARGS = $(if $(DEBIAN_PYTHON),--no-build-isolation)
 
 # Debian packages momd needs at run time, when installing for this machine.
+# DEBIAN_PYTHON is worked out again for the install recipe, after this has
+# installed python3 if it was missing.
 runtime-deps:
-	@if [ -n "$(DEBIAN_PYTHON)" ]; then \
+	@if [ -n "$(DEBIAN_PYTHON)" ] || [ "$(INSTALL_PYTHON)" = /usr/bin/python3 ]; then \
 		bash scripts/install-deps.sh --runtime; \
 	else \
 		echo "make install: $(INSTALL_PYTHON) is not Debian's python3: it must be able to import $(RUNTIME_MODULES) (pip install dbus-next libvirt-python pyudev systemd-python)"; \
