@@ -151,7 +151,7 @@ install: $(if $(DESTDIR),,runtime-deps)
 # the tree stays as it was; checked by lintian.  The build dependencies are
 # installed first when missing (scripts/install-deps.sh --deb: the
 # Build-Depends: of debian/control, and lintian).  Rebuilt only when a file
-# it is made from changes.
+# it is made from changes, or is added or removed.
 #
 # The version is momservice.__version__ alone; debian/changelog must have
 # an entry for it (a native package: no Debian revision).
@@ -159,7 +159,8 @@ VERSION   := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' momservice/__init
 DIST      ?= dist
 DEB       := $(DIST)/mom_$(VERSION)_all.deb
 DEB_TREE  := pyproject.toml README.md momservice debian dbus polkit systemd policies
-DEB_FILES := $(shell find $(DEB_TREE) -name __pycache__ -prune -o -type f -print)
+# The directories too: adding or removing a file changes its directory.
+DEB_FILES := $(shell find $(DEB_TREE) -name __pycache__ -prune -o -print)
 # Debian's own tools, whatever comes first on PATH here (pybuild runs
 # `python3.11`, which a pyenv shim would otherwise answer).
 DEB_ENV   := env -u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME PATH=/usr/sbin:/usr/bin:/sbin:/bin
