@@ -549,7 +549,8 @@ def big_policies() -> st.SearchStrategy:
 
 
 def edge_calls(batch: int) -> list[Call]:
-    """The batch's turn of the edge sweep: one SetKsm and one SetParameters entry.
+    """The batch's turn of the edge sweep: one SetKsm and one SetParameters
+    entry, and one of the known policy texts (good, failing or bad).
 
     Hypothesis repeats itself a lot and seldom lands on a given edge, so
     the edges of each knob's range and of the parameter rules are also
@@ -557,7 +558,11 @@ def edge_calls(batch: int) -> list[Call]:
     """
     knob, value = KSM_EDGES[batch % len(KSM_EDGES)]
     name, parameter = PARAMETER_EDGES[batch % len(PARAMETER_EDGES)]
-    return [Call(HOST_PATH, HOST_INTERFACE, "SetKsm", "a{sv}", [{knob: value}],
+    texts = GOOD_POLICIES + BAD_POLICIES
+    policy = ("10-fuzz", "zz", "02-balloon")[batch // len(texts) % 3], texts[batch % len(texts)]
+    return [Call(MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss", list(policy),
+                 (MANAGER_INTERFACE, "SetPolicy")),
+            Call(HOST_PATH, HOST_INTERFACE, "SetKsm", "a{sv}", [{knob: value}],
                  (HOST_INTERFACE, "SetKsm")),
             Call(MANAGER_PATH, MANAGER_INTERFACE, "SetParameters", "a{sv}",
                  [{name: parameter}], (MANAGER_INTERFACE, "SetParameters"))]
