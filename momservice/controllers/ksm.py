@@ -58,8 +58,12 @@ def _check(name: str, value: Any) -> int:
 
 
 def _write_file(path: Path, text: str) -> None:
-    """One write(2) of ``text`` to ``path``: sysfs reports a refusal right there."""
-    fd = os.open(path, os.O_WRONLY)
+    """One write(2) of ``text`` to ``path``: sysfs reports a refusal right there.
+
+    O_TRUNC, as ``echo N > FILE``: sysfs ignores it, and a regular file (a
+    test's or the simulator's KSM directory) then holds just the new value.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, text.encode())
     finally:

@@ -76,6 +76,14 @@ def test_writes_only_the_values_that_differ(ksm_dir, caplog):
     assert ctl.last_errors == {}
 
 
+def test_a_shorter_value_replaces_a_longer_one_whole(ksm_dir):
+    # sysfs takes each write as the whole value; a regular file (a test's or
+    # the simulator's KSM directory) must too, or "64" over "100" reads "64\n0".
+    ctl = KsmController(ksm_dir)
+    run(ctl.apply({"ksm_pages_to_scan": 64}))
+    assert (ksm_dir / "pages_to_scan").read_text() == "64\n"
+
+
 def test_reads_the_kernel_each_time_instead_of_trusting_a_cache(ksm_dir):
     ctl = KsmController(ksm_dir)
     assert run(ctl.apply({"ksm_run": 1})) == {"run": 1}

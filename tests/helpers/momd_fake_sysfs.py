@@ -12,33 +12,17 @@ test did not ask for.
 
 This is a fake only where the real thing must not be touched: a test that
 calls SetKsm thousands of times has no business retuning the shared
-kernel's ksmd.  One thing a regular file does not do like a sysfs
-attribute: take a write as the whole new value.  The KSM controller writes
-without truncating (sysfs needs no more), so "64" written over "100" would
-leave "64\n0" behind, which no reader takes for a number (the simulator's
-KSM directory works around the same).  Here the controller's writes also
-truncate, as ``echo 64 > FILE`` does: the bytes written are the same.
+kernel's ksmd.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 from momservice import momd, service
 from momservice.collectors import HostCollector
-from momservice.controllers import ksm as ksm_controller
-
-
-def _write_truncating(path: Path, text: str) -> None:
-    """One write(2) of ``text`` to ``path``, which it replaces, as sysfs would."""
-    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -55,7 +39,6 @@ def main(argv: Sequence[str]) -> int:
 
     # momd.main imports the class from the module when it runs.
     service.Service = FakeSysfsService
-    ksm_controller._write_file = _write_truncating
     return momd.main(list(argv[1:]))
 
 
