@@ -124,6 +124,7 @@ install: $(if $(DESTDIR),,runtime-deps)
 	$(INSTALL) -m 0644 dbus/org.ovirt.mom1.conf $(DESTDIR)$(DATADIR)/dbus-1/system.d/org.ovirt.mom1.conf
 	$(INSTALL) -m 0644 dbus/org.ovirt.mom1.service $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.ovirt.mom1.service
 	$(INSTALL) -m 0644 polkit/org.ovirt.mom1.policy $(DESTDIR)$(DATADIR)/polkit-1/actions/org.ovirt.mom1.policy
+	$(INSTALL) -D -m 0644 polkit/50-org.ovirt.mom1-manage.rules.example $(DESTDIR)$(PREFIX)/share/doc/mom/examples/50-org.ovirt.mom1-manage.rules.example
 	sed 's|^ExecStart=/usr/bin/momd\b|ExecStart=$(BINDIR)/momd|' systemd/momd.service > $(DESTDIR)$(UNITDIR)/momd.service.tmp
 	grep -q '^ExecStart=$(BINDIR)/momd$$' $(DESTDIR)$(UNITDIR)/momd.service.tmp
 	chmod 0644 $(DESTDIR)$(UNITDIR)/momd.service.tmp

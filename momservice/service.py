@@ -32,6 +32,7 @@ from .engine.notify import notify, watchdog_interval
 from .engine.plot import PlotWriter
 from .engine.pressure import PressureTrigger
 from .hypervisor import HypervisorInterface
+from .journal_fields import policy_error_fields, policy_fields
 from .policy import Entity, PolicyError, PolicySet, compile_policy
 from .policy.builtins import BUILTINS
 from .policy_files import find_policy_files, read_policy_texts
@@ -76,11 +77,13 @@ def _load_files(files: Mapping[str, Path]) -> dict[str, str]:
             text = read_policy_texts({name: path})[name]
             compile_policy(text, name)
         except (OSError, UnicodeDecodeError) as e:
-            log.error("policy %s skipped: cannot read %s: %s", name, path, e)
+            log.error("policy %s skipped: cannot read %s: %s", name, path, e,
+                      extra=policy_fields(name))
             continue
         except PolicyError as e:
             where = f"{path}:{e.line}" if e.line is not None else str(path)
-            log.error("policy %s skipped: %s: %s", name, where, e.message)
+            log.error("policy %s skipped: %s: %s", name, where, e.message,
+                      extra=policy_fields(name, e.line))
             continue
         texts[name] = text
     return texts
@@ -389,7 +392,7 @@ class Service:
         try:
             self.policies.replace(texts)
         except PolicyError as e:  # load_policy_texts checked them; keep the old set anyway
-            log.error("policies not reloaded: %s", e)
+            log.error("policies not reloaded: %s", e, extra=policy_error_fields(e))
         else:
             log.info("policies reloaded: %s", ", ".join(self.policies.names) or "none")
 

@@ -19,6 +19,7 @@ from typing import Any
 from ..collectors import CollectionError
 from ..fields import GUEST_CONTROLS, HOST_CONTROLS
 from ..hypervisor import GuestInfo, HypervisorInterface
+from ..journal_fields import guest_fields, policy_error_fields
 from ..policy import Entity, EvaluationResult, PolicySet
 
 log = logging.getLogger(__name__)
@@ -112,13 +113,15 @@ class Engine:
             return
         self.guests[info.uuid] = Entity.guest(self._props(info),
                                               history_length=self.history_length)
-        log.info("guest %s (%s) is now managed", info.name, info.uuid)
+        log.info("guest %s (%s) is now managed", info.name, info.uuid,
+                 extra=guest_fields(info.uuid, info.name))
         self._notify("guest_added", info.uuid)
 
     def guest_removed(self, uuid: str) -> None:
         entity = self.guests.pop(uuid, None)
         if entity is not None:
-            log.info("guest %s (%s) is gone", entity.name, uuid)
+            log.info("guest %s (%s) is gone", entity.name, uuid,
+                     extra=guest_fields(uuid, entity.name))
             self._notify("guest_removed", uuid)
 
     def connection_changed(self, connected: bool) -> None:
@@ -183,9 +186,12 @@ class Engine:
                 log.debug("policy: %s", message)
             for guest, error in result.guest_errors.items():
                 log.warning("policy error for guest %s, its controls are skipped: %s",
-                            guest.name, error)
+                            guest.name, error,
+                            extra=guest_fields(guest.props.get("uuid"), guest.name)
+                            | policy_error_fields(error))
             if result.error is not None:
-                log.error("policy evaluation failed, nothing applied: %s", result.error)
+                log.error("policy evaluation failed, nothing applied: %s", result.error,
+                          extra=policy_error_fields(result.error))
             else:
                 evaluation.host_controls = dict(result.host_controls)
                 evaluation.guest_controls = {
