@@ -142,3 +142,40 @@ install: $(if $(DESTDIR),,runtime-deps)
 		$(BINDIR)/momd --help >/dev/null || { echo "make install: $(BINDIR)/momd --help failed" >&2; exit 1; }; \
 		echo "make install: done; start it with: systemctl daemon-reload && systemctl enable --now momd"; \
 	fi
+
+# --- make deb ---------------------------------------------------------------
+# dist/mom_<version>_all.deb, built by debhelper and dh-python (pybuild's
+# pyproject plugin) from a copy of the tree in a temporary directory, so that
+# the tree stays as it was; checked by lintian.  The build dependencies are
+# installed first when missing (scripts/install-deps.sh --deb: the
+# Build-Depends: of debian/control, and lintian).  Rebuilt only when a file
+# it is made from changes.
+#
+# The version is momservice.__version__ alone; debian/changelog must have
+# an entry for it (a native package: no Debian revision).
+VERSION   := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' momservice/__init__.py)
+DIST      ?= dist
+DEB       := $(DIST)/mom_$(VERSION)_all.deb
+DEB_TREE  := pyproject.toml README.md momservice debian dbus polkit systemd policies
+DEB_FILES := $(shell find $(DEB_TREE) -name __pycache__ -prune -o -type f -print)
+# Debian's own tools, whatever comes first on PATH here (pybuild runs
+# `python3.11`, which a pyenv shim would otherwise answer).
+DEB_ENV   := env -u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME PATH=/usr/sbin:/usr/bin:/sbin:/bin
+
+deb: $(DEB)
+
+$(DEB): $(DEB_FILES)
+	@bash scripts/install-deps.sh --deb
+	@test -n "$(VERSION)" || { echo "make deb: no __version__ in momservice/__init__.py" >&2; exit 1; }
+	@changelog=$$(sed -n '1s/^mom (\([^)]*\)).*/\1/p' debian/changelog); \
+	if [ "$$changelog" != "$(VERSION)" ]; then \
+		echo "make deb: debian/changelog is at '$$changelog' but momservice.__version__ is $(VERSION): add an entry (dch -v $(VERSION))" >&2; \
+		exit 1; \
+	fi
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	mkdir "$$tmp/mom-$(VERSION)" && \
+	tar -cf - --exclude=__pycache__ $(DEB_TREE) | tar -xf - -C "$$tmp/mom-$(VERSION)" && \
+	(cd "$$tmp/mom-$(VERSION)" && $(DEB_ENV) dpkg-buildpackage --build=binary --no-sign) && \
+	$(DEB_ENV) lintian --fail-on error "$$tmp/mom_$(VERSION)_all.deb" && \
+	mkdir -p $(DIST) && cp "$$tmp/mom_$(VERSION)_all.deb" $(DEB).tmp && mv -f $(DEB).tmp $(DEB)
+	@echo "make deb: $(DEB)"

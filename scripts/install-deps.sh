@@ -5,7 +5,8 @@
 # something has to be installed. As root the packages are installed; as any
 # other user the script prints the apt-get command to run and fails.
 #
-# Usage: scripts/install-deps.sh [--test|--runtime|--deb] [PYTHON]
+# Usage: scripts/install-deps.sh [--list] [--test|--runtime|--deb] [PYTHON]
+#   --list     print the packages of the set, one a line, and install nothing
 #   --test     (the default) building and testing mom: `make test`
 #   --runtime  running momd with Debian's python3: `make install`.  The
 #              packages are the Depends: of debian/control, so the .deb and
@@ -16,6 +17,11 @@
 # PYTHON (default python3) is the Python `make test` builds its venv with.
 set -euo pipefail
 
+list_only=
+if [ "${1:-}" = --list ]; then
+    list_only=yes
+    shift
+fi
 set_name=test
 case "${1:-}" in
     --test|--runtime|--deb) set_name=${1#--}; shift ;;
@@ -91,6 +97,11 @@ case $set_name in
         packages+=(lintian)
         ;;
 esac
+
+if [ -n "$list_only" ]; then
+    printf '%s\n' "${packages[@]}"
+    exit 0
+fi
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
     echo "install-deps: not a Debian system; make sure these (or their equivalents) are installed:" >&2
