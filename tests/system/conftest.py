@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+import momservice
 from tests.helpers import ksm_sysfs
 from tests.helpers.systemd_host import (REPO, SOURCE_MOUNT, SystemdHost, ensure_layer,
                                         skip_reason)
@@ -57,26 +58,19 @@ def systemd_layer() -> Path:
 
 
 @pytest.fixture(scope="session")
-def mom_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """dist/mom_<version>_all.deb, built by ``make deb`` from a copy of the checkout
-    (so the checkout's own dist/ is left alone)."""
+def mom_deb() -> Path:
+    """The .deb of this checkout, built by ``make deb`` unless up to date, in the
+    same place as the packaging tests' (tests/test_packaging.py), so one build
+    serves both."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    work = tmp_path_factory.mktemp("deb") / "src"
     started = time.monotonic()
-    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z"],
-                           capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, files):
-        source = REPO / name.decode()
-        if source.is_file():
-            target = work / name.decode()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
-    result = subprocess.run(["make", "-C", str(work), "deb"], capture_output=True, text=True,
-                            timeout=1200)
+    dist = REPO / ".cache" / "deb"
+    result = subprocess.run(["make", "--no-print-directory", "deb", f"DIST={dist}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, f"make deb failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    debs = sorted((work / "dist").glob("mom_*_all.deb"))
-    assert len(debs) == 1, f"make deb left {debs} in dist/"
+    debs = sorted(dist.glob(f"mom_{momservice.__version__}_all.deb"))
+    assert len(debs) == 1, f"make deb left {sorted(dist.iterdir())} in {dist}"
     measured("make deb", time.monotonic() - started)
     return debs[0]
 
@@ -95,13 +89,14 @@ def real_ksm_kept() -> Iterator[None]:
 
 
 def install(host: SystemdHost, way: str, request: pytest.FixtureRequest) -> None:
+    deb = request.getfixturevalue("mom_deb") if way == "deb" else None
     started = time.monotonic()
     if way == "make-install":
         host.run(["make", "-C", SOURCE_MOUNT, "install"], timeout=600)
         # What `make install` says to do next.
         host.run(["systemctl", "daemon-reload"])
     else:
-        deb = request.getfixturevalue("mom_deb")
+        assert deb is not None
         shutil.copy2(deb, host.path(f"/tmp/{deb.name}"))
         host.run(["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=600",
                   f"/tmp/{deb.name}"], timeout=600)
