@@ -5,12 +5,14 @@ The machine itself is never changed.  systemd boots inside ``unshare --fork
 over ``/usr``, ``/etc`` and ``/var``, whose upper directories are in a
 temporary folder; ``/run``, ``/tmp`` and ``/dev`` are fresh tmpfs mounts
 (``/dev`` holds bind mounts of the few harmless device nodes, a private
-devpts and its own ``/dev/shm``), ``/sys`` is read-only except the KSM knobs
-momd writes, and ``/sys/fs/cgroup`` is a cgroup2 of a cgroup namespace whose
-root is a cgroup made for this host (``--cgroup`` is not in the issue's list:
-without it systemd would manage the machine's own cgroup tree).  Units that
-would touch the kernel, the console or the clock shared with the machine are
-masked (``MASKED_UNITS`` says why for each).  ``nsenter`` runs commands in it.
+devpts and its own ``/dev/shm``); ``/sys`` and ``/proc/sys`` are read-only
+but for the KSM knobs momd writes and the network namespace's own sysctls;
+``/sys/fs/cgroup`` is the cgroup2 of a cgroup namespace whose root is a
+cgroup made for this host (``--cgroup`` is not in the issue's list: without
+it systemd would take over the machine's own cgroup tree).  Units that would
+touch the kernel, the console, the clock or the services shared with the
+machine are masked (``MASKED_UNITS`` says why for each).  ``nsenter`` runs
+commands in it.
 
 Between the machine's own files and the per-host upper directories lies a
 second lower layer, prepared once and cached in ``~/.cache/mom-tests`` (or
@@ -32,6 +34,7 @@ lived only in the host's mount namespace and go with it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -44,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from tests.helpers.guest_image import _locked, cache_dir
+from tests.helpers.guest_image import cache_dir, cache_lock
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = Path("/lib/systemd/systemd")
@@ -175,6 +178,17 @@ if [ -d /sys/kernel/mm/ksm ]; then
     mount -o remount,bind,rw /sys/kernel/mm/ksm
 fi
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup
+# The fresh /proc is the shared kernel's too: its tunables read-only (as
+# systemd-nspawn does), /proc/sys/net excepted, which belongs to the new
+# network namespace.
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+mount --bind /proc/sys/net /proc/sys/net
+mount -o remount,bind,rw /proc/sys/net
+if [ -e /proc/sysrq-trigger ]; then
+    mount --bind /proc/sysrq-trigger /proc/sysrq-trigger
+    mount -o remount,bind,ro /proc/sysrq-trigger
+fi
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/mom-source
 mount --bind "$src" /run/mom-source
@@ -204,6 +218,25 @@ def skip_reason() -> str | None:
         return f"{SYSTEMD} is absent: systemd is not installed"
     if _cgroup2_mount() is None:
         return "no cgroup2 file system is mounted (systemd needs one)"
+    return _namespaces_refused()
+
+
+def _namespaces_refused() -> str | None:
+    """Why the namespaces and an overlay in the cache cannot be made (a
+    container without the privilege, a cache on overlayfs), or None."""
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=".probe-") as tmp:
+        for d in ("upper", "work", "mnt"):
+            os.mkdir(os.path.join(tmp, d))
+        script = (f"mount -t overlay overlay -o lowerdir=/usr,upperdir={tmp}/upper,"
+                  f"workdir={tmp}/work {tmp}/mnt")
+        result = _run(["unshare", "--fork", "--pid", "--mount", "--propagation", "private",
+                       "--net", "--uts", "--ipc", "--cgroup", "--mount-proc",
+                       "sh", "-c", script], timeout=60)
+    if result.returncode != 0:
+        return f"cannot make the namespaces and overlays a systemd host needs here: " \
+               f"{result.stderr.strip()}"
     return None
 
 
@@ -240,7 +273,7 @@ def ensure_layer(cache: Path | None = None,
                  packages: Sequence[str] = EXTRA_PACKAGES) -> tuple[Path, bool]:
     """The prepared lower layer (usr, etc, var) and whether it had to be built."""
     cache = Path(cache) if cache is not None else cache_dir()
-    with _locked(cache):
+    with cache_lock(cache):
         final = cache / f"systemd-layer-{_layer_key(packages)}"
         built = False
         if not (final / "complete").exists():
@@ -261,10 +294,49 @@ def ensure_layer(cache: Path | None = None,
                 built = True
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-        for old in cache.glob("systemd-layer-*"):
-            if old != final and not old.name.startswith("."):
-                shutil.rmtree(old, ignore_errors=True)
+        os.utime(final / "complete")  # in use from now on: see _prune_layers
+        _prune_layers(cache, keep=final)
     return final, built
+
+
+@contextlib.contextmanager
+def layer_in_use(layer: Path) -> Iterator[None]:
+    """Keep ``layer`` from being pruned while a host has it mounted (another
+    checkout's run may build a newer one meanwhile)."""
+    fd = os.open(layer / "complete", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+#: A layer handed out this recently may be about to be mounted (between
+#: ensure_layer and the boot's layer_in_use): not pruned yet.
+PRUNE_AFTER_SECONDS = 3600
+
+
+def _prune_layers(cache: Path, keep: Path) -> None:
+    """Drop layers of earlier package sets, but none that a host uses or may use."""
+    for old in cache.glob("systemd-layer-*"):
+        if old == keep:
+            continue
+        try:
+            fd = os.open(old / "complete", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            shutil.rmtree(old, ignore_errors=True)  # never completed
+            continue
+        if time.time() - os.fstat(fd).st_mtime < PRUNE_AFTER_SECONDS:
+            os.close(fd)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 # --------------------------------------------------------------------------
@@ -281,11 +353,27 @@ class SystemdHost:
         self.launcher: subprocess.Popen | None = None
         self.pid: int | None = None
         self.boot_seconds: float | None = None
+        self._in_use = contextlib.ExitStack()
 
     # --- life cycle -------------------------------------------------------
 
     def boot(self, timeout: float = 180) -> None:
+        """Boot and wait until systemd reports ``running`` (not ``degraded``)."""
         started = time.monotonic()
+        try:
+            self._start()
+            self.pid = self._wait_for_pid1(timeout)
+            state = self._wait_until_booted(started + timeout)
+            if state != "running":
+                failed = self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
+                raise SystemdHostError(f"the host booted {state!r}; failed units:\n{failed}")
+        except BaseException:
+            self.shutdown()
+            raise
+        self.boot_seconds = time.monotonic() - started
+
+    def _start(self) -> None:
+        self._in_use.enter_context(layer_in_use(self.layer))
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / "console.log").touch()
         root = _cgroup2_mount()
@@ -303,16 +391,6 @@ class SystemdHost:
                  str(REPO), *MASKED_UNITS],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={"PATH": CLEAN_ENV["PATH"]}, start_new_session=True)
-        try:
-            self.pid = self._wait_for_pid1(timeout)
-            state = self._wait_until_booted(started + timeout)
-            if state != "running":
-                failed = self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
-                raise SystemdHostError(f"the host booted {state!r}; failed units:\n{failed}")
-        except BaseException:
-            self.shutdown()
-            raise
-        self.boot_seconds = time.monotonic() - started
 
     def _wait_for_pid1(self, timeout: float) -> int:
         assert self.launcher is not None
@@ -372,6 +450,7 @@ class SystemdHost:
             with contextlib.suppress(OSError):
                 self.cgroup.rmdir()
         self.pid = None
+        self._in_use.close()
 
     def _cgroup_pids(self) -> list[int]:
         if self.cgroup is None or not self.cgroup.exists():
@@ -424,13 +503,12 @@ class SystemdHost:
     def show(self, unit: str, prop: str) -> str:
         return self.run(["systemctl", "show", "-P", prop, unit]).stdout.strip()
 
-    def journal(self, *matches: str, unit: str | None = None, output: str = "json") -> list[dict]:
-        argv = ["journalctl", "--no-pager", "-o", output, "-b"]
+    def journal(self, *matches: str, unit: str | None = None) -> list[dict]:
+        """This boot's journal entries (JSON) for ``journalctl [-u unit] MATCH...``."""
+        argv = ["journalctl", "--no-pager", "-o", "json", "-b"]
         if unit:
             argv += ["-u", unit]
         out = self.run([*argv, *matches], check=False).stdout
-        if output != "json":
-            return [{"MESSAGE": line} for line in out.splitlines()]
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
     def wait_for(self, what: str, predicate, timeout: float = 120, interval: float = 0.5):

@@ -115,7 +115,6 @@ def installed_host(request: pytest.FixtureRequest, systemd_layer: Path,
         host.boot()
         measured(f"boot ({module}, {way})", host.boot_seconds or 0)
         try:
-            host.install_way = way  # type: ignore[attr-defined]
             install(host, way, request)
             yield host
         finally:

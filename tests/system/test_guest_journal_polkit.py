@@ -11,7 +11,6 @@ cannot read the cache under /root (and libvirt would chown what it can).
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -85,18 +84,17 @@ def db1(installed_host):
         virsh(host, "undefine", GUEST, check=False)
 
 
-def journal(host, *matches: str) -> list[dict]:
-    out = host.run(["journalctl", "--no-pager", "-b", "-o", "json", "-u", "momd.service",
-                    *matches], check=False).stdout
-    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-
-
 # --------------------------------------------------------------------------
 # journald
 
 
+def momd_journal(host, *matches: str) -> list[dict]:
+    """``journalctl -u momd MATCH...`` of this boot, as JSON entries."""
+    return host.journal(*matches, unit="momd.service")
+
+
 def test_momds_entries_are_under_its_unit(db1):
-    entries = journal(db1)
+    entries = momd_journal(db1)
     own = [e for e in entries if e.get("_COMM") == "momd" or e.get("SYSLOG_IDENTIFIER") == "momd"]
     assert own, entries[-5:]
     assert all(e.get("_SYSTEMD_UNIT") == "momd.service" for e in own)
@@ -110,13 +108,13 @@ def test_guest_messages_carry_guest_name_and_uuid(db1):
     db1.wait_for("BalloonTarget", lambda: bus.get("org.ovirt.mom1.Guest", "BalloonTarget",
                                                   path=GUEST_OBJECT) == target)
 
-    entries = db1.wait_for("entries with GUEST_NAME=db1", lambda: journal(db1, f"GUEST_NAME={GUEST}"))
+    entries = db1.wait_for("entries with GUEST_NAME=db1", lambda: momd_journal(db1, f"GUEST_NAME={GUEST}"))
 
     assert all(e.get("GUEST_UUID") == GUEST_UUID for e in entries), entries
     assert all(e.get("_SYSTEMD_UNIT") == "momd.service" for e in entries)
     assert any(GUEST in e.get("MESSAGE", "") for e in entries)
     # The match selects: another name selects none of them.
-    assert not journal(db1, "GUEST_NAME=no-such-guest")
+    assert not momd_journal(db1, "GUEST_NAME=no-such-guest")
 
 
 def test_policy_errors_carry_mom_policy(db1):
@@ -127,7 +125,7 @@ def test_policy_errors_carry_mom_policy(db1):
     try:
         db1.run(["systemctl", "reload", "momd.service"])
         entries = db1.wait_for("an entry with MOM_POLICY=60-broken",
-                               lambda: journal(db1, "MOM_POLICY=60-broken"))
+                               lambda: momd_journal(db1, "MOM_POLICY=60-broken"))
         assert all(e.get("_SYSTEMD_UNIT") == "momd.service" for e in entries)
         # The last good set stays active.
         assert bus.get("org.ovirt.mom1.Manager", "PolicyNames") == names
