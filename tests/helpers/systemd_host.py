@@ -51,7 +51,6 @@ from tests.helpers.guest_image import cache_dir, cache_lock
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEMD = Path("/lib/systemd/systemd")
-OVERLAID = ("usr", "etc", "var")
 #: Where the checkout is seen inside the host: a bind mount, so that a clone
 #: under /tmp (hidden by the host's own /tmp) or /root works the same.
 SOURCE_MOUNT = "/run/mom-source"
@@ -523,15 +522,3 @@ class SystemdHost:
             if time.monotonic() > deadline:
                 raise AssertionError(f"gave up waiting for {what} after {timeout} s (last: {last!r})")
             time.sleep(interval)
-
-
-@contextlib.contextmanager
-def systemd_host(directory: Path, layer: Path) -> Iterator[SystemdHost]:
-    """A booted host, always shut down and removed afterwards."""
-    host = SystemdHost(layer, directory)
-    host.boot()
-    try:
-        yield host
-    finally:
-        host.shutdown()
-        shutil.rmtree(directory, ignore_errors=True)
