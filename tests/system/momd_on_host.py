@@ -44,17 +44,13 @@ def main_pid(host: SystemdHost) -> int:
 
 
 def wait_active(host: SystemdHost, timeout: float = 120) -> int:
-    """Wait until momd is active with a main process; its PID."""
+    """A bus call (which activates momd if it is not running), then wait until
+    momd is active with a main process; its PID."""
+    host.run(["busctl", "call", BUS_NAME, MANAGER, "org.freedesktop.DBus.Peer", "Ping"],
+             check=False)
+
     def up():
         state = host.show("momd.service", "ActiveState")
         pid = main_pid(host)
         return pid if state == "active" and pid else None
     return host.wait_for("momd active", up, timeout)
-
-
-def journal_text(host: SystemdHost, *args: str) -> str:
-    return host.run(["journalctl", "--no-pager", "-b", *args], check=False).stdout
-
-
-def shell(host: SystemdHost, script: str, **kwargs) -> subprocess.CompletedProcess:
-    return host.run(["sh", "-c", script], **kwargs)

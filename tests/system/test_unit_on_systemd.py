@@ -129,6 +129,29 @@ def test_security_exposure_at_most_2(installed_host):
     assert float(match.group(1)) <= 2.0, out[-2000:]
 
 
+CAP_SYS_RESOURCE = 24
+
+
+def _capabilities(status: str) -> dict[str, int]:
+    return {k: int(v, 16) for k, v in
+            (line.split(":\t") for line in status.splitlines() if line.startswith("Cap"))}
+
+
+def test_momd_runs_with_only_the_capabilities_of_its_unit(installed_host):
+    host = installed_host
+    pid = wait_active(host)
+    status = host.run(["cat", f"/proc/{pid}/status"]).stdout
+    caps = _capabilities(status)
+    # CapabilityBoundingSet=CAP_SYS_RESOURCE, as far as this machine has it
+    # (a machine, or a sandbox around it, may have dropped it already).
+    machine = _capabilities(open("/proc/self/status").read())["CapBnd"]
+    expected = (1 << CAP_SYS_RESOURCE) & machine
+    assert caps["CapBnd"] == expected, status
+    assert caps["CapEff"] == expected, status
+    assert caps["CapAmb"] == 0
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
+
+
 def test_no_traceback_in_the_journal(installed_host):
     wait_active(installed_host)
     text = installed_host.run(["journalctl", "--no-pager", "-b", "-u", "momd.service"]).stdout
