@@ -79,9 +79,10 @@ UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/
 # $(PYTHON), the one `make test` builds .venv from: `python3` on PATH may be
 # a pyenv or self-built Python, which does not see the python3-* packages in
 # Debian's dist-packages, and momd would fail at its first import.  So
-# Debian's /usr/bin/python3 wherever it exists.  Another Python (a venv) is
-# fine if it can import the RUNTIME_MODULES: `make install` checks it can.
-INSTALL_PYTHON ?= $(if $(wildcard /usr/bin/python3),/usr/bin/python3,$(PYTHON))
+# Debian's /usr/bin/python3 wherever it exists, and on Debian even before it
+# does (runtime-deps installs it).  Another Python (a venv) is fine if it
+# can import the RUNTIME_MODULES: `make install` checks it can.
+INSTALL_PYTHON ?= $(if $(wildcard /usr/bin/python3 /etc/debian_version),/usr/bin/python3,$(PYTHON))
 # What momd imports from outside the standard library (tests check this
 # against momservice's imports and debian/control).
 RUNTIME_MODULES := dbus_next libvirt libvirtaio pyudev systemd.daemon systemd.journal
@@ -105,8 +106,10 @@ PIP_ENV = $(if $(DEBIAN_PYTHON),$(if $(filter /usr/local /usr/local/,$(PREFIX)),
 PIP_BUILD_ARGS = $(if $(DEBIAN_PYTHON),--no-build-isolation)
 
 # Debian packages momd needs at run time, when installing for this machine.
+# DEBIAN_PYTHON is worked out again for the install recipe, after this has
+# installed python3 if it was missing.
 runtime-deps:
-	@if [ -n "$(DEBIAN_PYTHON)" ]; then \
+	@if [ -n "$(DEBIAN_PYTHON)" ] || [ "$(INSTALL_PYTHON)" = /usr/bin/python3 ]; then \
 		bash scripts/install-deps.sh --runtime; \
 	else \
 		echo "make install: $(INSTALL_PYTHON) is not Debian's python3: it must be able to import $(RUNTIME_MODULES) (pip install dbus-next libvirt-python pyudev systemd-python)"; \
@@ -149,7 +152,7 @@ install: $(if $(DESTDIR),,runtime-deps)
 # the tree stays as it was; checked by lintian.  The build dependencies are
 # installed first when missing (scripts/install-deps.sh --deb: the
 # Build-Depends: of debian/control, and lintian).  Rebuilt only when a file
-# it is made from changes.
+# it is made from changes, or is added or removed.
 #
 # The version is momservice.__version__ alone; debian/changelog must have
 # an entry for it (a native package: no Debian revision).
@@ -157,7 +160,8 @@ VERSION   := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' momservice/__init
 DIST      ?= dist
 DEB       := $(DIST)/mom_$(VERSION)_all.deb
 DEB_TREE  := pyproject.toml README.md momservice debian dbus polkit systemd policies
-DEB_FILES := $(shell find $(DEB_TREE) -name __pycache__ -prune -o -type f -print)
+# The directories too: adding or removing a file changes its directory.
+DEB_FILES := $(shell find $(DEB_TREE) -name __pycache__ -prune -o -print)
 # Debian's own tools, whatever comes first on PATH here (pybuild runs
 # `python3.11`, which a pyenv shim would otherwise answer).
 DEB_ENV   := env -u PYTHONPATH -u VIRTUAL_ENV -u PYTHONHOME PATH=/usr/sbin:/usr/bin:/sbin:/bin
