@@ -16,7 +16,7 @@ selection on it never matches a message that only lacks the value.
 
 from __future__ import annotations
 
-from .policy.errors import PolicyError
+from .policy.errors import PolicyError, PolicyTrialError
 
 GUEST_NAME = "GUEST_NAME"
 GUEST_UUID = "GUEST_UUID"
@@ -45,5 +45,9 @@ def policy_fields(policy: str | None, line: int | None = None) -> dict[str, str]
 
 
 def policy_error_fields(error: PolicyError) -> dict[str, str]:
-    """The fields of a message about a policy error: its policy and line."""
-    return policy_fields(error.policy, error.line)
+    """The fields of a message about a policy error: its policy and line,
+    and for a refused trial that failed on one guest, that guest's name."""
+    fields = policy_fields(error.policy, error.line)
+    if isinstance(error, PolicyTrialError):
+        fields.update(guest_fields(None, error.guest))
+    return fields

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _demo_processes() -> list[str]:
+def _demo_processes(under: Path) -> list[str]:
+    """Processes of a demo whose temporary folder is in ``under`` (this test's
+    own TMPDIR: other runs on a shared machine have demos of their own)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -27,17 +28,18 @@ def _demo_processes() -> list[str]:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "mom-demo-" in cmdline:
+            if f"{under}/mom-demo-" in cmdline:
                 found.append(cmdline)
     return found
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="dbus-daemon is not installed")
-def test_make_run_shows_balloons_moving_and_cleans_up() -> None:
-    before = set(Path(tempfile.gettempdir()).glob("mom-demo-*"))
+def test_make_run_shows_balloons_moving_and_cleans_up(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     result = subprocess.run(["make", "--no-print-directory", "run"], cwd=REPO,
-                            env=dict(os.environ, RUN_SECONDS="20"),
+                            env=dict(os.environ, RUN_SECONDS="20", TMPDIR=str(tmp)),
                             capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
@@ -49,5 +51,5 @@ def test_make_run_shows_balloons_moving_and_cleans_up() -> None:
     assert targets, "no balloon change in the monitor's output:\n" + out[-3000:]
     assert all(re.fullmatch(r"[0-9.]+", size) and unit in ("KiB", "MiB", "GiB")
                for size, unit in targets)
-    assert _demo_processes() == []
-    assert set(Path(tempfile.gettempdir()).glob("mom-demo-*")) == before
+    assert _demo_processes(tmp) == []
+    assert list(tmp.iterdir()) == []

@@ -212,8 +212,10 @@ def test_deb_has_the_files_of_make_install(deb: Path, tmp_path: Path):
 
     files = _deb_files(deb)
     in_deb = list(files)
-    # Only the package has a changelog, a copyright file and manual pages.
-    extras = {n for n in in_deb if n.startswith(("usr/share/doc/mom/", "usr/share/man/"))}
+    # Only the package has a changelog, a copyright file and manual pages
+    # (the examples in usr/share/doc/mom/examples/ come with both).
+    extras = {n for n in in_deb if n.startswith(("usr/share/doc/mom/", "usr/share/man/"))
+              and not n.startswith("usr/share/doc/mom/examples/")}
     assert {"usr/share/doc/mom/copyright", "usr/share/man/man8/momd.8.gz",
             "usr/share/man/man1/momctl.1.gz"} <= extras
     assert _comparable([n for n in in_deb if n not in extras]) == _comparable(staged)
@@ -226,6 +228,7 @@ def test_deb_has_the_files_of_make_install(deb: Path, tmp_path: Path):
                  "usr/share/dbus-1/system-services/org.ovirt.mom1.service",
                  "usr/share/polkit-1/actions/org.ovirt.mom1.policy",
                  "lib/systemd/system/momd.service",
+                 "usr/share/doc/mom/examples/50-org.ovirt.mom1-manage.rules.example",
                  *(f"usr/share/mom/policies/{p.name}" for p in (REPO / "policies").glob("*.policy"))):
         mode, content = files[name]
         assert content == (stage / name).read_bytes(), name

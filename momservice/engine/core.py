@@ -104,6 +104,7 @@ class Engine:
         self._pressure_task: asyncio.Task | None = None
         self._pressure_again = False
         self._unknown_controls_seen: set[tuple[str, str]] = set()
+        self._connected_once = False
 
     # -- hypervisor listener ---------------------------------------------
 
@@ -234,11 +235,31 @@ class Engine:
 
     # -- loops ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect, take the first samples and run the first evaluation."""
+    def try_out(self, policies: PolicySet | None = None,
+                params: Mapping[str, Any] | None = None) -> None:
+        """PolicyTrialError unless ``policies`` (default: the active set) with
+        ``params`` (default: the current ones) evaluate on the newest samples.
+
+        Nothing is applied or kept.  Before the first host sample there is
+        nothing to evaluate on: the check is then left to start-up.
+        """
+        if not self.host.latest:
+            return
+        (policies or self.policies).try_out(
+            self.host, list(self.guests.values()), self.params if params is None else params)
+
+    async def connect(self) -> None:
+        """Connect and take the first samples, once; ``start`` does it if needed."""
+        if self._connected_once:
+            return
+        self._connected_once = True
         await self.hypervisor.start(self)
         self.collect_host()
         await self.collect_guests()
+
+    async def start(self) -> None:
+        """Connect, take the first samples and run the first evaluation."""
+        await self.connect()
         await self.evaluate(reason="start")
         loop_specs = (
             (self.host_interval, self._host_tick, "host collection"),
@@ -304,6 +325,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+        self._connected_once = False
         await self.hypervisor.close()
 
     # -- observers -------------------------------------------------------------

@@ -17,19 +17,17 @@ control-balloon and control-ksm lines uncommented) with nobody in the group.
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
                                   MANAGER_INTERFACE, MANAGER_PATH, guest_path)
 from momservice.simulator.simulation import guest_uuid
-from tests.helpers.momd_process import Momd, momd_config
+from tests.helpers.momd_process import REPO, Momd, momd_config
 from tests.helpers.polkit_view import PolkitView, unavailable_reason
 from tests.helpers.private_bus import (NOBODY, Polkitd, PrivateSystemBus, SystemBusWithPolkit,
                                        nobody_command, nobody_env, skip_reason)
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "polkit" / "50-org.ovirt.mom1-manage.rules.example"
 RULE_NAME = "50-org.ovirt.mom1-manage.rules"
 # What an unprivileged caller gets when no rule grants the action: the

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.helpers.private_bus import _terminate
 
 JOURNALD_CANDIDATES = ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
 
@@ -131,13 +132,6 @@ class PrivateJournald:
 
     def stop(self) -> None:
         """Stop journald (it syncs its files first); its namespace goes with it."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        if self.process is not None:
+            _terminate(self.process, 30)
+            self.process = None

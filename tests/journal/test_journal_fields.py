@@ -18,12 +18,16 @@ from momservice.config import Config
 from momservice.controllers import BalloonController
 from momservice.journal_fields import guest_fields, policy_error_fields, policy_fields
 from momservice.momd import setup_logging
-from momservice.policy import PolicyError, PolicySet
+from momservice.policy import PolicyError, PolicySet, PolicyTrialError
 from momservice.policy_store import PolicyStore
 from momservice.service import load_policy_texts
 from momservice.simulator.lab import Lab
+from tests.helpers.service_setup import Setup
 
 SIM = "sim:///?guests=5&seed=1"
+# UUIDs of no simulated guest.
+GHOST = "0000dead-0000-0000-0000-000000000001"
+PHANTOM = "0000dead-0000-0000-0000-000000000002"
 
 # One policy that makes the engine and the balloon controller say something
 # about each of five guests, each in a different way.
@@ -57,6 +61,9 @@ def test_fields_leave_out_what_is_unknown():
     assert policy_fields(None, 3) == {}
     assert policy_error_fields(PolicyError("boom", 7, "zz")) == {
         "MOM_POLICY": "zz", "MOM_POLICY_LINE": "7"}
+    trial = PolicyTrialError(PolicyError("boom", 7, "zz"), "db1")
+    assert policy_error_fields(trial) == {
+        "MOM_POLICY": "zz", "MOM_POLICY_LINE": "7", "GUEST_NAME": "db1"}
 
 
 def test_every_message_about_a_guest_names_it_in_fields(run, caplog):
@@ -69,16 +76,21 @@ def test_every_message_about_a_guest_names_it_in_fields(run, caplog):
         # A guest shuts down: the hypervisor notices at its next resync.
         del lab.simulation.guests[gone]
         await lab.hypervisor.resync()
-        # A balloon command the hypervisor refuses (no such domain).
+        # A balloon command the hypervisor refuses (no such domain), and
+        # one for a guest whose sample lacks its balloon range.
         await BalloonController(lab.hypervisor).apply(
-            {"0000dead-0000-0000-0000-000000000000": {"balloon_target": 1048576}},
-            {"0000dead-0000-0000-0000-000000000000": {"balloon_max": 4194304}},
-            {"0000dead-0000-0000-0000-000000000000": "ghost"})
+            {GHOST: {"balloon_target": 1048576}, PHANTOM: {"balloon_target": 1048576}},
+            {GHOST: {"balloon_max": 4194304}, PHANTOM: {}},
+            {GHOST: "ghost", PHANTOM: "phantom"})
+        # A balloon set by hand, in a dry run.
+        first = next(u for u, n in guests.items() if n == "sim-guest-01")
+        await BalloonController(lab.hypervisor, dry_run=True).set_target(
+            first, 3145728, lab.engine.guests[first].latest, "sim-guest-01")
         await lab.stop()
 
     with caplog.at_level(logging.DEBUG, "momservice"):
         run(go())
-    guests["0000dead-0000-0000-0000-000000000000"] = "ghost"
+    guests.update({GHOST: "ghost", PHANTOM: "phantom"})
 
     about: dict[str, list[str]] = {name: [] for name in guests.values()}
     for record in caplog.records:
@@ -97,18 +109,21 @@ def test_every_message_about_a_guest_names_it_in_fields(run, caplog):
         return any(text in m for m in about[name])
 
     # Each path was taken, so each was checked above.
-    assert all(said(n, "is now managed") for n in guests.values() if n != "ghost")
+    assert all(said(n, "is now managed") for n in guests.values() if n.startswith("sim-"))
     assert said("sim-guest-01", "ignoring balloon target 'much'")
     assert said("sim-guest-02", "clamped") and said("sim-guest-02", "Set balloon")
     assert said("sim-guest-02", "simulated guest")
     assert said("sim-guest-03", "already at")
     assert said("sim-guest-04", "policy error for guest")
     assert said("sim-guest-05", "is gone")
+    assert said("sim-guest-01", "Dry run: would set balloon")
     assert said("ghost", "could not set balloon")
+    assert said("phantom", "no balloon_max")
 
 
-def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog):
-    lab = Lab(SIM, PolicySet({"50-guests": GUEST_POLICY}))
+def first_evaluation(run, caplog, policies: dict[str, str]) -> Lab:
+    """The engine's start on the simulator (one evaluation), its records in caplog."""
+    lab = Lab(SIM, PolicySet(policies))
 
     async def go():
         await lab.start()
@@ -116,6 +131,11 @@ def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog
 
     with caplog.at_level(logging.INFO, "momservice"):
         run(go())
+    return lab
+
+
+def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog):
+    lab = first_evaluation(run, caplog, {"50-guests": GUEST_POLICY})
     [record] = [r for r in caplog.records if "policy error for guest" in r.getMessage()]
     uuid = next(u for u, g in lab.simulation.guests.items() if g.name == "sim-guest-04")
     assert record.levelno == logging.WARNING
@@ -126,16 +146,9 @@ def test_a_policy_error_for_one_guest_names_the_guest_and_the_policy(run, caplog
 
 
 def test_a_failed_evaluation_names_the_policy_and_line_without_a_traceback(run, caplog):
-    lab = Lab(SIM, PolicySet({
+    first_evaluation(run, caplog, {
         "10-fine": "(defvar a 1)\n",
-        "60-huge": "(defvar a 1)\n(defvar x (<< 1 100000))\n"}))
-
-    async def go():
-        await lab.start()
-        await lab.stop()
-
-    with caplog.at_level(logging.INFO, "momservice"):
-        run(go())
+        "60-huge": "(defvar a 1)\n(defvar x (<< 1 100000))\n"})
     [record] = [r for r in caplog.records if "policy evaluation failed" in r.getMessage()]
     assert record.levelno == logging.ERROR
     assert fields_of(record) == {"MOM_POLICY": "60-huge", "MOM_POLICY_LINE": "2"}
@@ -157,6 +170,35 @@ def test_policy_files_that_do_not_load_are_named_in_fields(tmp_path, caplog):
     binary = next(f for m, f in errors.items() if "30-binary" in m)
     assert binary == {"MOM_POLICY": "30-binary"}   # no line: it could not be read
     assert not [r for r in caplog.records if r.exc_info]
+
+
+# Fails for every guest, on line 2; the trial names the first guest.
+FAILS_FOR_GUESTS = '(defvar a 1)\n(with Guests g (g.Control "balloon_target" (/ g.balloon_cur 0)))\n'
+
+
+def test_policy_files_refused_at_start_or_reload_are_named(tmp_path, run, caplog):
+    setup = Setup(tmp_path)
+    (setup.policy_dir / "50-fails.policy").write_text(FAILS_FOR_GUESTS)
+    guests = {spec.name for spec in setup.specs}
+
+    async def go():
+        service = setup.service()
+        await service.start()    # refused: the shipped defaults run
+        try:
+            with pytest.raises(PolicyTrialError):
+                service.reload_policies()
+        finally:
+            await service.stop()
+
+    with caplog.at_level(logging.ERROR, "momservice"):
+        run(go())
+    start, reload = [r for r in caplog.records if "50-fails" in r.getMessage()]
+    assert "shipped default" in start.getMessage() and "not reloaded" in reload.getMessage()
+    for record in (start, reload):
+        fields = fields_of(record)
+        assert fields.pop("GUEST_NAME") in guests, record.getMessage()
+        assert fields == {"MOM_POLICY": "50-fails", "MOM_POLICY_LINE": "2"}
+        assert record.exc_info is None
 
 
 def test_a_stored_policy_that_cannot_be_read_is_named(tmp_path, caplog):
