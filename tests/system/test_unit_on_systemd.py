@@ -114,12 +114,21 @@ def test_ksm_knobs_written_through_the_sandbox(installed_host, bus):
     # Values the shipped policies never pick, so what is read back was
     # written by this call (the machine's values come back afterwards:
     # installed_host restores them).
-    current = ksm_sysfs.real_value("sleep_millisecs")
-    wanted = 1234 if current != 1234 else 1235
-    bus.call(HOST_OBJECT, "org.ovirt.mom1.Host.SetKsm",
-             f"{{'sleep_millisecs': <uint32 {wanted}>, 'pages_to_scan': <uint32 77>}}")
-    assert ksm_sysfs.real_value("sleep_millisecs") == wanted
-    assert ksm_sysfs.real_value("pages_to_scan") == 77
+    before = {n: ksm_sysfs.real_value(n) for n in ("sleep_millisecs", "pages_to_scan")}
+    wanted = {"sleep_millisecs": 1234 if before["sleep_millisecs"] != 1234 else 1235,
+              "pages_to_scan": 77 if before["pages_to_scan"] != 77 else 78}
+
+    def set_ksm(values: dict[str, int]) -> None:
+        bus.call(HOST_OBJECT, "org.ovirt.mom1.Host.SetKsm",
+                 "{" + ", ".join(f"'{k}': <uint32 {v}>" for k, v in values.items()) + "}")
+    try:
+        set_ksm(wanted)
+        assert {n: ksm_sysfs.real_value(n) for n in wanted} == wanted
+    finally:
+        # Put them back at once, through momd as well: the kernel is shared
+        # with whatever else runs on the machine meanwhile.
+        set_ksm(before)
+    assert {n: ksm_sysfs.real_value(n) for n in before} == before
 
 
 def test_security_exposure_at_most_2(installed_host):
