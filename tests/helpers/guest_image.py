@@ -170,7 +170,8 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path, timeout: float = 600.0) -> Iterator[None]:
+def cache_lock(directory: Path, timeout: float = 600.0) -> Iterator[None]:
+    """The cache's build lock: one process builds, the others wait and reuse."""
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -327,7 +328,7 @@ def ensure_guest_image(cache: Path | None = None) -> GuestImage:
     busybox = find_static_busybox()
     if busybox is None:
         raise GuestImageError("no static busybox (busybox-static) on this host")
-    with _locked(cache):
+    with cache_lock(cache):
         try:
             package, version = kernel_package()
         except (GuestImageError, OSError, subprocess.TimeoutExpired) as e:
