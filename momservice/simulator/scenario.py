@@ -5,6 +5,12 @@ parameters::
 
     sim:///?guests=8&overcommit=1.5&seed=1&step=0.5
 
+or built from a directory of recorded traces (``trace``: GWA-T-12 files;
+``guests`` of them chosen by ``seed``, each guest replaying one from its
+start, its maximum memory the trace's provisioned memory)::
+
+    sim:///?traces=../shared/traces/bitbrains-rnd&guests=8&overcommit=2&seed=1
+
 or read from a TOML file (query parameters then override the file's
 seed, step, speed and duration)::
 
@@ -27,6 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .trace import FORMATS as TRACE_FORMATS
+from .trace import Trace, load_trace
 
 #: Workload kinds, each with its parameters and their defaults.  Levels
 #: (level, peak, start, end, low, high, burst, noise) are shares of the
@@ -51,13 +60,21 @@ WORKLOAD_PARAMS: dict[str, dict[str, float]] = {
 
 _FRACTIONS = {"level", "peak", "start", "end", "low", "high", "burst", "noise"}
 
+#: The keys of a trace workload (``kind = "trace"``): a recorded working set.
+TRACE_KEYS = {"kind", "file", "format", "offset"}
+
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """A guest's working set over time: a kind and its parameters (all filled in)."""
+    """A guest's working set over time: a kind and its parameters (all filled in).
+
+    A ``trace`` workload carries its parsed trace; its only parameter is
+    ``offset``, the seconds of the trace skipped before time 0.
+    """
 
     kind: str
     params: Mapping[str, float] = field(default_factory=dict)
+    trace: Trace | None = None
 
 
 @dataclass(frozen=True)
@@ -159,9 +176,12 @@ def _unknown(table: Mapping[str, Any], known: set[str], context: str) -> None:
 def workload(kind: str, params: Mapping[str, Any] | None = None, *,
              context: str = "workload") -> WorkloadSpec:
     """A checked WorkloadSpec: ``kind`` and its parameters over the defaults."""
+    if kind == "trace":
+        raise ValueError(f"{context}: a trace workload needs a file "
+                         f"(workload = {{ kind = \"trace\", file = \"PATH\" }})")
     if not isinstance(kind, str) or kind not in WORKLOAD_PARAMS:
         raise ValueError(f"{context}: kind must be one of {', '.join(WORKLOAD_PARAMS)}, "
-                         f"got {kind!r}")
+                         f"trace, got {kind!r}")
     defaults = WORKLOAD_PARAMS[kind]
     params = dict(params or {})
     _unknown(params, set(defaults), f"{context} ({kind})")
@@ -175,6 +195,21 @@ def workload(kind: str, params: Mapping[str, Any] | None = None, *,
         else:
             merged[key] = _number(value, key, context, minimum=0.0)
     return WorkloadSpec(kind, merged)
+
+
+def trace_workload(raw: Mapping[str, Any], *, base_dir: Path | None = None,
+                   context: str = "workload") -> WorkloadSpec:
+    """A checked trace WorkloadSpec from its table (``file`` relative to ``base_dir``)."""
+    _unknown(raw, TRACE_KEYS, f"{context} (trace)")
+    file = Path(_text(raw.get("file"), "file", context))
+    if base_dir is not None and not file.is_absolute():
+        file = base_dir / file
+    fmt = raw.get("format", "gwa")
+    if fmt not in TRACE_FORMATS:
+        raise ValueError(f"{_where(context, 'format')} must be one of "
+                         f"{', '.join(TRACE_FORMATS)}, got {fmt!r}")
+    offset = _number(raw.get("offset", 0.0), "offset", context, minimum=0.0)
+    return WorkloadSpec("trace", {"offset": offset}, trace=load_trace(file, fmt))
 
 
 # -- the generated scenario (URI parameters and the default) ------------------
@@ -217,6 +252,51 @@ def generated(*, guests: int = 8, overcommit: float = 1.5, seed: int = 1,
     description = (f"{guests} guests of {guest_mib} MiB on a {host_mib} MiB host "
                    f"({guests * guest_mib / host_mib:.2f}x overcommitted)")
     return _with_settings(Scenario(name="generated", host_memory_mib=host_mib,
+                                   guests=tuple(specs), seed=int(seed),
+                                   description=description), settings, "")
+
+
+def from_traces(directory: str | Path, *, guests: int = 8, overcommit: float = 1.5,
+                seed: int = 1, **settings: Any) -> Scenario:
+    """``guests`` guests replaying GWA traces of ``directory`` (its ``*.csv`` files).
+
+    The files are shuffled by ``seed`` and taken in turn (again from the
+    first once all are used).  Each guest's maximum memory is its trace's
+    provisioned memory; the host has their sum divided by ``overcommit``
+    plus the host's own overhead, so that ``overcommit`` is the ratio of
+    the guests' memory to what the host has for them.  ``duration``
+    defaults to the shortest trace replayed.
+    """
+    guests = int(_number(guests, "guests", "", integer=True, minimum=1, maximum=10000))
+    overcommit = _number(overcommit, "overcommit", "", positive=True)
+    directory = Path(directory)
+    try:
+        files = sorted(p for p in directory.iterdir() if p.suffix == ".csv" and p.is_file())
+    except OSError as e:
+        raise ValueError(f"traces {directory}: cannot list it: {e.strerror or e}") from None
+    if not files:
+        raise ValueError(f"traces {directory}: no trace files (*.csv) in it")
+    rng = random.Random(f"mom-sim-traces/{seed}")
+    order = list(files)
+    rng.shuffle(order)
+    specs = []
+    for i in range(guests):
+        path = order[i % len(order)]
+        load = WorkloadSpec("trace", {"offset": 0.0}, trace=load_trace(path, "gwa"))
+        assert load.trace is not None
+        memory = max(256, math.ceil(load.trace.provisioned_kib / 1024))
+        specs.append(GuestSpec(name=f"trace-{i + 1:02d}-{path.stem}", memory_mib=memory,
+                               workload=load))
+    overhead = Scenario.host_overhead_mib
+    total = sum(g.memory_mib for g in specs)
+    host_mib = int(total / overcommit) + overhead
+    shortest = min(g.workload.trace.duration for g in specs if g.workload.trace)
+    if shortest <= 0:
+        raise ValueError(f"traces {directory}: a trace has a single sample")
+    settings = {"duration": shortest, **settings}
+    description = (f"{guests} guests replaying traces of {directory} "
+                   f"({total} MiB) on a {host_mib} MiB host ({overcommit:g}x overcommitted)")
+    return _with_settings(Scenario(name=f"traces-{directory.name}", host_memory_mib=host_mib,
                                    guests=tuple(specs), seed=int(seed),
                                    description=description), settings, "")
 
@@ -287,12 +367,16 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ValueError(f"cannot read scenario {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"scenario {path} is not valid TOML: {e}") from None
-    return parse_scenario(data, context=str(path), default_name=path.stem)
+    return parse_scenario(data, context=str(path), default_name=path.stem,
+                          base_dir=path.parent)
 
 
 def parse_scenario(data: Mapping[str, Any], *, context: str = "scenario",
-                   default_name: str = "scenario") -> Scenario:
-    """A Scenario from the tables of a TOML document (see ``load_scenario``)."""
+                   default_name: str = "scenario", base_dir: Path | None = None) -> Scenario:
+    """A Scenario from the tables of a TOML document (see ``load_scenario``).
+
+    Trace files are relative to ``base_dir`` (the scenario file's directory).
+    """
     _unknown(data, _TOP_KEYS, context)
     name = _text(data.get("name", default_name), "name", context)
     description = data.get("description", "")
@@ -309,7 +393,7 @@ def parse_scenario(data: Mapping[str, Any], *, context: str = "scenario",
                          f"with at least one guest")
     guests: list[GuestSpec] = []
     for index, raw in enumerate(raw_guests):
-        guests.extend(_guests(raw, defaults, f"{context} [[guest]] #{index + 1}"))
+        guests.extend(_guests(raw, defaults, f"{context} [[guest]] #{index + 1}", base_dir))
     names = [g.name for g in guests]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
@@ -377,7 +461,7 @@ def _choice(value: Any, key: str, context: str, allowed: tuple[int, ...]) -> int
 
 
 def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
-            context: str) -> list[GuestSpec]:
+            context: str, base_dir: Path | None = None) -> list[GuestSpec]:
     _unknown(raw, _GUEST_KEYS, context)
     merged = {**defaults, **raw}
     name = _text(merged.get("name", ""), "name", context)
@@ -385,8 +469,22 @@ def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
                     maximum=10000)
     if count > 1 and "uuid" in merged:
         raise ValueError(f"{context}: uuid cannot be given with count > 1")
+    raw_load = merged.get("workload", {"kind": "steady"})
+    if not isinstance(raw_load, dict) or "kind" not in raw_load:
+        raise ValueError(f"{context}: workload must be a table with a kind "
+                         f"(workload = {{ kind = \"steady\", level = 0.4 }})")
+    if raw_load["kind"] == "trace":
+        load = trace_workload(raw_load, base_dir=base_dir, context=f"{context} workload")
+    else:
+        load_params = {k: v for k, v in raw_load.items() if k != "kind"}
+        load = workload(raw_load["kind"], load_params, context=f"{context} workload")
     if "memory_mib" not in merged:
-        raise ValueError(f"{context}: memory_mib is required (here or in [guest_defaults])")
+        # A GWA trace says how much memory its VM had.
+        if load.trace is None or load.trace.provisioned_kib <= 0:
+            why = "" if load.trace is None else "; a csv trace does not give it"
+            raise ValueError(f"{context}: memory_mib is required "
+                             f"(here or in [guest_defaults]{why})")
+        merged["memory_mib"] = max(256, math.ceil(load.trace.provisioned_kib / 1024))
     memory = int(_number(merged["memory_mib"], "memory_mib", context, integer=True,
                          minimum=256))
     guarantee = int(_number(merged.get("min_guarantee_mib", 0), "min_guarantee_mib",
@@ -394,12 +492,6 @@ def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
     if guarantee > memory:
         raise ValueError(f"{context}: min_guarantee_mib ({guarantee}) is above "
                          f"memory_mib ({memory})")
-    raw_load = merged.get("workload", {"kind": "steady"})
-    if not isinstance(raw_load, dict) or "kind" not in raw_load:
-        raise ValueError(f"{context}: workload must be a table with a kind "
-                         f"(workload = {{ kind = \"steady\", level = 0.4 }})")
-    load_params = {k: v for k, v in raw_load.items() if k != "kind"}
-    load = workload(raw_load["kind"], load_params, context=f"{context} workload")
     common = dict(
         memory_mib=memory, workload=load, min_guarantee_mib=guarantee,
         shareable=_fraction(merged.get("shareable", 0.10), "shareable", context),
@@ -428,7 +520,8 @@ def _uuid(value: Any, context: str) -> str:
 
 # -- URIs -----------------------------------------------------------------------
 
-_GENERATED_KEYS = {"guests", "overcommit", "seed", "guest_mib", "host_mib", "workload"}
+_GENERATED_KEYS = {"guests", "overcommit", "seed", "guest_mib", "host_mib", "workload",
+                   "traces"}
 _URI_SETTINGS = {"step", "speed", "duration"}
 
 
@@ -457,6 +550,17 @@ def parse_uri(uri: str) -> Scenario:
     _unknown(query, _GENERATED_KEYS | _URI_SETTINGS, "simulator URI")
     settings = {k: v for k, v in query.items() if k in _URI_SETTINGS}
     path = unquote(parts.path)
+    if path in ("", "/") and "traces" in query:
+        extra = sorted(set(query) & {"guest_mib", "host_mib", "workload"})
+        if extra:
+            raise ValueError(f"simulator URI: {extra[0]} cannot be used with traces "
+                             f"(only guests, overcommit, seed, {', '.join(sorted(_URI_SETTINGS))})")
+        trace_args: dict[str, Any] = {
+            key: _number(query[key], key, "simulator URI", integer=True)
+            for key in ("guests", "seed") if key in query}
+        if "overcommit" in query:
+            trace_args["overcommit"] = query["overcommit"]
+        return from_traces(query["traces"], **trace_args, **settings)
     if path in ("", "/"):
         kwargs: dict[str, Any] = {}
         for key in ("guests", "guest_mib", "host_mib", "seed"):
