@@ -55,6 +55,9 @@ class HostModel:
         self.swap_out_pages = 0.0
         self.pressure_some = 0.0
         self.pressure_full = 0.0
+        #: Seconds some / all tasks were stalled since boot (PSI's ``total``).
+        self.stall_some_seconds = 0.0
+        self.stall_full_seconds = 0.0
 
     @property
     def in_ram(self) -> float:
@@ -91,6 +94,8 @@ class HostModel:
             some = 100.0 * min(1.0, swap_rate / SOME_SWAP_SCALE
                                + reclaim_rate / SOME_RECLAIM_SCALE)
             full = 100.0 * min(1.0, swap_rate / FULL_SWAP_SCALE)
+            self.stall_some_seconds += some / 100.0 * dt
+            self.stall_full_seconds += full / 100.0 * dt
             keep = math.exp(-dt / PSI_WINDOW)
             self.pressure_some = self.pressure_some * keep + some * (1 - keep)
             self.pressure_full = self.pressure_full * keep + full * (1 - keep)
