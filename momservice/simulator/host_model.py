@@ -21,16 +21,17 @@ import math
 MiB = 1024
 PAGE_KIB = 4
 
-#: Share of the swapped guest memory the guests touch again per second.
+#: Share of the swapped guest memory the guests touch again per second.  Assumed.
 THRASH_RATE = 0.01
-#: Swap traffic (KiB/s) at which some / all tasks would be stalled all the time.
+#: Swap traffic (KiB/s) at which some / all tasks would be stalled all the
+#: time.  Assumed.
 SOME_SWAP_SCALE = 64 * MiB
 FULL_SWAP_SCALE = 256 * MiB
-#: Page cache reclaim (KiB/s) that alone would stall some task all the time.
+#: Page cache reclaim (KiB/s) that alone would stall some task all the time.  Assumed.
 SOME_RECLAIM_SCALE = 1024 * MiB
-#: PSI's avg10 window (seconds).
+#: PSI's avg10 window (seconds).  Kernel: the avg10 figure of /proc/pressure/memory.
 PSI_WINDOW = 10.0
-#: How fast the host's page cache grows into free memory (KiB/s).
+#: How fast the host's page cache grows into free memory (KiB/s).  Assumed.
 HOST_IO_RATE = 4 * MiB
 
 

@@ -8,6 +8,7 @@ from .simulation import Simulation
 
 MiB = 1024
 #: Host PSI "some" (avg10, percent) from which the host counts as under pressure.
+#: A reporting choice (a tenth of the time stalled), not a model figure.
 PRESSURE_SOME_PERCENT = 10.0
 
 

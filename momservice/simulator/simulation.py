@@ -44,6 +44,7 @@ class Simulation:
             self.guests[uuid] = GuestModel(
                 spec, uuid, load,
                 balloon_rate_kib_s=scenario.balloon_rate_mib_s * MiB,
+                deflate_rate_kib_s=scenario.balloon_deflate_rate_mib_s * MiB,
                 swap_rate_kib_s=scenario.guest_swap_rate_mib_s * MiB,
                 stats_period=scenario.stats_period,
                 qemu_overhead_kib=scenario.qemu_overhead_mib * MiB)

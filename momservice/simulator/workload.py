@@ -15,9 +15,11 @@ import random
 from .scenario import WorkloadSpec
 
 #: Seconds of simulated time per noise value (and per chance of a burst).
+#: A modelling choice (the engine samples every 10 s by default).
 BUCKET = 10.0
 
 #: A working set never exceeds this share of the guest's maximum memory.
+#: Assumed: the guest's kernel and reserved memory need the rest.
 MAX_SHARE = 0.95
 
 
