@@ -344,6 +344,22 @@ def default_scenario() -> Scenario:
     return replace(generated(guests=8, overcommit=1.5, seed=1), name="default")
 
 
+def with_overcommit(scenario: Scenario, ratio: float) -> Scenario:
+    """``scenario`` on a host sized for ``ratio``: only the host's memory changes.
+
+    The host gets the sum of the guests' maximum memory divided by
+    ``ratio``, plus its own overhead (``host_overhead_mib``): ``ratio`` is
+    the ratio of the guests' memory to the memory the host has for them.
+    Guests, workloads, swap, KSM and settings stay as they are.
+    """
+    ratio = _number(ratio, "overcommit", "", positive=True)
+    guests_mib = sum(g.memory_mib for g in scenario.guests)
+    host_mib = math.ceil(guests_mib / ratio) + scenario.host_overhead_mib
+    return replace(scenario, host_memory_mib=host_mib,
+                   description=f"{scenario.description} (host sized for {ratio:g}x: "
+                               f"{host_mib} MiB)".lstrip())
+
+
 # -- settings shared by URIs and files ------------------------------------------
 
 #: Scenario fields a [simulation] table (or, some of them, a URI) may set.
