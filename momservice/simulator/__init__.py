@@ -22,10 +22,12 @@ from .host_collector import SimHostCollector
 from .hypervisor import SimHypervisor
 from .ksm_dir import SimKsmDir
 from .parts import make_simulation_parts
-from .scenario import (GuestSpec, Scenario, WorkloadSpec, default_scenario, generated,
-                       is_sim_uri, load_scenario, parse_uri)
+from .scenario import (GuestSpec, Scenario, WorkloadSpec, default_scenario, from_traces,
+                       generated, is_sim_uri, load_scenario, parse_uri, with_overcommit)
 from .simulation import Simulation
+from .trace import Trace, load_trace
 
 __all__ = ["GuestSpec", "Scenario", "SimHostCollector", "SimHypervisor", "SimKsmDir",
-           "Simulation", "SimulationDriver", "WorkloadSpec", "default_scenario", "generated",
-           "is_sim_uri", "load_scenario", "make_simulation_parts", "parse_uri"]
+           "Simulation", "SimulationDriver", "Trace", "WorkloadSpec", "default_scenario",
+           "from_traces", "generated", "is_sim_uri", "load_scenario", "load_trace",
+           "make_simulation_parts", "parse_uri", "with_overcommit"]

@@ -218,3 +218,12 @@ def test_shared_bitbrains_traces_replay():
     sim = Simulation(scenario)
     sim.step(3600)
     assert any(g.working_set > 0 for g in sim.guests.values())
+
+
+def test_shipped_trace_scenario_loads():
+    need_shared_traces()
+    path = REPO / "benchmarks" / "scenarios" / "traces" / "bitbrains-day.toml"
+    scenario = load_scenario(path)
+    total = sum(g.memory_mib for g in scenario.guests)
+    assert scenario.host_memory_mib == total // 2 + scenario.host_overhead_mib
+    assert all(g.workload.kind == "trace" for g in scenario.guests)
