@@ -77,7 +77,7 @@ def _host_panel(ax, policy: str, series: LabSeries, *, first: bool) -> None:
     pressure = ax.twinx()
     pressure.plot(x, series.pressure_some, color="#c44e52", linewidth=1,
                   label="PSI some (avg10 %)")
-    pressure.set_ylim(0, 100)
+    pressure.set_ylim(0, 105)   # a line at 100 % stays visible above the frame
     pressure.set_ylabel("pressure %", fontsize=8)
     handles, labels = ax.get_legend_handles_labels()
     more, more_labels = pressure.get_legend_handles_labels()
