@@ -29,13 +29,18 @@ class SimulationDriver:
         """Simulated seconds since the start."""
         return self.simulation.now
 
-    def advance(self, seconds: float) -> None:
-        """Take in the KSM tunables, step the simulation, write the KSM files."""
+    def advance(self, seconds: float, *, until_pressure: bool = False) -> float:
+        """Take in the KSM tunables, step the simulation, write the KSM files.
+
+        Returns the seconds advanced (fewer than ``seconds`` when
+        ``until_pressure`` and the simulation's pressure trigger fired).
+        """
         if self.ksm_dir is not None:
             self.ksm_dir.pull()
-        self.simulation.step(seconds)
+        advanced = self.simulation.step(seconds, until_pressure=until_pressure)
         if self.ksm_dir is not None:
             self.ksm_dir.push()
+        return advanced
 
     def sync_ksm(self) -> None:
         """Take in what was written to the KSM files now (as sysfs would)."""

@@ -27,11 +27,20 @@ MiB = 1024
 PAGE_KIB = 4
 
 #: Share of the swapped-out working set the load touches again per second
-#: (each such page is swapped in, and another one out): thrashing.
+#: (each such page is swapped in, and another one out): thrashing.  Assumed.
 THRASH_RATE = 0.02
 #: Share of the working set whose pages are faulted in anew per second
-#: (allocations, short-lived memory): minor faults.
+#: (allocations, short-lived memory): minor faults.  Assumed.
 CHURN_RATE = 0.002
+#: Firmware and boot memory outside MemTotal: 1 % of the guest, at most
+#: 64 MiB.  Assumed.
+RESERVED_SHARE, RESERVED_MAX_KIB = 0.01, 64 * MiB
+#: The guest kernel's own memory (slab, page tables): 3 %, at least 32 MiB.  Assumed.
+KERNEL_SHARE, KERNEL_MIN_KIB = 0.03, 32 * MiB
+#: Memory the guest kernel keeps free (its min_free_kbytes and watermarks):
+#: 1 %, at least 8 MiB.  Assumed, of the order of the kernel's rule
+#: (min_free_kbytes ~ sqrt(16 x RAM in KiB): 5.6 MiB at 2 GiB, 11 MiB at 8 GiB).
+WATERMARK_SHARE, WATERMARK_MIN_KIB = 0.01, 8 * MiB
 
 
 class GuestModel:
@@ -39,6 +48,7 @@ class GuestModel:
 
     def __init__(self, spec: GuestSpec, uuid: str, workload: Workload, *,
                  balloon_rate_kib_s: float, swap_rate_kib_s: float,
+                 deflate_rate_kib_s: float | None = None,
                  stats_period: float, qemu_overhead_kib: float, now: float = 0.0) -> None:
         self.spec = spec
         self.uuid = uuid
@@ -46,14 +56,16 @@ class GuestModel:
         self.workload = workload
         self.max_kib = spec.memory_mib * MiB
         self.min_guarantee_kib = spec.min_guarantee_mib * MiB
-        self.reserved = min(64 * MiB, 0.01 * self.max_kib)
-        self.kernel = max(32 * MiB, 0.03 * self.max_kib)
-        self.watermark = max(8 * MiB, 0.01 * self.max_kib)
+        self.reserved = min(RESERVED_MAX_KIB, RESERVED_SHARE * self.max_kib)
+        self.kernel = max(KERNEL_MIN_KIB, KERNEL_SHARE * self.max_kib)
+        self.watermark = max(WATERMARK_MIN_KIB, WATERMARK_SHARE * self.max_kib)
         self.swap_total = spec.swap_mib * MiB
         self.cache_max = spec.cache_share * self.max_kib
         self.io_rate = spec.io_mib_s * MiB
         self.shareable = spec.shareable
         self.balloon_rate = balloon_rate_kib_s
+        self.deflate_rate = (balloon_rate_kib_s if deflate_rate_kib_s is None
+                             else deflate_rate_kib_s)
         self.swap_rate = swap_rate_kib_s
         self.stats_period = stats_period
         self.qemu_overhead = qemu_overhead_kib
@@ -152,9 +164,9 @@ class GuestModel:
 
     def _move_balloon(self, dt: float) -> float:
         cur, target = self.balloon_cur, self.balloon_target
-        step = self.balloon_rate * dt
         if target > cur:
-            return min(target, cur + step)
+            return min(target, cur + self.deflate_rate * dt)
+        step = self.balloon_rate * dt
         if target < cur:
             # Free memory and page cache are given up at the balloon's pace;
             # beyond them the guest must swap its working set out, which is

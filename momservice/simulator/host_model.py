@@ -21,16 +21,17 @@ import math
 MiB = 1024
 PAGE_KIB = 4
 
-#: Share of the swapped guest memory the guests touch again per second.
+#: Share of the swapped guest memory the guests touch again per second.  Assumed.
 THRASH_RATE = 0.01
-#: Swap traffic (KiB/s) at which some / all tasks would be stalled all the time.
+#: Swap traffic (KiB/s) at which some / all tasks would be stalled all the
+#: time.  Assumed.
 SOME_SWAP_SCALE = 64 * MiB
 FULL_SWAP_SCALE = 256 * MiB
-#: Page cache reclaim (KiB/s) that alone would stall some task all the time.
+#: Page cache reclaim (KiB/s) that alone would stall some task all the time.  Assumed.
 SOME_RECLAIM_SCALE = 1024 * MiB
-#: PSI's avg10 window (seconds).
+#: PSI's avg10 window (seconds).  Kernel: the avg10 figure of /proc/pressure/memory.
 PSI_WINDOW = 10.0
-#: How fast the host's page cache grows into free memory (KiB/s).
+#: How fast the host's page cache grows into free memory (KiB/s).  Assumed.
 HOST_IO_RATE = 4 * MiB
 
 
@@ -55,6 +56,9 @@ class HostModel:
         self.swap_out_pages = 0.0
         self.pressure_some = 0.0
         self.pressure_full = 0.0
+        #: Seconds some / all tasks were stalled since boot (PSI's ``total``).
+        self.stall_some_seconds = 0.0
+        self.stall_full_seconds = 0.0
 
     @property
     def in_ram(self) -> float:
@@ -91,6 +95,8 @@ class HostModel:
             some = 100.0 * min(1.0, swap_rate / SOME_SWAP_SCALE
                                + reclaim_rate / SOME_RECLAIM_SCALE)
             full = 100.0 * min(1.0, swap_rate / FULL_SWAP_SCALE)
+            self.stall_some_seconds += some / 100.0 * dt
+            self.stall_full_seconds += full / 100.0 * dt
             keep = math.exp(-dt / PSI_WINDOW)
             self.pressure_some = self.pressure_some * keep + some * (1 - keep)
             self.pressure_full = self.pressure_full * keep + full * (1 - keep)

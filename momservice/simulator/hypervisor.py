@@ -123,9 +123,13 @@ class SimHypervisor(HypervisorInterface):
 
     # -- time ------------------------------------------------------------------
 
-    def step(self, seconds: float) -> None:
-        """Lab mode: advance the simulation by ``seconds`` of simulated time."""
-        self.driver.advance(seconds)
+    def step(self, seconds: float, *, until_pressure: bool = False) -> float:
+        """Lab mode: advance the simulation by ``seconds`` of simulated time.
+
+        With ``until_pressure``, stop where the simulation's pressure trigger
+        fired; returns the seconds advanced.
+        """
+        return self.driver.advance(seconds, until_pressure=until_pressure)
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .simulation import Simulation
 
 MiB = 1024
 #: Host PSI "some" (avg10, percent) from which the host counts as under pressure.
+#: A reporting choice (a tenth of the time stalled), not a model figure.
 PRESSURE_SOME_PERCENT = 10.0
 
 
@@ -46,6 +47,13 @@ class LabMetrics:
         """Mean memory held back from the guests by their balloons, MiB."""
         return self._reclaimed_mib_seconds / self._seconds if self._seconds else 0.0
 
+    def guest_swap_mib_per_guest_hour(self, guests: int) -> float:
+        """Guest swap traffic (in and out), MiB per guest and simulated hour."""
+        hours = self._seconds / 3600.0
+        if guests <= 0 or hours <= 0:
+            return 0.0
+        return self.guest_swap_pages * 4 / MiB / guests / hours
+
     def row(self, scenario: str, policy: str) -> dict:
         return {"scenario": scenario, "policy": policy,
                 "host_swap_pages": round(self.host_swap_pages),
@@ -54,3 +62,43 @@ class LabMetrics:
                 "balloon_ops": self.balloon_ops,
                 "reclaimed_mib": round(self.reclaimed_mib, 1),
                 "worst_shortfall_mib": round(self.worst_shortfall_mib, 1)}
+
+
+@dataclass
+class LabSeries:
+    """The figures over time of one run, for plotting: host memory and each guest.
+
+    Sizes MiB, times simulated seconds.  One point per ``every`` seconds at
+    most (a week of 10 s steps would be 60 000 points per line).
+    """
+
+    every: float = 10.0
+    times: list[float] = field(default_factory=list)
+    host_total: list[float] = field(default_factory=list)
+    host_used: list[float] = field(default_factory=list)     # guests + host in RAM
+    host_cache: list[float] = field(default_factory=list)
+    host_swap: list[float] = field(default_factory=list)
+    pressure_some: list[float] = field(default_factory=list)  # PSI avg10, percent
+    guest_names: list[str] = field(default_factory=list)
+    balloon: dict[str, list[float]] = field(default_factory=dict)
+    working_set: dict[str, list[float]] = field(default_factory=dict)
+
+    def observe(self, simulation: Simulation, dt: float) -> None:
+        """Take in the state after one step (kept if ``every`` seconds have passed)."""
+        now = simulation.now
+        if self.times and now < self.times[-1] + self.every - 1e-9:
+            return
+        host = simulation.host
+        self.times.append(now)
+        self.host_total.append(host.total / MiB)
+        self.host_used.append(host.in_ram / MiB)
+        self.host_cache.append(host.cache / MiB)
+        self.host_swap.append(host.swap_usage / MiB)
+        self.pressure_some.append(host.pressure_some)
+        for guest in simulation.guests.values():
+            if guest.name not in self.balloon:
+                self.guest_names.append(guest.name)
+                self.balloon[guest.name] = []
+                self.working_set[guest.name] = []
+            self.balloon[guest.name].append(guest.balloon_cur / MiB)
+            self.working_set[guest.name].append(guest.working_set / MiB)

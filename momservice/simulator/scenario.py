@@ -5,6 +5,12 @@ parameters::
 
     sim:///?guests=8&overcommit=1.5&seed=1&step=0.5
 
+or built from a directory of recorded traces (``trace``: GWA-T-12 files;
+``guests`` of them chosen by ``seed``, each guest replaying one from its
+start, its maximum memory the trace's provisioned memory)::
+
+    sim:///?traces=../shared/traces/bitbrains-rnd&guests=8&overcommit=2&seed=1
+
 or read from a TOML file (query parameters then override the file's
 seed, step, speed and duration)::
 
@@ -27,6 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from .trace import FORMATS as TRACE_FORMATS
+from .trace import Trace, load_trace
 
 #: Workload kinds, each with its parameters and their defaults.  Levels
 #: (level, peak, start, end, low, high, burst, noise) are shares of the
@@ -51,24 +60,37 @@ WORKLOAD_PARAMS: dict[str, dict[str, float]] = {
 
 _FRACTIONS = {"level", "peak", "start", "end", "low", "high", "burst", "noise"}
 
+#: The keys of a trace workload (``kind = "trace"``): a recorded working set.
+TRACE_KEYS = {"kind", "file", "format", "offset"}
+
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """A guest's working set over time: a kind and its parameters (all filled in)."""
+    """A guest's working set over time: a kind and its parameters (all filled in).
+
+    A ``trace`` workload carries its parsed trace; its only parameter is
+    ``offset``, the seconds of the trace skipped before time 0.
+    """
 
     kind: str
     params: Mapping[str, float] = field(default_factory=dict)
+    trace: Trace | None = None
 
 
 @dataclass(frozen=True)
 class GuestSpec:
-    """One simulated guest."""
+    """One simulated guest.
+
+    The defaults are assumed unless said otherwise; a scenario sets them.
+    """
 
     name: str
     memory_mib: int                      # maximum memory (balloon_max)
     workload: WorkloadSpec
     min_guarantee_mib: int = 0           # <memtune><min_guarantee> (balloon_min)
-    shareable: float = 0.10              # share of its resident memory KSM can merge
+    # Share of its resident memory KSM can merge.  Assumed; the e2e test's
+    # 3 idle busybox guests of 512 MiB had 3.5 % merged (13600 pages).
+    shareable: float = 0.10
     swap_mib: int = 1024                 # the guest's own swap space
     cache_share: float = 0.30            # file data it would cache, share of max memory
     initial_cache_share: float = 0.05    # page cache at the start, share of max memory
@@ -78,7 +100,12 @@ class GuestSpec:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A host, its guests and how the simulation runs."""
+    """A host, its guests and how the simulation runs.
+
+    Where the defaults come from: "measured" ones by the e2e tests on real
+    QEMU guests (TCG, tests/e2e/test_real_guests.py, which print them),
+    "kernel" ones are Linux's defaults, the rest are assumed.
+    """
 
     name: str
     host_memory_mib: int
@@ -86,21 +113,31 @@ class Scenario:
     description: str = ""
     seed: int = 1
     duration: float = 3600.0             # simulated seconds the scenario is meant to run
-    host_overhead_mib: int = 1024        # the host's own kernel and services
-    host_swap_mib: int = 4096
-    host_cache_mib: int = 512            # the host's page cache, at most
-    cpu_count: int = 8
+    host_overhead_mib: int = 1024        # the host's own kernel and services (assumed)
+    host_swap_mib: int = 4096            # assumed
+    host_cache_mib: int = 512            # the host's page cache, at most (assumed)
+    cpu_count: int = 8                   # assumed
     step: float = 0.5                    # wall-clock mode: real seconds between advances
     speed: float = 1.0                   # wall-clock mode: simulated seconds per real second
     max_substep: float = 1.0             # the model never integrates more at once
-    balloon_rate_mib_s: float = 256.0    # how fast a balloon moves
-    guest_swap_rate_mib_s: float = 64.0  # how fast a guest can swap out (balloon inflation)
-    stats_period: float = 5.0            # how often guests refresh their balloon statistics
-    qemu_overhead_mib: int = 32          # per guest, resident on the host beside guest RAM
-    ksm_run: int = 0
-    ksm_pages_to_scan: int = 100
-    ksm_sleep_millisecs: int = 20
-    ksm_merge_across_nodes: int = 1
+    # How fast a balloon inflates while the guest has free memory or cache
+    # to give.  Measured: 128 MiB (512 -> 384 MiB) in 116 ms to `actual`,
+    # about 1100 MiB/s, on TCG (KVM is faster; rounded down).
+    balloon_rate_mib_s: float = 1024.0
+    # How fast a balloon deflates.  Measured: 128 MiB back in 59 ms, about
+    # 2170 MiB/s, on TCG (rounded down).
+    balloon_deflate_rate_mib_s: float = 2048.0
+    # How fast a guest can swap its working set out when a balloon takes
+    # more than its free memory and cache.  Assumed.
+    guest_swap_rate_mib_s: float = 64.0
+    # How often guests refresh their balloon statistics: the period momd
+    # sets with virDomainSetMemoryStatsPeriod (LibvirtHypervisor's stats_period).
+    stats_period: float = 5.0
+    qemu_overhead_mib: int = 32          # per guest, beside guest RAM on the host (assumed)
+    ksm_run: int = 0                     # kernel: ksmd starts stopped
+    ksm_pages_to_scan: int = 100         # kernel default (mm/ksm.c)
+    ksm_sleep_millisecs: int = 20        # kernel default (mm/ksm.c)
+    ksm_merge_across_nodes: int = 1      # kernel default
 
 
 # -- checking values ------------------------------------------------------------
@@ -159,9 +196,12 @@ def _unknown(table: Mapping[str, Any], known: set[str], context: str) -> None:
 def workload(kind: str, params: Mapping[str, Any] | None = None, *,
              context: str = "workload") -> WorkloadSpec:
     """A checked WorkloadSpec: ``kind`` and its parameters over the defaults."""
+    if kind == "trace":
+        raise ValueError(f"{context}: a trace workload needs a file "
+                         f"(workload = {{ kind = \"trace\", file = \"PATH\" }})")
     if not isinstance(kind, str) or kind not in WORKLOAD_PARAMS:
         raise ValueError(f"{context}: kind must be one of {', '.join(WORKLOAD_PARAMS)}, "
-                         f"got {kind!r}")
+                         f"trace, got {kind!r}")
     defaults = WORKLOAD_PARAMS[kind]
     params = dict(params or {})
     _unknown(params, set(defaults), f"{context} ({kind})")
@@ -175,6 +215,21 @@ def workload(kind: str, params: Mapping[str, Any] | None = None, *,
         else:
             merged[key] = _number(value, key, context, minimum=0.0)
     return WorkloadSpec(kind, merged)
+
+
+def trace_workload(raw: Mapping[str, Any], *, base_dir: Path | None = None,
+                   context: str = "workload") -> WorkloadSpec:
+    """A checked trace WorkloadSpec from its table (``file`` relative to ``base_dir``)."""
+    _unknown(raw, TRACE_KEYS, f"{context} (trace)")
+    file = Path(_text(raw.get("file"), "file", context))
+    if base_dir is not None and not file.is_absolute():
+        file = base_dir / file
+    fmt = raw.get("format", "gwa")
+    if fmt not in TRACE_FORMATS:
+        raise ValueError(f"{_where(context, 'format')} must be one of "
+                         f"{', '.join(TRACE_FORMATS)}, got {fmt!r}")
+    offset = _number(raw.get("offset", 0.0), "offset", context, minimum=0.0)
+    return WorkloadSpec("trace", {"offset": offset}, trace=load_trace(file, fmt))
 
 
 # -- the generated scenario (URI parameters and the default) ------------------
@@ -221,6 +276,51 @@ def generated(*, guests: int = 8, overcommit: float = 1.5, seed: int = 1,
                                    description=description), settings, "")
 
 
+def from_traces(directory: str | Path, *, guests: int = 8, overcommit: float = 1.5,
+                seed: int = 1, **settings: Any) -> Scenario:
+    """``guests`` guests replaying GWA traces of ``directory`` (its ``*.csv`` files).
+
+    The files are shuffled by ``seed`` and taken in turn (again from the
+    first once all are used).  Each guest's maximum memory is its trace's
+    provisioned memory; the host has their sum divided by ``overcommit``
+    plus the host's own overhead, so that ``overcommit`` is the ratio of
+    the guests' memory to what the host has for them.  ``duration``
+    defaults to the shortest trace replayed.
+    """
+    guests = int(_number(guests, "guests", "", integer=True, minimum=1, maximum=10000))
+    overcommit = _number(overcommit, "overcommit", "", positive=True)
+    directory = Path(directory)
+    try:
+        files = sorted(p for p in directory.iterdir() if p.suffix == ".csv" and p.is_file())
+    except OSError as e:
+        raise ValueError(f"traces {directory}: cannot list it: {e.strerror or e}") from None
+    if not files:
+        raise ValueError(f"traces {directory}: no trace files (*.csv) in it")
+    rng = random.Random(f"mom-sim-traces/{seed}")
+    order = list(files)
+    rng.shuffle(order)
+    specs = []
+    for i in range(guests):
+        path = order[i % len(order)]
+        load = WorkloadSpec("trace", {"offset": 0.0}, trace=load_trace(path, "gwa"))
+        assert load.trace is not None
+        memory = max(256, math.ceil(load.trace.provisioned_kib / 1024))
+        specs.append(GuestSpec(name=f"trace-{i + 1:02d}-{path.stem}", memory_mib=memory,
+                               workload=load))
+    overhead = Scenario.host_overhead_mib
+    total = sum(g.memory_mib for g in specs)
+    host_mib = int(total / overcommit) + overhead
+    shortest = min(g.workload.trace.duration for g in specs if g.workload.trace)
+    if shortest <= 0:
+        raise ValueError(f"traces {directory}: a trace has a single sample")
+    settings = {"duration": shortest, **settings}
+    description = (f"{guests} guests replaying traces of {directory} "
+                   f"({total} MiB) on a {host_mib} MiB host ({overcommit:g}x overcommitted)")
+    return _with_settings(Scenario(name=f"traces-{directory.name}", host_memory_mib=host_mib,
+                                   guests=tuple(specs), seed=int(seed),
+                                   description=description), settings, "")
+
+
 def _mix(i: int, jitter: float) -> WorkloadSpec:
     kind = ("steady", "diurnal", "idle", "ramp", "steady", "diurnal", "idle")[(i - 1) % 7]
     if kind == "steady":
@@ -244,6 +344,22 @@ def default_scenario() -> Scenario:
     return replace(generated(guests=8, overcommit=1.5, seed=1), name="default")
 
 
+def with_overcommit(scenario: Scenario, ratio: float) -> Scenario:
+    """``scenario`` on a host sized for ``ratio``: only the host's memory changes.
+
+    The host gets the sum of the guests' maximum memory divided by
+    ``ratio``, plus its own overhead (``host_overhead_mib``): ``ratio`` is
+    the ratio of the guests' memory to the memory the host has for them.
+    Guests, workloads, swap, KSM and settings stay as they are.
+    """
+    ratio = _number(ratio, "overcommit", "", positive=True)
+    guests_mib = sum(g.memory_mib for g in scenario.guests)
+    host_mib = math.ceil(guests_mib / ratio) + scenario.host_overhead_mib
+    return replace(scenario, host_memory_mib=host_mib,
+                   description=f"{scenario.description} (host sized for {ratio:g}x: "
+                               f"{host_mib} MiB)".lstrip())
+
+
 # -- settings shared by URIs and files ------------------------------------------
 
 #: Scenario fields a [simulation] table (or, some of them, a URI) may set.
@@ -253,6 +369,7 @@ _SETTINGS: dict[str, dict[str, Any]] = {
     "duration": {"positive": True},
     "max_substep": {"positive": True},
     "balloon_rate_mib_s": {"positive": True},
+    "balloon_deflate_rate_mib_s": {"positive": True},
     "guest_swap_rate_mib_s": {"positive": True},
     "stats_period": {"positive": True},
     "qemu_overhead_mib": {"minimum": 0, "integer": True},
@@ -287,12 +404,16 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ValueError(f"cannot read scenario {path}: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ValueError(f"scenario {path} is not valid TOML: {e}") from None
-    return parse_scenario(data, context=str(path), default_name=path.stem)
+    return parse_scenario(data, context=str(path), default_name=path.stem,
+                          base_dir=path.parent)
 
 
 def parse_scenario(data: Mapping[str, Any], *, context: str = "scenario",
-                   default_name: str = "scenario") -> Scenario:
-    """A Scenario from the tables of a TOML document (see ``load_scenario``)."""
+                   default_name: str = "scenario", base_dir: Path | None = None) -> Scenario:
+    """A Scenario from the tables of a TOML document (see ``load_scenario``).
+
+    Trace files are relative to ``base_dir`` (the scenario file's directory).
+    """
     _unknown(data, _TOP_KEYS, context)
     name = _text(data.get("name", default_name), "name", context)
     description = data.get("description", "")
@@ -309,7 +430,7 @@ def parse_scenario(data: Mapping[str, Any], *, context: str = "scenario",
                          f"with at least one guest")
     guests: list[GuestSpec] = []
     for index, raw in enumerate(raw_guests):
-        guests.extend(_guests(raw, defaults, f"{context} [[guest]] #{index + 1}"))
+        guests.extend(_guests(raw, defaults, f"{context} [[guest]] #{index + 1}", base_dir))
     names = [g.name for g in guests]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
@@ -377,7 +498,7 @@ def _choice(value: Any, key: str, context: str, allowed: tuple[int, ...]) -> int
 
 
 def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
-            context: str) -> list[GuestSpec]:
+            context: str, base_dir: Path | None = None) -> list[GuestSpec]:
     _unknown(raw, _GUEST_KEYS, context)
     merged = {**defaults, **raw}
     name = _text(merged.get("name", ""), "name", context)
@@ -385,8 +506,22 @@ def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
                     maximum=10000)
     if count > 1 and "uuid" in merged:
         raise ValueError(f"{context}: uuid cannot be given with count > 1")
+    raw_load = merged.get("workload", {"kind": "steady"})
+    if not isinstance(raw_load, dict) or "kind" not in raw_load:
+        raise ValueError(f"{context}: workload must be a table with a kind "
+                         f"(workload = {{ kind = \"steady\", level = 0.4 }})")
+    if raw_load["kind"] == "trace":
+        load = trace_workload(raw_load, base_dir=base_dir, context=f"{context} workload")
+    else:
+        load_params = {k: v for k, v in raw_load.items() if k != "kind"}
+        load = workload(raw_load["kind"], load_params, context=f"{context} workload")
     if "memory_mib" not in merged:
-        raise ValueError(f"{context}: memory_mib is required (here or in [guest_defaults])")
+        # A GWA trace says how much memory its VM had.
+        if load.trace is None or load.trace.provisioned_kib <= 0:
+            why = "" if load.trace is None else "; a csv trace does not give it"
+            raise ValueError(f"{context}: memory_mib is required "
+                             f"(here or in [guest_defaults]{why})")
+        merged["memory_mib"] = max(256, math.ceil(load.trace.provisioned_kib / 1024))
     memory = int(_number(merged["memory_mib"], "memory_mib", context, integer=True,
                          minimum=256))
     guarantee = int(_number(merged.get("min_guarantee_mib", 0), "min_guarantee_mib",
@@ -394,12 +529,6 @@ def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
     if guarantee > memory:
         raise ValueError(f"{context}: min_guarantee_mib ({guarantee}) is above "
                          f"memory_mib ({memory})")
-    raw_load = merged.get("workload", {"kind": "steady"})
-    if not isinstance(raw_load, dict) or "kind" not in raw_load:
-        raise ValueError(f"{context}: workload must be a table with a kind "
-                         f"(workload = {{ kind = \"steady\", level = 0.4 }})")
-    load_params = {k: v for k, v in raw_load.items() if k != "kind"}
-    load = workload(raw_load["kind"], load_params, context=f"{context} workload")
     common = dict(
         memory_mib=memory, workload=load, min_guarantee_mib=guarantee,
         shareable=_fraction(merged.get("shareable", 0.10), "shareable", context),
@@ -428,7 +557,8 @@ def _uuid(value: Any, context: str) -> str:
 
 # -- URIs -----------------------------------------------------------------------
 
-_GENERATED_KEYS = {"guests", "overcommit", "seed", "guest_mib", "host_mib", "workload"}
+_GENERATED_KEYS = {"guests", "overcommit", "seed", "guest_mib", "host_mib", "workload",
+                   "traces"}
 _URI_SETTINGS = {"step", "speed", "duration"}
 
 
@@ -457,6 +587,17 @@ def parse_uri(uri: str) -> Scenario:
     _unknown(query, _GENERATED_KEYS | _URI_SETTINGS, "simulator URI")
     settings = {k: v for k, v in query.items() if k in _URI_SETTINGS}
     path = unquote(parts.path)
+    if path in ("", "/") and "traces" in query:
+        extra = sorted(set(query) & {"guest_mib", "host_mib", "workload"})
+        if extra:
+            raise ValueError(f"simulator URI: {extra[0]} cannot be used with traces "
+                             f"(only guests, overcommit, seed, {', '.join(sorted(_URI_SETTINGS))})")
+        trace_args: dict[str, Any] = {
+            key: _number(query[key], key, "simulator URI", integer=True)
+            for key in ("guests", "seed") if key in query}
+        if "overcommit" in query:
+            trace_args["overcommit"] = query["overcommit"]
+        return from_traces(query["traces"], **trace_args, **settings)
     if path in ("", "/"):
         kwargs: dict[str, Any] = {}
         for key in ("guests", "guest_mib", "host_mib", "seed"):

@@ -13,6 +13,7 @@ from typing import Any
 from .guest_model import GuestModel
 from .host_model import HostModel
 from .ksm_model import KsmModel
+from .pressure_trigger import PsiTriggerModel
 from .scenario import Scenario
 from .workload import Workload
 
@@ -43,6 +44,7 @@ class Simulation:
             self.guests[uuid] = GuestModel(
                 spec, uuid, load,
                 balloon_rate_kib_s=scenario.balloon_rate_mib_s * MiB,
+                deflate_rate_kib_s=scenario.balloon_deflate_rate_mib_s * MiB,
                 swap_rate_kib_s=scenario.guest_swap_rate_mib_s * MiB,
                 stats_period=scenario.stats_period,
                 qemu_overhead_kib=scenario.qemu_overhead_mib * MiB)
@@ -54,7 +56,15 @@ class Simulation:
                               swap_kib=scenario.host_swap_mib * MiB,
                               cache_max_kib=scenario.host_cache_mib * MiB,
                               cpu_count=scenario.cpu_count)
+        #: A PSI trigger watched after every step (``watch_pressure``).
+        self.pressure_trigger: PsiTriggerModel | None = None
+        #: Whether the trigger fired in the last step.
+        self.pressure_fired = False
         self._settle()
+
+    def watch_pressure(self, trigger: str | None) -> None:
+        """Watch the host's PSI with ``trigger`` (a line as momd writes it; None: stop)."""
+        self.pressure_trigger = PsiTriggerModel(trigger) if trigger else None
 
     def _settle(self) -> None:
         """Fill in the host and KSM figures for the state at time 0."""
@@ -63,16 +73,29 @@ class Simulation:
 
     # -- time ------------------------------------------------------------------
 
-    def step(self, seconds: float) -> None:
-        """Advance by ``seconds`` of simulated time (in slices of at most max_substep)."""
+    def step(self, seconds: float, *, until_pressure: bool = False) -> float:
+        """Advance by ``seconds`` of simulated time (in slices of at most max_substep).
+
+        With ``until_pressure``, stop early after the slice in which the
+        pressure trigger fired (``pressure_fired``).  Returns the seconds
+        advanced.
+        """
         if seconds < 0:
             raise ValueError(f"cannot step back in time ({seconds} s)")
         limit = self.scenario.max_substep
         remaining = float(seconds)
+        self.pressure_fired = False
+        trigger = self.pressure_trigger
         while remaining > 1e-9:
             dt = min(limit, remaining)
             remaining -= dt
             self._substep(dt)
+            if trigger is not None and trigger.observe(
+                    self.now, self.host.stall_some_seconds, self.host.stall_full_seconds):
+                self.pressure_fired = True
+                if until_pressure:
+                    break
+        return float(seconds) - max(0.0, remaining)
 
     def _substep(self, dt: float) -> None:
         self.now += dt

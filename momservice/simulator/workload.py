@@ -3,6 +3,8 @@
 The randomness (noise, idle bursts) is drawn from the guest's own
 ``random.Random``, one value per fixed bucket of time, in bucket order: the
 trace depends on the seed and on time only, not on how the caller steps.
+A ``trace`` workload replays a recorded working set (see ``trace``), with
+no noise: the recording has its own.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import random
 from .scenario import WorkloadSpec
 
 #: Seconds of simulated time per noise value (and per chance of a burst).
+#: A modelling choice (the engine samples every 10 s by default).
 BUCKET = 10.0
 
 #: A working set never exceeds this share of the guest's maximum memory.
+#: Assumed: the guest's kernel and reserved memory need the rest.
 MAX_SHARE = 0.95
 
 
@@ -29,9 +33,15 @@ class Workload:
         self._rng = rng
         self._noise: list[float] = []
         self._bursts: list[bool] = []   # a burst starts in this bucket
-        self._shape = getattr(self, f"_{spec.kind}")
+        self._recorded = spec.trace
+        self._offset = float(self.params.get("offset", 0.0))
+        if self._recorded is None:
+            self._shape = getattr(self, f"_{spec.kind}")
 
     def working_set(self, t: float) -> float:
+        if self._recorded is not None:
+            used = self._recorded.usage_at(max(0.0, t) + self._offset)
+            return min(MAX_SHARE * self.max_kib, used)
         share = self._shape(max(0.0, t)) + self._noise_at(t)
         return self.max_kib * min(MAX_SHARE, max(0.0, share))
 

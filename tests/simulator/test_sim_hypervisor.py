@@ -13,7 +13,8 @@ from momservice.config import Config
 from momservice.controllers import BalloonController, KsmController
 from momservice.fields import GUEST_FIELDS, GUEST_REQUIRED_FIELDS, HOST_FIELDS
 from momservice.hypervisor import HypervisorError, HypervisorInterface
-from momservice.simulator import SimHostCollector, SimHypervisor, make_simulation_parts
+from momservice.simulator import (Scenario, SimHostCollector, SimHypervisor,
+                                  make_simulation_parts)
 from momservice.simulator.guest_model import MiB
 from tests.helpers.hypervisor_listener import wait_for
 
@@ -98,7 +99,8 @@ def test_set_balloon_target(run, parts):
 
     before, after, top, closed, connected = run(go())
     assert before == 4096 * MiB
-    assert after == before - 256 * MiB    # the default balloon rate, one second
+    # The default balloon rate, one second.
+    assert after == before - int(Scenario.balloon_rate_mib_s) * MiB
     assert top == 4096 * MiB
     assert closed == {} and not connected
 

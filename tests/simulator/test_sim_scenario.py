@@ -204,3 +204,15 @@ def test_shipped_scenarios_load_and_run(path):
 def test_five_shipped_scenarios():
     assert {p.stem for p in SCENARIOS.glob("*.toml")} == {
         "steady-overcommit", "ramp", "spike", "mostly-idle", "ksm-identical"}
+
+
+def test_with_overcommit_scales_the_host_only():
+    from momservice.simulator.scenario import with_overcommit
+    original = load_scenario(SCENARIOS / "spike.toml")
+    scaled = with_overcommit(original, 2.5)
+    total = sum(g.memory_mib for g in original.guests)
+    assert scaled.host_memory_mib == -(-total * 2 // 5) + original.host_overhead_mib
+    assert scaled.guests == original.guests and scaled.duration == original.duration
+    assert scaled.host_swap_mib == original.host_swap_mib
+    with pytest.raises(ValueError, match="overcommit"):
+        with_overcommit(original, 0)
