@@ -25,8 +25,9 @@ import pytest
 from momservice.cli import exitcodes
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.libvirt_node import domain_xml, guest_specs, node_uri, write_node_xml
-from tests.helpers.private_bus import (PrivateSystemBus, mom_service_file, run_as_nobody,
-                                       skip_reason, system_bus_with_polkit)
+from tests.helpers.as_nobody import nobody_python, run_as_nobody
+from tests.helpers.private_bus import (PrivateSystemBus, mom_service_file, skip_reason,
+                                       system_bus_with_polkit)
 
 REPO = Path(__file__).resolve().parents[2]
 MOM = "org.ovirt.mom1"
@@ -66,8 +67,9 @@ def momctl(system, *args: str, input: str | None = None, timeout: float = 60,
 
 
 def momctl_as_nobody(system, *args: str) -> subprocess.CompletedProcess[str]:
-    result = run_as_nobody(_momctl_argv(*args), {"PYTHONPATH": str(REPO),
-                                                 **system.client_env()}, timeout=60)
+    python = nobody_python()
+    result = run_as_nobody(python.argv("-m", "momservice.cli.momctl", *args),
+                           python.env(system.client_env()), timeout=60)
     assert "Traceback" not in result.stderr, result.stderr
     return result
 

@@ -41,7 +41,8 @@ from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_ty
 from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.pressure_cgroup import ThrashingCgroup
-from tests.helpers.private_bus import python_as_nobody, system_bus_with_polkit
+from tests.helpers.as_nobody import python_as_nobody
+from tests.helpers.private_bus import system_bus_with_polkit
 from tests.helpers.private_bus import skip_reason as bus_skip_reason
 from tests.helpers.private_libvirtd import find_libvirtd
 from tests.helpers.qemu_libvirtd import (LibvirtCallError, LibvirtClient, QemuLibvirtd,
