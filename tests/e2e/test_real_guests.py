@@ -52,6 +52,8 @@ MOM = "org.ovirt.mom1"
 PROPS = "org.freedesktop.DBus.Properties"
 OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
+#: Our guests' names begin with it (other test runs may have guests too).
+GUEST_PREFIX = f"mom-e2e-{os.getpid()}-"
 GUEST_MIB = 512
 MAX_KIB = GUEST_MIB * 1024
 #: Memory each guest fills (tmpfs) so that its use, and so the policy's
@@ -256,7 +258,7 @@ class E2E:
 
     def start_guest(self, index: int) -> Guest:
         assert len([g for g in self.guests.values()]) < 3, "at most 3 guests at once"
-        name = f"mom-e2e-{os.getpid()}-{index}"
+        name = f"{GUEST_PREFIX}{index}"
         serial = self.tmp / f"{name}.serial"
         guest = Guest(name, str(uuidlib.uuid4()), SerialConsole(serial), time.monotonic())
         self.conn.create(domain_xml(name, guest.uuid, self.image, serial,
@@ -404,8 +406,9 @@ def e2e(tmp_path_factory, measure):
                   BusClient(system.address), libvirtd.client())
         stack.callback(env.close)
         yield env
+    # Ours only: other test runs on this machine start guests of their own.
     leftovers = [(pid, cmd) for pid, cmd in qemu_processes()
-                 if pid not in qemu_before and "mom-e2e-" in cmd]
+                 if pid not in qemu_before and f"guest={GUEST_PREFIX}" in cmd]
     measure("e2e module wall time", f"{time.monotonic() - started:.1f} s")
     assert not leftovers, f"QEMU processes left behind: {leftovers}"
 
