@@ -10,8 +10,6 @@ wait for it.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import os
 import sys
 import time
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+
+from tests.helpers.file_lock import flock_within
 
 REAL = Path("/sys/kernel/mm/ksm")
 TUNABLES = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
@@ -49,19 +49,12 @@ def exclusive_real_ksm(timeout: float = LOCK_WAIT) -> Iterator[None]:
         return
     fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as e:
-                if e.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-            if time.monotonic() > deadline:
-                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-                raise KsmBusy(f"the real KSM was in use by another test process for "
-                              f"{timeout:.0f} s ({holder or 'unknown'})")
-            time.sleep(0.2)
+        try:
+            flock_within(fd, timeout, str(LOCK), interval=0.2)
+        except TimeoutError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            raise KsmBusy(f"the real KSM was in use by another test process for "
+                          f"{timeout:.0f} s ({holder or 'unknown'})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n".encode(), 0)
         _held = 1

@@ -52,10 +52,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping
 from xml.sax.saxutils import escape
 
 from tests.helpers.as_nobody import NOBODY, privilege_dropper
+from tests.helpers.file_lock import flock_within
 
 REPO = Path(__file__).resolve().parents[2]
 MOM_BUS_CONF = REPO / "dbus" / "org.ovirt.mom1.conf"
@@ -495,17 +496,7 @@ class ActionFiles:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.state_dir / "mutex", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{self.state_dir}/mutex held for {timeout} s")
-                    time.sleep(0.05)
+            flock_within(fd, timeout, f"{self.state_dir}/mutex", interval=0.05)
             yield
         finally:
             os.close(fd)
