@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _demo_processes() -> list[str]:
+def _demo_processes(where: Path) -> list[str]:
+    """Processes of a demo whose directory is under ``where``."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -27,17 +27,18 @@ def _demo_processes() -> list[str]:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if "mom-demo-" in cmdline:
+            if f"{where}/mom-demo-" in cmdline:
                 found.append(cmdline)
     return found
 
 
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("dbus-daemon") is None, reason="dbus-daemon is not installed")
-def test_make_run_shows_balloons_moving_and_cleans_up() -> None:
-    before = set(Path(tempfile.gettempdir()).glob("mom-demo-*"))
+def test_make_run_shows_balloons_moving_and_cleans_up(tmp_path: Path) -> None:
+    # The demo's directory goes under a TMPDIR of this test's own: other test
+    # runs on this machine may have demos of theirs in /tmp meanwhile.
     result = subprocess.run(["make", "--no-print-directory", "run"], cwd=REPO,
-                            env=dict(os.environ, RUN_SECONDS="20"),
+                            env=dict(os.environ, RUN_SECONDS="20", TMPDIR=str(tmp_path)),
                             capture_output=True, text=True, timeout=150)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
@@ -49,5 +50,6 @@ def test_make_run_shows_balloons_moving_and_cleans_up() -> None:
     assert targets, "no balloon change in the monitor's output:\n" + out[-3000:]
     assert all(re.fullmatch(r"[0-9.]+", size) and unit in ("KiB", "MiB", "GiB")
                for size, unit in targets)
-    assert _demo_processes() == []
-    assert set(Path(tempfile.gettempdir()).glob("mom-demo-*")) == before
+    assert f"(log: {tmp_path}/mom-demo-" in out, out[-3000:]
+    assert _demo_processes(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []

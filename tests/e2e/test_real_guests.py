@@ -40,7 +40,8 @@ from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_ty
                                        domain_xml, ensure_guest_image)
 from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.momd_process import Momd, momd_config
-from tests.helpers.pressure_cgroup import ThrashingCgroup
+from tests.helpers.file_lock import LockBusy
+from tests.helpers.pressure_cgroup import ThrashingCgroup, host_memory_pressure
 from tests.helpers.as_nobody import python_as_nobody
 from tests.helpers.private_bus import system_bus_with_polkit
 from tests.helpers.private_bus import skip_reason as bus_skip_reason
@@ -660,8 +661,15 @@ def test_pressure_shrinks_real_guests_step_by_step_down_to_the_policy_floor(e2e,
         assert len(commands) >= 4 and len(steps) >= 4, (commands, targets)
         for target, was in commands:
             assert was * (1 - MAX_STEP) - 1 <= target < was, commands
+        # The balloon only inflates, but where a decision was overtaken: taken
+        # while the balloon was still on its way to the previous target, it
+        # may lie above where the balloon has got to meanwhile (the floor
+        # follows the guest's figures), and the balloon comes back up to it -
+        # never above a size the policy had seen it at.
         currents = [s.current for s in samples]
-        assert all(b <= a for a, b in zip(currents, currents[1:])), currents
+        for a, b in zip(currents, currents[1:]):
+            assert b <= a or any(a < target and b <= target < was for target, was in commands), \
+                (a, b, currents, commands)
 
         # The floor the policy computes: what the guest uses plus a free share
         # scaled by how far the host is below the pressure level.  The policy
@@ -873,6 +881,16 @@ def test_memory_pressure_trigger_moves_a_real_balloon(e2e, measure) -> None:
                     f"{reason or 'no /proc/pressure/memory'}")
     guests = e2e.ensure_pair()
     e2e.restore_full(guests)
+    # The host's pressure must be ours alone: no other test run thrashes
+    # meanwhile (this test's ThrashingCgroup takes the same lock again).
+    try:
+        with host_memory_pressure():
+            _psi_trigger_moves_the_balloons(e2e, guests, measure)
+    except LockBusy as e:
+        pytest.skip(str(e))
+
+
+def _psi_trigger_moves_the_balloons(e2e: E2E, guests: list[Guest], measure) -> None:
     # A momd whose policy interval never comes: only a trigger (or a request)
     # evaluates.  It watches /proc/pressure/memory, its default.
     e2e.stop_momd()
@@ -883,7 +901,8 @@ def test_memory_pressure_trigger_moves_a_real_balloon(e2e, measure) -> None:
     e2e.bus.set_parameters(balloon_pressure_level=PRESSED_LEVEL)
     time.sleep(1)
     # Nothing evaluates by itself: the balloons stay where they are.
-    assert all(e2e.guest_props(g)["BalloonTarget"] in (0, MAX_KIB) for g in guests)
+    assert all(e2e.guest_props(g)["BalloonTarget"] in (0, MAX_KIB) for g in guests), \
+        e2e.momd.log_text()[-3000:]
 
     workdir = e2e.tmp / "thrash"
     workdir.mkdir()

@@ -11,60 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.helpers.file_lock import flock_within
+from tests.helpers.file_lock import LOCK_WAIT, LockBusy, machine_lock
 
 REAL = Path("/sys/kernel/mm/ksm")
 TUNABLES = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
 LOCK = Path("/var/tmp/mom-tests-ksm.lock")
-#: How long a test waits for another run to be done with the real KSM: the
-#: end-to-end module, the longest holder, takes about two minutes on a
-#: loaded two-core machine.  Below pytest's default timeout (300 s).
-LOCK_WAIT = 240.0
+
+#: Raised by exclusive_real_ksm when another test process keeps it too long.
+KsmBusy = LockBusy
 
 
-class KsmBusy(TimeoutError):
-    """Another test process held the real KSM for longer than we waited."""
-
-
-_held = 0  # how deep this process holds the lock
-
-
-@contextlib.contextmanager
-def exclusive_real_ksm(timeout: float = LOCK_WAIT) -> Iterator[None]:
+def exclusive_real_ksm(timeout: float = LOCK_WAIT) -> contextlib.AbstractContextManager:
     """Hold the machine-wide lock on the real KSM (re-entrant in this process)."""
-    global _held
-    if _held:
-        _held += 1
-        try:
-            yield
-        finally:
-            _held -= 1
-        return
-    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            flock_within(fd, timeout, str(LOCK), interval=0.2)
-        except TimeoutError:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-            raise KsmBusy(f"the real KSM was in use by another test process for "
-                          f"{timeout:.0f} s ({holder or 'unknown'})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n".encode(), 0)
-        _held = 1
-        try:
-            yield
-        finally:
-            _held = 0
-            os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # releases the lock
+    return machine_lock(LOCK, "the real KSM", timeout)
 
 
 def write_real(name: str, value: str) -> None:
