@@ -18,6 +18,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from .journal_fields import policy_fields
 from .policy_files import SUFFIX, is_policy_file, policy_name
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ class PolicyStore:
             try:
                 texts[name] = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as e:
-                log.error("stored policy %s skipped: cannot read %s: %s", name, path, e)
+                log.error("stored policy %s skipped: cannot read %s: %s", name, path, e,
+                          extra=policy_fields(name))
         return texts
 
     # -- writing -------------------------------------------------------------

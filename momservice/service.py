@@ -6,7 +6,8 @@ the memory-pressure trigger, memory hotplug events, plot files, systemd
 notification and signals.  Every operation the D-Bus window offers is a
 plain method of :class:`Service`, usable without a bus; the bus layer only
 translates.  Errors are typed for it: ``ValueError`` (an invalid argument),
-``PolicyError`` (a policy that does not parse or check), ``KeyError`` (no
+``PolicyError`` (a policy that does not parse or check), ``PolicyTrialError``
+(a change whose policy set fails when evaluated once), ``KeyError`` (no
 such policy, guest or field; its message says which), ``HypervisorError``
 and ``OSError`` (the hypervisor or the kernel refused).
 """
@@ -19,12 +20,12 @@ import math
 import re
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .collectors import HostCollector
-from .config import Config, ConfigError, load_config, parse_verbosity
+from .config import Config, ConfigError, load_config, parse_verbosity, shipped_policy_dir
 from .controllers.ksm import DEFAULT_KSM_DIR
 from .engine.core import Controllers, Engine, EngineObserver, Evaluation
 from .engine.hotplug import MemoryHotplugMonitor
@@ -32,7 +33,8 @@ from .engine.notify import notify, watchdog_interval
 from .engine.plot import PlotWriter
 from .engine.pressure import PressureTrigger
 from .hypervisor import HypervisorInterface
-from .policy import Entity, PolicyError, PolicySet, compile_policy
+from .journal_fields import policy_error_fields, policy_fields
+from .policy import Entity, PolicyError, PolicySet, PolicyTrialError, compile_policy
 from .policy.builtins import BUILTINS
 from .policy_files import find_policy_files, read_policy_texts
 from .policy_store import PolicyStore, check_name
@@ -76,11 +78,13 @@ def _load_files(files: Mapping[str, Path]) -> dict[str, str]:
             text = read_policy_texts({name: path})[name]
             compile_policy(text, name)
         except (OSError, UnicodeDecodeError) as e:
-            log.error("policy %s skipped: cannot read %s: %s", name, path, e)
+            log.error("policy %s skipped: cannot read %s: %s", name, path, e,
+                      extra=policy_fields(name))
             continue
         except PolicyError as e:
             where = f"{path}:{e.line}" if e.line is not None else str(path)
-            log.error("policy %s skipped: %s: %s", name, where, e.message)
+            log.error("policy %s skipped: %s: %s", name, where, e.message,
+                      extra=policy_fields(name, e.line))
             continue
         texts[name] = text
     return texts
@@ -127,15 +131,21 @@ class _Plotter(EngineObserver):
 class _Status(EngineObserver):
     """Keeps systemd's status line current; READY=1 after the first evaluation."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, load_error: Callable[[], str]) -> None:
         self.engine = engine
+        self.load_error = load_error
         self.ready = False
 
     def evaluated(self, evaluation: Evaluation) -> None:
         if not self.ready:
             self.ready = True
             notify("READY=1")
-        state = "ok" if evaluation.result.error is None else "policy error"
+        if evaluation.result.error is not None:
+            state = "policy error"
+        elif self.load_error():
+            state = "ok; policy files refused, see LastPolicyError"
+        else:
+            state = "ok"
         connected = "connected" if self.engine.hypervisor.connected else "hypervisor unreachable"
         notify(f"STATUS={len(self.engine.guests)} guests, {connected}, last evaluation "
                f"{evaluation.duration * 1000:.1f} ms ({state})")
@@ -221,6 +231,9 @@ class Service:
         self.policies = PolicySet(load_policy_texts(config.policy_sources(), self.store))
         if not len(self.policies):
             log.warning("no policy loaded: guests are watched but nothing is decided")
+        #: Why the policies on disk are not the active ones (they failed
+        #: when evaluated at start-up or on a reload); empty when they are.
+        self.policy_load_error = ""
         self.engine = Engine(
             self.hypervisor, collector, self.policies,
             make_controllers(config, self.hypervisor, self.ksm_dir),
@@ -230,7 +243,7 @@ class Service:
             policy_interval=config.policy_engine_interval,
             history_length=config.sample_history_length,
             dry_run=config.dry_run)
-        self.engine.observers.append(_Status(self.engine))
+        self.engine.observers.append(_Status(self.engine, lambda: self.policy_load_error))
         self.pressure = (PressureTrigger(self.engine.pressure_rose, pressure_path)
                          if pressure_path is not None else None)
         # Hotplug events are the real host's: a simulated one has none.
@@ -252,6 +265,8 @@ class Service:
         log.info("momd starting: %s, policies %s%s", self.hypervisor.uri or "default URI",
                  ", ".join(self.policies.names) or "none",
                  " (dry run: nothing is applied)" if self.config.dry_run else "")
+        await self.engine.connect()
+        self._check_startup_policies()
         await self.engine.start()
         if self.pressure is not None:
             self.pressure.start(loop)
@@ -259,6 +274,19 @@ class Service:
             self.hotplug.start(loop)
         if self.bus_enabled:
             await self._start_bus()
+
+    def _check_startup_policies(self) -> None:
+        # The files may fail on this host's statistics: then the shipped
+        # defaults manage it rather than nothing at all.
+        try:
+            self.engine.try_out()
+        except PolicyTrialError as e:
+            defaults = PolicySet(load_policy_texts([shipped_policy_dir()]))
+            self.policy_load_error = (f"the configured policies were not started: {e}; "
+                                      f"the shipped default policies run instead")
+            log.error("%s (%s)", self.policy_load_error, ", ".join(defaults.names) or "none",
+                      extra=policy_error_fields(e))
+            self.policies.take(defaults)
 
     async def _start_bus(self) -> None:
         from .bus.server import BusServer
@@ -326,7 +354,10 @@ class Service:
                 logging.getLogger().setLevel(fresh.verbosity)
             except Exception as e:
                 log.error("configuration not reloaded: %s", e)
-        self.reload_policies()
+        try:
+            self.reload_policies()
+        except PolicyTrialError:
+            pass  # logged, and kept in policy_load_error
         notify("READY=1")
 
     # -- policies ----------------------------------------------------------------
@@ -350,15 +381,18 @@ class Service:
         """Add or replace a policy, durably.
 
         Checked first (ValueError for a bad name, PolicyError with the
-        line for a bad text: nothing changes), then written atomically to
-        the store (OSError: nothing changes), then made active.
+        line for a bad text, PolicyTrialError when the set with it fails on
+        the current statistics: nothing changes), then written atomically
+        to the store (OSError: nothing changes), then made active.
         """
         check_name(name)
         if not isinstance(text, str):
             raise ValueError(f"a policy text must be a string, got {type(text).__name__}")
-        compile_policy(text, name)
+        candidate = self.policies.copy()
+        candidate.set_policy(name, text)
+        self.engine.try_out(candidate)
         self.store.save(name, text)
-        self.policies.set_policy(name, text)
+        self.policies.take(candidate)
         log.info("policy %s set: active policies %s", name, ", ".join(self.policies.names))
 
     def delete_policy(self, name: str) -> None:
@@ -367,11 +401,14 @@ class Service:
         A policy file of the same name becomes active again.  A policy
         that only comes from a policy file or directory is not deleted
         (ValueError): an empty policy of its name overrides it.
-        NotFoundError (a KeyError) when there is no such policy.
+        NotFoundError (a KeyError) when there is no such policy;
+        PolicyTrialError when the set without it fails (nothing deleted).
         """
         if isinstance(name, str) and name in self.store.names():  # valid names only
+            candidate = self._without_stored(name)
+            self.engine.try_out(candidate)
             self.store.delete(name)
-            self._fall_back_to_file(name)
+            self.policies.take(candidate)
             log.info("policy %s deleted: active policies %s", name,
                      ", ".join(self.policies.names) or "none")
             return
@@ -384,36 +421,58 @@ class Service:
 
     def reload_policies(self) -> None:
         """Re-read the policy files and directories and the stored policies;
-        bad ones are skipped (logged), the rest replace the active set."""
-        texts = load_policy_texts(self.config.policy_sources(), self.store)
-        try:
-            self.policies.replace(texts)
-        except PolicyError as e:  # load_policy_texts checked them; keep the old set anyway
-            log.error("policies not reloaded: %s", e)
-        else:
-            log.info("policies reloaded: %s", ", ".join(self.policies.names) or "none")
+        bad ones are skipped (logged), the rest replace the active set.
+
+        PolicyTrialError when that set fails on the current statistics:
+        the active set stays, and ``policy_load_error`` says why.
+        """
+        self._take_from_disk(load_policy_texts(self.config.policy_sources(), self.store),
+                             "reloaded")
 
     def reset_policies(self) -> list[str]:
-        """Delete every policy set over the bus and reload; returns the names removed."""
+        """Delete every policy set over the bus and reload; returns the names removed.
+
+        PolicyTrialError, with nothing deleted, when the policy files alone fail
+        on the current statistics.
+        """
+        files_only = load_policy_texts(self.config.policy_sources())
+        self._take_from_disk(files_only, "reset", keep=True)
         try:
             removed = self.store.delete_all()
         finally:
             self.reload_policies()
         return removed
 
-    def _fall_back_to_file(self, name: str) -> None:
-        """After a stored policy is gone: its file, if any, or nothing."""
+    def _take_from_disk(self, texts: dict[str, str], what: str, keep: bool = False) -> None:
+        """Make the policies read from disk active unless they fail when tried
+        (``keep``: only try them)."""
+        try:
+            candidate = PolicySet(texts)
+            self.engine.try_out(candidate)
+        except PolicyError as e:  # load_policy_texts compiled each one already
+            self.policy_load_error = f"policies not {what}: {e}; the active policies stay"
+            log.error("%s", self.policy_load_error, extra=policy_error_fields(e))
+            raise
+        if keep:
+            return
+        self.policies.take(candidate)
+        self.policy_load_error = ""
+        log.info("policies %s: %s", what, ", ".join(self.policies.names) or "none")
+
+    def _without_stored(self, name: str) -> PolicySet:
+        """The active set once the stored policy ``name`` is gone: with its file, if any."""
         try:
             files = find_policy_files(self.config.policy_sources())
         except OSError as e:
             log.error("cannot list policies: %s", e)
             files = {}
         texts = _load_files({name: files[name]}) if name in files else {}
+        candidate = self.policies.copy()
         if name in texts:
-            self.policies.set_policy(name, texts[name])
-            log.info("policy %s: %s is active again", name, files[name])
-        elif name in self.policies:
-            self.policies.delete_policy(name)
+            candidate.set_policy(name, texts[name])
+        elif name in candidate:
+            candidate.delete_policy(name)
+        return candidate
 
     # -- parameters, evaluation, verbosity ------------------------------------------
 
@@ -428,6 +487,7 @@ class Service:
             raise ValueError("parameters must be a mapping of names to values")
         for name, value in params.items():
             check_parameter(name, value)
+        self.engine.try_out(params={**self.engine.params, **params})
         self.engine.set_params(dict(params))
         log.info("policy parameters set: %s",
                  ", ".join(f"{k}={v!r}" for k, v in params.items()) or "none")

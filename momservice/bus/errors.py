@@ -12,11 +12,12 @@ import logging
 from dbus_next import DBusError
 
 from ..hypervisor import HypervisorError
-from ..policy import PolicyError
+from ..policy import PolicyError, PolicyTrialError
 
 log = logging.getLogger(__name__)
 
 POLICY_SYNTAX = "org.ovirt.mom1.Error.PolicySyntax"
+POLICY_FAILED = "org.ovirt.mom1.Error.PolicyFailed"
 INVALID_ARGUMENT = "org.ovirt.mom1.Error.InvalidArgument"
 NOT_FOUND = "org.ovirt.mom1.Error.NotFound"
 FAILED = "org.ovirt.mom1.Error.Failed"
@@ -29,6 +30,8 @@ def to_dbus_error(error: BaseException) -> DBusError:
     """The named D-Bus error for an exception raised by the core."""
     if isinstance(error, DBusError):
         return error
+    if isinstance(error, PolicyTrialError):
+        return DBusError(POLICY_FAILED, str(error))
     if isinstance(error, PolicyError):
         return DBusError(POLICY_SYNTAX, str(error))
     if isinstance(error, (ValueError, TypeError)):

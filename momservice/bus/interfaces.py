@@ -50,7 +50,7 @@ def _last(interface: Any, attribute: str, default: Any = None) -> Any:
 def _last_error(manager: "ManagerInterface") -> str:
     evaluation = manager.service.engine.last_evaluation
     if evaluation is None or evaluation.result.error is None:
-        return ""
+        return manager.service.policy_load_error
     return str(evaluation.result.error)
 
 
@@ -76,7 +76,8 @@ class ManagerInterface(Published):
         Prop("LastEvaluationDuration", "t", lambda m: _usec(_last(m, "duration")),
              "How long the last evaluation took, in microseconds."),
         Prop("LastPolicyError", "s", _last_error,
-             "The error of the last evaluation; empty when it succeeded."),
+             "The error of the last evaluation, else why the policy files are not the "
+             "active policies; empty when all is well."),
         Prop("GuestCount", "u", lambda m: len(m.service.engine.guests),
              "Number of managed guests."),
     )
@@ -115,35 +116,44 @@ class ManagerInterface(Published):
     @method()
     @requires(ACTION_MANAGE_POLICY)
     def SetPolicy(self, name: "s", text: "s"):
-        """Add or replace a policy, durably; PolicySyntax (with the line) leaves the set as it was."""
+        """Add or replace a policy, durably; PolicySyntax (with the line), or PolicyFailed when the
+        set with it fails on the current statistics, leaves the set as it was."""
         self.service.set_policy(name, text)
         self.publish_changes()
 
     @method()
     @requires(ACTION_MANAGE_POLICY)
     def DeletePolicy(self, name: "s"):
-        """Remove a policy set over the bus (a file's policy comes back, if any)."""
+        """Remove a policy set over the bus (a file's policy comes back, if any); PolicyFailed
+        when the set without it fails on the current statistics."""
         self.service.delete_policy(name)
         self.publish_changes()
 
     @method()
     @requires(ACTION_MANAGE_POLICY)
     def ReloadPolicies(self):
-        """Re-read the policy files from disk."""
-        self.service.reload_policies()
-        self.publish_changes()
+        """Re-read the policy files from disk; PolicyFailed (and LastPolicyError) when they fail
+        on the current statistics: the active policies stay."""
+        try:
+            self.service.reload_policies()
+        finally:
+            self.publish_changes()  # LastPolicyError may say why they were refused
 
     @method()
     @requires(ACTION_MANAGE_POLICY)
     def ResetPolicies(self):
-        """Drop every policy set over the bus, back to the files."""
-        self.service.reset_policies()
-        self.publish_changes()
+        """Drop every policy set over the bus, back to the files; PolicyFailed (nothing dropped)
+        when the files alone fail on the current statistics."""
+        try:
+            self.service.reset_policies()
+        finally:
+            self.publish_changes()  # LastPolicyError may say why they were refused
 
     @method()
     @requires(ACTION_MANAGE_POLICY)
     def SetParameters(self, params: "a{sv}"):
-        """Merge policy parameters (values b, i, u, x, t, d or s)."""
+        """Merge policy parameters (values b, i, u, x, t, d or s); PolicyFailed when the
+        policies fail with them on the current statistics (none merged)."""
         self.service.set_parameters(from_variants(params))
         self.publish_changes()
 

@@ -3,7 +3,8 @@
 ==  ================  ==========================================================
  0  OK                success
  1  POLICY_ERROR      a policy failed to parse, check or evaluate (offline
-                      tools, or the service answered ``PolicySyntax``)
+                      tools, or the service answered ``PolicySyntax`` or
+                      ``PolicyFailed``)
  2  INVALID_ARGUMENT  bad command line or input (unreadable file, malformed
                       JSON or size), or the service answered ``InvalidArgument``
  3  NOT_RUNNING       momd is not running (its name has no owner), or the bus
@@ -39,7 +40,7 @@ INTERRUPTED = 130
 EPILOG = """\
 exit codes:
   0    OK
-  1    policy error (a policy does not parse or check)
+  1    policy error (a policy does not parse or check, or fails when evaluated)
   2    invalid argument (bad command line or input; the service refused a value)
   3    momd is not running, or the bus cannot be reached
   4    access denied (run as root, or with a polkit authentication agent)
@@ -57,6 +58,7 @@ _SERVICE_GONE = frozenset({
 
 _BY_NAME = {
     "org.ovirt.mom1.Error.PolicySyntax": POLICY_ERROR,
+    "org.ovirt.mom1.Error.PolicyFailed": POLICY_ERROR,
     "org.ovirt.mom1.Error.InvalidArgument": INVALID_ARGUMENT,
     "org.freedesktop.DBus.Error.InvalidArgs": INVALID_ARGUMENT,
     "org.ovirt.mom1.Error.NotFound": NOT_FOUND,

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..hypervisor.base import HypervisorError, HypervisorInterface
+from ..journal_fields import guest_fields
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +92,19 @@ class BalloonController:
             if "balloon_target" not in controls:
                 continue
             who = _guest(uuid, names)
+            about = guest_fields(uuid, names.get(uuid))
             requested = controls["balloon_target"]
             kib = _as_kib(requested)
             if kib is None:
                 log.warning("Guest %s: ignoring balloon target %r from the policy: "
-                            "not a non-negative number of KiB", who, requested)
+                            "not a non-negative number of KiB", who, requested, extra=about)
                 continue
             sample = samples.get(uuid)
             limits = self.limits(sample) if sample is not None else None
             if limits is None:
                 log.warning("Guest %s: ignoring balloon target %d KiB: no balloon_max "
                             "in its latest sample, so the allowed range is unknown",
-                            who, kib)
+                            who, kib, extra=about)
                 continue
             low, high = limits
             target = min(max(kib, low), high)
@@ -110,20 +112,20 @@ class BalloonController:
                 log.info("Guest %s: balloon target %d KiB clamped to %d KiB "
                          "(allowed range %d..%d KiB: balloon_min %s, floor %d, "
                          "balloon_max %d)", who, kib, target, low, high,
-                         sample.get("balloon_min"), self.floor_kib, high)
+                         sample.get("balloon_min"), self.floor_kib, high, extra=about)
             current = _sample_kib(sample, "balloon_cur")
             if target == current:
                 log.debug("Guest %s: balloon already at %d KiB, nothing to send",
-                          who, target)
+                          who, target, extra=about)
                 continue
             try:
-                await self._send(uuid, who, target, current)
+                await self._send(uuid, who, target, current, about)
             except HypervisorError as exc:
                 # The message, not the exception: a log record may outlive
                 # this call, and the exception's traceback holds the
                 # hypervisor's connection objects.
                 log.warning("Guest %s: could not set balloon to %d KiB: %s",
-                            who, target, str(exc))
+                            who, target, str(exc), extra=about)
                 continue
             applied[uuid] = target
             if len(applied) % _YIELD_EVERY == 0:
@@ -144,6 +146,7 @@ class BalloonController:
         propagates, for the caller to report.
         """
         who = _guest(uuid, {uuid: name} if name else {})
+        about = guest_fields(uuid, name)
         target = _as_kib(kib)
         if target is None:
             raise ValueError(f"balloon target for guest {who} must be a "
@@ -161,21 +164,23 @@ class BalloonController:
                 f"balloon_max {high})")
         current = _sample_kib(sample, "balloon_cur")
         if target == current:
-            log.info("Guest %s: balloon already at %d KiB, nothing to send", who, target)
+            log.info("Guest %s: balloon already at %d KiB, nothing to send", who, target,
+                     extra=about)
             return target
-        await self._send(uuid, who, target, current)
+        await self._send(uuid, who, target, current, about)
         return target
 
     # -- the one writer ------------------------------------------------------
 
-    async def _send(self, uuid: str, who: str, target: int, current: int | None) -> None:
+    async def _send(self, uuid: str, who: str, target: int, current: int | None,
+                    about: dict[str, str]) -> None:
         was = f"{current} KiB" if current is not None else "unknown"
         if self.dry_run:
             log.info("Dry run: would set balloon of guest %s to %d KiB (now %s)",
-                     who, target, was)
+                     who, target, was, extra=about)
             return
         await self.hypervisor.set_balloon_target(uuid, target)
-        log.info("Set balloon of guest %s to %d KiB (was %s)", who, target, was)
+        log.info("Set balloon of guest %s to %d KiB (was %s)", who, target, was, extra=about)
 
 
 def _guest(uuid: str, names: Mapping[str, str]) -> str:

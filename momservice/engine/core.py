@@ -19,6 +19,7 @@ from typing import Any
 from ..collectors import CollectionError
 from ..fields import GUEST_CONTROLS, HOST_CONTROLS
 from ..hypervisor import GuestInfo, HypervisorInterface
+from ..journal_fields import guest_fields, policy_error_fields
 from ..policy import Entity, EvaluationResult, PolicySet
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class Engine:
         self._pressure_task: asyncio.Task | None = None
         self._pressure_again = False
         self._unknown_controls_seen: set[tuple[str, str]] = set()
+        self._connected_once = False
 
     # -- hypervisor listener ---------------------------------------------
 
@@ -112,13 +114,15 @@ class Engine:
             return
         self.guests[info.uuid] = Entity.guest(self._props(info),
                                               history_length=self.history_length)
-        log.info("guest %s (%s) is now managed", info.name, info.uuid)
+        log.info("guest %s (%s) is now managed", info.name, info.uuid,
+                 extra=guest_fields(info.uuid, info.name))
         self._notify("guest_added", info.uuid)
 
     def guest_removed(self, uuid: str) -> None:
         entity = self.guests.pop(uuid, None)
         if entity is not None:
-            log.info("guest %s (%s) is gone", entity.name, uuid)
+            log.info("guest %s (%s) is gone", entity.name, uuid,
+                     extra=guest_fields(uuid, entity.name))
             self._notify("guest_removed", uuid)
 
     def connection_changed(self, connected: bool) -> None:
@@ -183,9 +187,12 @@ class Engine:
                 log.debug("policy: %s", message)
             for guest, error in result.guest_errors.items():
                 log.warning("policy error for guest %s, its controls are skipped: %s",
-                            guest.name, error)
+                            guest.name, error,
+                            extra=guest_fields(guest.props.get("uuid"), guest.name)
+                            | policy_error_fields(error))
             if result.error is not None:
-                log.error("policy evaluation failed, nothing applied: %s", result.error)
+                log.error("policy evaluation failed, nothing applied: %s", result.error,
+                          extra=policy_error_fields(result.error))
             else:
                 evaluation.host_controls = dict(result.host_controls)
                 evaluation.guest_controls = {
@@ -228,11 +235,31 @@ class Engine:
 
     # -- loops ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect, take the first samples and run the first evaluation."""
+    def try_out(self, policies: PolicySet | None = None,
+                params: Mapping[str, Any] | None = None) -> None:
+        """PolicyTrialError unless ``policies`` (default: the active set) with
+        ``params`` (default: the current ones) evaluate on the newest samples.
+
+        Nothing is applied or kept.  Before the first host sample there is
+        nothing to evaluate on: the check is then left to start-up.
+        """
+        if not self.host.latest:
+            return
+        (policies or self.policies).try_out(
+            self.host, list(self.guests.values()), self.params if params is None else params)
+
+    async def connect(self) -> None:
+        """Connect and take the first samples, once; ``start`` does it if needed."""
+        if self._connected_once:
+            return
+        self._connected_once = True
         await self.hypervisor.start(self)
         self.collect_host()
         await self.collect_guests()
+
+    async def start(self) -> None:
+        """Connect, take the first samples and run the first evaluation."""
+        await self.connect()
         await self.evaluate(reason="start")
         loop_specs = (
             (self.host_interval, self._host_tick, "host collection"),
@@ -298,6 +325,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
+        self._connected_once = False
         await self.hypervisor.close()
 
     # -- observers -------------------------------------------------------------

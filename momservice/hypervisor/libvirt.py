@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
+from ..journal_fields import guest_fields
 from .base import GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener
 from .libvirt_eventloop import bind_event_loop, settle
 from .libvirt_xml import min_guarantee_kib
@@ -525,7 +526,8 @@ class LibvirtHypervisor(HypervisorInterface):
             if not self._period_logged:
                 self._period_logged = True
                 log.warning("cannot set the memory statistics period of %s: %s "
-                            "(not logged again for other guests)", dom.name(), _message(err))
+                            "(not logged again for other guests)", dom.name(), _message(err),
+                            extra=guest_fields(dom.UUIDString(), dom.name()))
 
     # -- statistics -------------------------------------------------------
 

@@ -5,9 +5,9 @@ Pure: nothing here reads or writes files, talks to a hypervisor or logs.
 
 from .compiler import compile_policy
 from .entity import Entity
-from .errors import PolicyBudgetError, PolicyError, PolicyLimitError
+from .errors import PolicyBudgetError, PolicyError, PolicyLimitError, PolicyTrialError
 from .parser import parse
 from .policyset import EvaluationResult, PolicySet
 
 __all__ = ["Entity", "EvaluationResult", "PolicyBudgetError", "PolicyError", "PolicyLimitError",
-           "PolicySet", "compile_policy", "parse"]
+           "PolicySet", "PolicyTrialError", "compile_policy", "parse"]

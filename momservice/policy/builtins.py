@@ -193,12 +193,20 @@ def _get_control(env: Env, entity: Entity, args: list, line: int) -> Any:
 
 def _set_var(env: Env, entity: Entity, args: list, line: int) -> Any:
     name = _name_arg("SetVar", args, 2, line)
-    entity.variables[name] = args[1]
+    if env.variables is None:
+        entity.variables[name] = args[1]
+    else:
+        env.variables.setdefault(entity, {})[name] = args[1]
     return args[1]
 
 
 def _get_var(env: Env, entity: Entity, args: list, line: int) -> Any:
-    return entity.variables.get(_name_arg("GetVar", args, 1, line))
+    name = _name_arg("GetVar", args, 1, line)
+    if env.variables is not None:
+        written = env.variables.get(entity)
+        if written is not None and name in written:
+            return written[name]
+    return entity.variables.get(name)
 
 
 ENTITY_METHODS: dict[str, Callable[[Env, Entity, list, int], Any]] = {

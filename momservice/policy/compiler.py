@@ -3,6 +3,10 @@
 Each node becomes a function ``f(env) -> value``.  Structure is checked
 here (arity of special forms and operators, shapes of ``def``, ``let`` and
 ``with``), so a policy set that compiles can only fail on values at run time.
+One exception, for MoM's sake: a call whose head is not a symbol or an
+operator, such as ``("text")``, fails only when it is evaluated, as under
+MoM, whose policies may carry one in a branch never taken.  It is reported
+as a warning instead.
 """
 
 from __future__ import annotations
@@ -17,12 +21,21 @@ from .parser import Atom, Form, Node, parse
 from .runtime import Builtin, Compiled, Env, UserFunction, show
 
 
-def compile_policy(text: str, policy: str | None = None) -> list[Compiled]:
-    """Parse and compile a policy text into its top-level closures."""
+def compile_policy(text: str, policy: str | None = None,
+                   warnings: list[PolicyError] | None = None) -> list[Compiled]:
+    """Parse and compile a policy text into its top-level closures.
+
+    What fails only when evaluated (see the module's doc) is appended to
+    ``warnings`` when a list is given.
+    """
+    compiler = Compiler(policy)
     try:
-        return [Compiler(policy).node(n) for n in parse(text)]
+        compiled = [compiler.node(n) for n in parse(text)]
     except PolicyError as e:
         raise e.located(policy) if policy is not None else e
+    if warnings is not None:
+        warnings.extend(compiler.warnings)
+    return compiled
 
 
 def weight(node: Node) -> int:
@@ -41,6 +54,8 @@ class Compiler:
 
     def __init__(self, policy: str | None) -> None:
         self.policy = policy
+        #: Errors deferred to evaluation, each with its line.
+        self.warnings: list[PolicyError] = []
         self.special: dict[str, Callable[[Form], Compiled]] = {
             "def": self.def_, "defun": self.def_, "let": self.let,
             "if": self.if_, "with": self.with_, "and": self.and_,
@@ -119,7 +134,9 @@ class Compiler:
             raise PolicyError("empty call", form.line)
         head = form.items[0]
         if not isinstance(head, Atom) or head.kind not in ("sym", "op"):
-            raise PolicyError("a call must start with a symbol or an operator", form.line)
+            return self.deferred_error(
+                PolicyError("a call must start with a symbol or an operator", form.line,
+                            self.policy))
         if head.kind == "op":
             return self.operator(head.value, form)
         name = head.value
@@ -130,6 +147,14 @@ class Compiler:
         if "." in name:
             return self.method_call(name, args, form.line)
         return self.function_call(name, args, form.line)
+
+    def deferred_error(self, error: PolicyError) -> Compiled:
+        """A node that raises ``error`` when evaluated, noted as a warning now."""
+        self.warnings.append(error)
+
+        def fail(env: Env) -> Any:
+            raise PolicyError(error.message, error.line)
+        return fail
 
     def operator(self, symbol: str, form: Form) -> Compiled:
         line = form.line

@@ -42,3 +42,19 @@ class PolicyBudgetError(PolicyLimitError):
     Unlike other errors inside a guest's item of ``with``, this one ends the
     whole evaluation: the budget is shared, so the next guest would fail too.
     """
+
+
+class PolicyTrialError(PolicyError):
+    """A change of policies or parameters was refused: the set it would make
+    compiles, but fails when evaluated once on the current statistics.
+
+    ``cause`` is the evaluation's error; ``guest`` names the guest whose
+    item failed, if it was one.  Nothing was changed.
+    """
+
+    def __init__(self, cause: PolicyError, guest: str | None = None) -> None:
+        where = f" for guest {guest}" if guest is not None else ""
+        super().__init__(f"{cause.message}{where} (evaluated once on the current "
+                         f"statistics; nothing was changed)", cause.line, cause.policy)
+        self.cause = cause
+        self.guest = guest

@@ -9,7 +9,7 @@ from typing import Any
 from .builtins import BUILTINS
 from .compiler import compile_policy
 from .entity import Entity
-from .errors import PolicyError, PolicyLimitError
+from .errors import PolicyError, PolicyLimitError, PolicyTrialError
 from .runtime import Compiled, Env
 
 #: Step budget of one evaluation, in evaluated nodes (roughly): a runaway
@@ -100,15 +100,30 @@ class PolicySet:
         self._compiled = compiled
         self._reorder()
 
+    def copy(self) -> "PolicySet":
+        """Another set with the same policies (sharing their compiled code)
+        and limits, to try a change on before making it."""
+        other = PolicySet(max_steps=self.max_steps, max_depth=self.max_depth)
+        other.take(self)
+        return other
+
+    def take(self, other: "PolicySet") -> None:
+        """Become the same set as ``other``: its policies, compiled already."""
+        self._texts = dict(other._texts)
+        self._compiled = dict(other._compiled)
+        self._reorder()
+
     def _reorder(self) -> None:
         self._program = [(name, self._compiled[name]) for name in sorted(self._compiled)]
 
     def evaluate(self, host: Entity, guests: Iterable[Entity],
-                 params: Mapping[str, Any] | None = None) -> EvaluationResult:
+                 params: Mapping[str, Any] | None = None, *,
+                 trial: bool = False) -> EvaluationResult:
         """Run the whole set once over the newest samples of the entities.
 
         Guests whose newest sample lacks a required statistic are left out of
-        ``Guests`` for this round.
+        ``Guests`` for this round.  A ``trial`` leaves the entities as they
+        were: what the policy stores with ``SetVar`` is kept for this run only.
         """
         managed = [g for g in guests if g.is_complete()]
         bindings: dict[str, Any] = dict(BUILTINS)
@@ -116,7 +131,8 @@ class PolicySet:
             bindings.update(params)
         bindings["Host"] = host
         bindings["Guests"] = managed
-        env = Env(bindings, max_steps=self.max_steps, max_depth=self.max_depth)
+        env = Env(bindings, max_steps=self.max_steps, max_depth=self.max_depth,
+                  keep_variables=not trial)
         result = EvaluationResult(messages=env.messages)
         policy = None
         try:
@@ -135,4 +151,16 @@ class PolicySet:
                 result.host_controls = controls
             elif entity not in env.failed:
                 result.guest_controls[entity] = controls
+        return result
+
+    def try_out(self, host: Entity, guests: Iterable[Entity],
+                params: Mapping[str, Any] | None = None) -> EvaluationResult:
+        """Evaluate once as a trial (nothing kept); PolicyTrialError when the
+        evaluation fails, or the item of any guest does: either would leave
+        guests unmanaged."""
+        result = self.evaluate(host, guests, params, trial=True)
+        if result.error is not None:
+            raise PolicyTrialError(result.error)
+        for guest, error in result.guest_errors.items():
+            raise PolicyTrialError(error, guest.name)
         return result

@@ -55,10 +55,10 @@ class Env:
     """Everything one evaluation changes: bindings, frames, budget, requests."""
 
     __slots__ = ("b", "frames", "steps", "depth", "max_depth", "controls",
-                 "failed", "messages")
+                 "failed", "messages", "variables")
 
     def __init__(self, bindings: dict[str, Any], *, max_steps: int,
-                 max_depth: int) -> None:
+                 max_depth: int, keep_variables: bool = True) -> None:
         self.b: dict[str, list] = {name: [value] for name, value in bindings.items()}
         # The global frame is mutable: defvar and def add to it.
         self.frames: list[set[str] | frozenset[str]] = [set(self.b)]
@@ -68,6 +68,10 @@ class Env:
         self.controls: dict[Entity, dict[str, Any]] = {}
         self.failed: dict[Entity, PolicyError] = {}
         self.messages: list[str] = []
+        #: SetVar writes of a trial run, kept here instead of on the
+        #: entities (None: written through, kept across evaluations).
+        self.variables: dict[Entity, dict[str, Any]] | None = \
+            None if keep_variables else {}
 
     def push(self, name: str, value: Any) -> None:
         stack = self.b.get(name)

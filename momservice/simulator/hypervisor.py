@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from ..hypervisor.base import GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener
+from ..journal_fields import guest_fields
 from .driver import SimulationDriver
 from .guest_model import MiB
 from .simulation import Simulation
@@ -116,8 +117,9 @@ class SimHypervisor(HypervisorInterface):
         if isinstance(kib, bool) or not isinstance(kib, (int, float)):
             raise HypervisorError(f"balloon target must be a number of KiB, got {kib!r}")
         target = self.simulation.set_balloon_target(uuid, int(kib))
+        name = self.simulation.guests[uuid].name
         log.debug("simulated guest %s: balloon target %d KiB (%.0f MiB)",
-                  self.simulation.guests[uuid].name, target, target / MiB)
+                  name, target, target / MiB, extra=guest_fields(uuid, name))
 
     # -- time ------------------------------------------------------------------
 

@@ -216,6 +216,17 @@ def test_root_manages_policies(system, momd) -> None:
     assert name == "org.ovirt.mom1.Error.PolicySyntax" and "line 2" in text
     assert "10-site" not in prop(system, MANAGER_PATH, MANAGER_INTERFACE, "PolicyNames")
 
+    # Parses, fails once evaluated: refused, and nothing about the service moved.
+    last_error = prop(system, MANAGER_PATH, MANAGER_INTERFACE, "LastPolicyError")
+    name, text = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss",
+                            ["zz", "(defvar x (<< 1 100000))"]))
+    assert name == "org.ovirt.mom1.Error.PolicyFailed", text
+    assert "zz" in text and "line 1" in text
+    assert "zz" not in prop(system, MANAGER_PATH, MANAGER_INTERFACE, "PolicyNames")
+    assert prop(system, MANAGER_PATH, MANAGER_INTERFACE, "LastPolicyError") == last_error
+    name, _ = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "GetPolicy", "s", ["zz"]))
+    assert name == "org.ovirt.mom1.Error.NotFound"
+
     ok(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss",
             ["10-site", "(defvar site_marker 1)\n"]))
     assert prop(system, MANAGER_PATH, MANAGER_INTERFACE, "PolicyNames")[-1] == "10-site"
@@ -244,6 +255,12 @@ def test_root_parameters_verbosity_and_evaluation(system, momd) -> None:
     name, _ = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetParameters", "a{sv}",
                          [{"bad name": Variant("x", 1)}]))
     assert name == "org.ovirt.mom1.Error.InvalidArgument"
+    # 03-ksm multiplies ksm_free_share: a string there fails every evaluation.
+    name, text = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetParameters", "a{sv}",
+                            [{"ksm_free_share": Variant("s", "lots")}]))
+    assert name == "org.ovirt.mom1.Error.PolicyFailed", text
+    assert "03-ksm" in text
+    assert "ksm_free_share" not in prop(system, MANAGER_PATH, MANAGER_INTERFACE, "Parameters")
 
     ok(call(system, MANAGER_PATH, PROPS, "Set", "ssv",
             [MANAGER_INTERFACE, "Verbosity", Variant("s", "warning")]))

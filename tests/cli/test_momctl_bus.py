@@ -255,6 +255,11 @@ def test_policy_set_delete_reload_reset(system, momd, tmp_path):
     err = failed(momctl(system, "policy", "set", "70-bad", str(bad)), exitcodes.POLICY_ERROR)
     assert "line 3" in err or ":3" in err, err
     assert "70-bad" not in json.loads(ok(momctl(system, "policy", "list", "--json")))["active"]
+    huge = tmp_path / "huge.policy"
+    huge.write_text("(defvar x 1)\n(defvar y (<< 1 100000))\n")
+    err = failed(momctl(system, "policy", "set", "80-huge", str(huge)), exitcodes.POLICY_ERROR)
+    assert "80-huge" in err and "line 2" in err, err
+    assert "80-huge" not in json.loads(ok(momctl(system, "policy", "list", "--json")))["active"]
     failed(momctl(system, "policy", "set", "x", str(tmp_path / "missing")),
            exitcodes.INVALID_ARGUMENT)
 

@@ -66,6 +66,19 @@ def test_check_error_reports_file_and_line(tmp_path, capsys):
     assert "if" in lines[0]
 
 
+def test_check_warns_of_a_call_that_fails_only_when_evaluated(tmp_path, capsys):
+    # MoM loads a policy with ("text") in a branch never taken: so do we,
+    # and check says where it is without failing the set.
+    lazy = write(tmp_path / "lazy.policy", '(defvar x 1)\n(if 0\n    ("text")\n    x)\n')
+    code, out, err = momctl(capsys, "policy", "check", str(lazy))
+    assert code == exitcodes.OK
+    lines = err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{lazy}:3: ")
+    assert "warning" in lines[0] and "symbol" in lines[0]
+    assert "1 policies OK" in out
+
+
 def test_check_syntax_error_line(tmp_path, capsys):
     bad = write(tmp_path / "syntax.policy", "1\n2\n3\n(+ 1 017)\n")
     code, _, err = momctl(capsys, "policy", "check", str(bad))

@@ -583,9 +583,11 @@ class Polkitd(_LoggedProcess):
 
     def __init__(self, bus: PrivateSystemBus, *, binary: str | None = None,
                  action_files: Iterable[str | Path] = (MOM_POLKIT_POLICY,),
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, command_prefix: Sequence[str] = ()) -> None:
         self.bus = bus
         self.binary = binary or find_polkitd()
+        # Runs polkitd, e.g. in a namespace; it must exec it (stop() signals this pid).
+        self.command_prefix = list(command_prefix)
         self.actions = ActionFiles(action_files)
         self.log_file = log_file or bus.tmpdir / "polkitd.log"
         self.process: subprocess.Popen | None = None
@@ -606,7 +608,8 @@ class Polkitd(_LoggedProcess):
                 # polkitd starts as root and switches to the polkitd user
                 # itself; it stays a direct child, so stop() reaches it.
                 self.process = subprocess.Popen(
-                    [self.binary], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    [*self.command_prefix, self.binary], stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=log,
                     env=env, start_new_session=True)
             try:
                 self.bus.wait_for_name(POLKIT_NAME, timeout, process=self.process)

@@ -74,6 +74,29 @@ def test_head_must_be_a_symbol_or_operator(text):
     assert e.line == 2
 
 
+@pytest.mark.parametrize("form", ['("text")', "(2 + 2)", "((max 1 2) 3)", "({max} 1 2)"])
+def test_bad_head_in_a_branch_never_taken_loads_and_runs(form):
+    # MoM is lazy here: only an evaluated bad head is an error.
+    policy_set = PolicySet({"p": f'(if 0 {form} 7)\n(if 1 8 {form})'})
+    assert policy_set.evaluate(make_host(), []).values == [7, 8]
+
+
+def test_bad_head_is_a_warning_at_compile_time_with_its_line():
+    from momservice.policy import compile_policy
+    warnings: list[PolicyError] = []
+    compile_policy('1\n(if 0\n  ("text")\n  1)', "p", warnings)
+    assert [(w.line, w.policy) for w in warnings] == [(3, "p")]
+    assert "symbol" in warnings[0].message
+
+
+def test_bad_head_fails_every_time_it_is_evaluated():
+    policy_set = PolicySet({"p": '(def f () ("text"))\n1\n(f)'})
+    for _ in range(2):
+        result = policy_set.evaluate(make_host(), [])
+        assert result.error is not None and result.error.line == 1
+        assert result.error.policy == "p"
+
+
 def test_block_yields_last_and_evaluates_each():
     result = evaluate('{ (Host.Control "a" 1) (Host.Control "b" 2) 3 }')
     assert result.error is None
