@@ -110,7 +110,7 @@ asyncio.run(main())
 
 
 def test_without_polkit_only_root_may_change_anything(tmp_path: Path) -> None:
-    from tests.helpers.private_bus import python_as_nobody
+    from tests.helpers.as_nobody import python_as_nobody
     node = write_node_xml(tmp_path / "node.xml", guest_specs(1))
     config = momd_config(tmp_path, node_uri(node))
     with system_bus_with_polkit(tmp_path / "bus", polkit=False) as system:

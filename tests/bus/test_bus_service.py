@@ -26,7 +26,8 @@ from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
 from tests.helpers.ksm_sysfs import saved_real_ksm
 from tests.helpers.libvirt_node import GuestSpec, domain_xml
 from tests.helpers.momd_process import Momd, momd_config
-from tests.helpers.private_bus import python_as_nobody, skip_reason
+from tests.helpers.as_nobody import python_as_nobody
+from tests.helpers.private_bus import skip_reason
 from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 
 MOM = "org.ovirt.mom1"

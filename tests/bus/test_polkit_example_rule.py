@@ -25,8 +25,8 @@ from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
 from momservice.simulator.simulation import guest_uuid
 from tests.helpers.momd_process import REPO, Momd, momd_config
 from tests.helpers.polkit_view import PolkitView, unavailable_reason
-from tests.helpers.private_bus import (NOBODY, Polkitd, PrivateSystemBus, SystemBusWithPolkit,
-                                       nobody_command, nobody_env, skip_reason)
+from tests.helpers.as_nobody import NOBODY, nobody_command, nobody_env
+from tests.helpers.private_bus import Polkitd, PrivateSystemBus, SystemBusWithPolkit, skip_reason
 
 EXAMPLE = REPO / "polkit" / "50-org.ovirt.mom1-manage.rules.example"
 RULE_NAME = "50-org.ovirt.mom1-manage.rules"

@@ -21,17 +21,19 @@ from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, method, signal
 
+from tests.helpers.as_nobody import (
+    nobody_command,
+    nobody_env,
+    nobody_python,
+    python_as_nobody,
+    run_as_nobody,
+)
 from tests.helpers.private_bus import (
     MOM_POLKIT_POLICY,
     POLKIT_ACTIONS_DIR,
     POLKIT_NAME,
-    REPO,
     PrivateSystemBus,
     mom_service_file,
-    nobody_command,
-    nobody_env,
-    python_as_nobody,
-    run_as_nobody,
     skip_reason,
     system_bus_with_polkit,
 )
@@ -156,6 +158,47 @@ def test_run_as_nobody_is_nobody_and_reaches_the_bus(system):
     assert result.stdout.split() == ["0", "65534"], result.stderr
 
 
+_NOBODY_IMPORTS = textwrap.dedent("""
+    import hashlib, json, os, sys
+    from pathlib import Path
+    import dbus_next, momservice
+    package = Path(momservice.__file__).parent
+    sources = {str(p.relative_to(package)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in sorted(package.rglob("*.py"))}
+    try:
+        open(package / "__init__.py", "a").close()
+        writable = True
+    except PermissionError:
+        writable = False
+    print(json.dumps({"uid": os.getuid(), "path": sys.path, "package": str(package),
+                      "dbus_next": dbus_next.__file__, "sources": sources,
+                      "writable": writable}))
+""")
+
+
+def test_nobody_runs_the_checkouts_code_wherever_the_checkout_is():
+    """nobody's clients import this checkout's momservice and the venv's
+    dbus_next (from a snapshot nobody can read, even when the checkout is in
+    a 0700 folder), not the host's, and cannot change them."""
+    import hashlib
+
+    import momservice
+    python = nobody_python()
+    result = run_as_nobody(python.argv("-c", _NOBODY_IMPORTS), python.env(), timeout=30)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["uid"] == 65534
+    package = Path(momservice.__file__).parent
+    assert seen["sources"] == {
+        str(p.relative_to(package)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(package.rglob("*.py"))}
+    assert len(seen["sources"]) > 10
+    assert seen["package"].startswith(f"{python.site}/")
+    assert seen["dbus_next"].startswith(f"{python.site}/")
+    assert not [p for p in seen["path"] if p.endswith(("site-packages", "dist-packages"))]
+    assert seen["writable"] is False
+
+
 # --------------------------------------------------------------------------
 # What polkit answers (momd's authorization rests on these)
 
@@ -167,8 +210,9 @@ def test_root_is_authorized(system, run, action, flags):
 
 
 def test_nobody_checking_itself_gets_a_challenge(system):
-    result = run_as_nobody([sys.executable, "-c", _NOBODY_CHECK, *ACTIONS],
-                           {**system.client_env(), "PYTHONPATH": str(REPO)}, timeout=40)
+    python = nobody_python()
+    result = run_as_nobody(python.argv("-c", _NOBODY_CHECK, *ACTIONS),
+                           python.env(system.client_env()), timeout=40)
     assert result.returncode == 0, result.stderr
     answers = json.loads(result.stdout)
     assert len(answers) == 2 * len(ACTIONS)
@@ -179,8 +223,9 @@ def test_nobody_checking_itself_gets_a_challenge(system):
 @pytest.mark.parametrize("flags", [0, ALLOW_USER_INTERACTION])
 def test_root_checking_nobody_gets_a_challenge(system, run, flags):
     """The real case: momd (root) asks polkit about an unprivileged caller."""
+    python = nobody_python()
     holder = subprocess.Popen(
-        nobody_command([sys.executable, "-c", textwrap.dedent("""
+        nobody_command(python.argv("-c", textwrap.dedent("""
             import asyncio, sys
             from dbus_next.aio import MessageBus
             from dbus_next.constants import BusType
@@ -189,8 +234,8 @@ def test_root_checking_nobody_gets_a_challenge(system, run, flags):
                 print(bus.unique_name, flush=True)
                 await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
             asyncio.run(main())
-        """)]),
-        env=nobody_env(system.client_env()), cwd="/", stdin=subprocess.PIPE,
+        """))),
+        env=nobody_env(python.env(system.client_env())), cwd="/", stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         name = _readline(holder, 20)
@@ -285,9 +330,10 @@ def test_only_root_owns_mom_and_everyone_may_call_it(system):
             probe = _Probe()
             bus.export("/org/ovirt/mom1", probe)
             await bus.request_name(MOM)  # raises unless root may own it
+            python = nobody_python()
             client = await asyncio.create_subprocess_exec(
-                *nobody_command([sys.executable, "-c", _NOBODY_CLIENT]),
-                env=nobody_env({**system.client_env(), "PYTHONPATH": str(REPO)}), cwd="/",
+                *nobody_command(python.argv("-c", _NOBODY_CLIENT)),
+                env=nobody_env(python.env(system.client_env())), cwd="/",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE)
             try:

@@ -25,8 +25,10 @@ import pytest
 from momservice.cli import exitcodes
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.libvirt_node import domain_xml, guest_specs, node_uri, write_node_xml
-from tests.helpers.private_bus import (PrivateSystemBus, mom_service_file, run_as_nobody,
-                                       skip_reason, system_bus_with_polkit)
+from tests.helpers.as_nobody import nobody_python, run_as_nobody
+from tests.helpers.ksm_sysfs import KsmBusy, exclusive_real_ksm
+from tests.helpers.private_bus import (PrivateSystemBus, mom_service_file, skip_reason,
+                                       system_bus_with_polkit)
 
 REPO = Path(__file__).resolve().parents[2]
 MOM = "org.ovirt.mom1"
@@ -66,8 +68,9 @@ def momctl(system, *args: str, input: str | None = None, timeout: float = 60,
 
 
 def momctl_as_nobody(system, *args: str) -> subprocess.CompletedProcess[str]:
-    result = run_as_nobody(_momctl_argv(*args), {"PYTHONPATH": str(REPO),
-                                                 **system.client_env()}, timeout=60)
+    python = nobody_python()
+    result = run_as_nobody(python.argv("-m", "momservice.cli.momctl", *args),
+                           python.env(system.client_env()), timeout=60)
     assert "Traceback" not in result.stderr, result.stderr
     return result
 
@@ -205,9 +208,15 @@ def test_ksm_set_checks(system, momd):
     failed(momctl(system, "ksm", "set", "colour=3"), exitcodes.INVALID_ARGUMENT)
     # Writing what is already there changes nothing on this host; where
     # /sys is read-only (a container) the kernel's refusal must be "failed".
-    current = json.loads(ok(momctl(system, "ksm", "--json")))
-    result = momctl(system, "ksm", "set", f"run={current['KsmRun']}",
-                    f"pages_to_scan={current['KsmPagesToScan']}")
+    # Another test run must not change them between the reading and the
+    # writing back: this would undo what it set.
+    try:
+        with exclusive_real_ksm():
+            current = json.loads(ok(momctl(system, "ksm", "--json")))
+            result = momctl(system, "ksm", "set", f"run={current['KsmRun']}",
+                            f"pages_to_scan={current['KsmPagesToScan']}")
+    except KsmBusy as e:
+        pytest.skip(str(e))
     if os.access("/sys/kernel/mm/ksm/run", os.W_OK) and result.returncode == exitcodes.OK:
         assert ok(result).startswith("KSM set: run=")
     else:

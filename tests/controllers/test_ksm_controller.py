@@ -13,13 +13,16 @@ import errno
 import logging
 import mmap
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import momservice.controllers.ksm as ksm_module
-from tests.helpers.ksm_sysfs import REAL, real_value, saved_real_ksm
+from tests.helpers.ksm_sysfs import (LOCK, LOCK_WAIT, REAL, KsmBusy, exclusive_real_ksm, real_value,
+                                     saved_real_ksm)
 from momservice.controllers import KsmController
 
 LOGGER = "momservice.controllers.ksm"
@@ -31,6 +34,7 @@ KERNEL_FILES = {"run": "0", "pages_to_scan": "100", "sleep_millisecs": "20",
                 "pages_volatile": "0", "full_scans": "3",
                 "advisor_mode": "[none] scan-time", "use_zero_pages": "0"}
 TUNABLES = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -315,6 +319,42 @@ def _write_real(name: str, value: str) -> None:
 def real_ksm():
     with saved_real_ksm() as saved:
         yield saved
+
+
+_TAKE_TURN = """
+from tests.helpers import ksm_sysfs
+try:
+    with ksm_sysfs.exclusive_real_ksm(timeout=float(__import__("sys").argv[1])):
+        print("held")
+except ksm_sysfs.KsmBusy as e:
+    print("busy:", e)
+"""
+
+
+def _take_turn(wait: float) -> str:
+    result = subprocess.run([sys.executable, "-c", _TAKE_TURN, str(wait)], cwd=REPO,
+                            capture_output=True, text=True, timeout=wait + 60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_test_processes_take_turns_with_the_real_ksm():
+    """While one test process holds the real KSM, another waits for it and,
+    given up, is told who holds it; then it gets its turn."""
+    if os.geteuid() != 0:
+        pytest.skip(f"only root changes the real KSM (the lock is {LOCK})")
+    try:
+        with exclusive_real_ksm():
+            with exclusive_real_ksm():  # re-entrant within one process
+                busy = _take_turn(0.5)
+            again = _take_turn(0.5)
+    except KsmBusy as e:
+        pytest.skip(str(e))
+    for answer in (busy, again):
+        assert answer.startswith("busy: the real KSM was in use by another test process "
+                                 f"for 0 s (pid {os.getpid()}: "), answer
+    # Free again (other test runs may take it meanwhile: it waits as they would).
+    assert _take_turn(LOCK_WAIT) == "held"
 
 
 def test_real_writes_only_what_differs(real_ksm, monkeypatch):

@@ -22,7 +22,6 @@ Building is serialized with a lock file, so concurrent runs share the work.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import io
@@ -32,11 +31,12 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from xml.sax.saxutils import escape
+
+from tests.helpers.file_lock import flock_within
 
 KERNEL_META_PACKAGE = "linux-image-amd64"
 #: The balloon driver and what it needs, in load order.
@@ -175,15 +175,7 @@ def cache_lock(directory: Path, timeout: float = 600.0) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{directory}/.lock held for {timeout} s") from None
-                time.sleep(0.2)
+        flock_within(fd, timeout, f"{directory}/.lock", interval=0.2)
         yield
     finally:
         os.close(fd)

@@ -5,10 +5,16 @@ cgroup, so the kernel reclaims and refaults its pages continuously: real
 memory stalls, seen in the cgroup's own PSI file (cgroup v2) and in
 /proc/pressure/memory.  Works with a pure cgroup v2 hierarchy and with the
 hybrid layout (memory limit in v1, PSI in the unified v2 tree).
+
+/proc/pressure/memory is the whole machine's: a test that needs it calm
+(nothing but its own thrashing) and every ``ThrashingCgroup`` hold
+``host_memory_pressure()``, so that test runs of several checkouts on one
+machine take turns.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +22,18 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
+from tests.helpers.file_lock import LOCK_WAIT, LockBusy, machine_lock
+
 CGROUP = Path("/sys/fs/cgroup")
+PRESSURE_LOCK = Path("/var/tmp/mom-tests-memory-pressure.lock")
+
+
+def host_memory_pressure(timeout: float = LOCK_WAIT) -> contextlib.AbstractContextManager:
+    """Hold the machine-wide lock on provoking (or watching) the host's
+    memory pressure; ``LockBusy`` when another test process keeps it."""
+    return machine_lock(PRESSURE_LOCK, "the host's memory pressure", timeout)
 
 
 class ThrashingCgroup:
@@ -29,6 +46,7 @@ class ThrashingCgroup:
         self.file_mib = file_mib
         self.process: subprocess.Popen | None = None
         self.dirs: list[Path] = []
+        self._lock = contextlib.ExitStack()
         if (CGROUP / "cgroup.controllers").exists():      # pure cgroup v2
             self.pressure_dir = CGROUP / self.name
             self.limit_file = self.pressure_dir / "memory.max"
@@ -55,6 +73,18 @@ class ThrashingCgroup:
         return self.pressure_dir / "memory.pressure"
 
     def __enter__(self) -> "ThrashingCgroup":
+        try:
+            self._lock.enter_context(host_memory_pressure())
+        except LockBusy as e:
+            pytest.skip(str(e))
+        try:
+            self._make()
+        except BaseException:
+            self._lock.close()
+            raise
+        return self
+
+    def _make(self) -> None:
         for directory in {self.pressure_dir, self.limit_file.parent}:
             directory.mkdir()
             self.dirs.append(directory)
@@ -68,7 +98,6 @@ class ThrashingCgroup:
             # out, or the thrasher would read them from memory, stall-free.
             f.flush()
             os.fsync(f.fileno())
-        return self
 
     def start(self) -> None:
         """Start thrashing (until stop())."""
@@ -87,13 +116,16 @@ class ThrashingCgroup:
             self.process = None
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
-        # The killed readers may still be leaving: a cgroup with members
-        # cannot be removed (EBUSY).
-        deadline = time.monotonic() + 10
-        while any((d / "cgroup.procs").read_text().strip() for d in self.dirs) \
-                and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for directory in reversed(self.dirs):
-            directory.rmdir()
-        self.data.unlink(missing_ok=True)
+        try:
+            self.stop()
+            # The killed readers may still be leaving: a cgroup with members
+            # cannot be removed (EBUSY).
+            deadline = time.monotonic() + 10
+            while any((d / "cgroup.procs").read_text().strip() for d in self.dirs) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for directory in reversed(self.dirs):
+                directory.rmdir()
+            self.data.unlink(missing_ok=True)
+        finally:
+            self._lock.close()

@@ -5,7 +5,7 @@ system bus's (``<type>system</type>``, EXTERNAL authentication, owning a
 name denied unless a ``<policy>`` allows it, method calls denied unless
 allowed) that includes our ``dbus/org.ovirt.mom1.conf`` and polkit's bus
 policy.  Its socket lives in a directory of its own under /tmp, mode 0755,
-so that unprivileged users (``run_as_nobody``) can connect; the pytest
+so that unprivileged users (``tests.helpers.as_nobody``) can connect; the pytest
 ``tmp_path`` (0700 under /tmp/pytest-of-root) only holds the configuration
 and the logs.  Bus activation: ``service_files`` maps file names to the text
 of ``.service`` files placed in the bus's service directory;
@@ -52,8 +52,11 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping
 from xml.sax.saxutils import escape
+
+from tests.helpers.as_nobody import NOBODY, privilege_dropper
+from tests.helpers.file_lock import flock_within
 
 REPO = Path(__file__).resolve().parents[2]
 MOM_BUS_CONF = REPO / "dbus" / "org.ovirt.mom1.conf"
@@ -74,8 +77,6 @@ POLKITD_PATHS = (
 )
 #: Where the action-file bookkeeping shared by concurrent fixtures lives.
 ACTION_STATE_DIR = Path("/var/tmp/mom-tests-polkit-actions")
-
-NOBODY = "nobody"
 
 # Used when the host has no polkit bus policy to include (polkitd not from a
 # package): the same rules as Debian's.
@@ -167,7 +168,7 @@ def skip_reason(*, polkit: bool = True) -> str | None:
         pwd.getpwnam(NOBODY)
     except KeyError:
         return "the nobody user does not exist"
-    if _privilege_dropper() is None:
+    if privilege_dropper() is None:
         return "neither setpriv nor runuser is installed"
     return None
 
@@ -241,68 +242,6 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
-
-
-def _privilege_dropper() -> list[str] | None:
-    """The command prefix that runs a command as ``nobody``."""
-    try:
-        user = pwd.getpwnam(NOBODY)
-    except KeyError:
-        return None
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        return [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                "--clear-groups", "--"]
-    runuser = shutil.which("runuser")
-    if runuser:
-        return [runuser, "-u", NOBODY, "--"]
-    return None
-
-
-_NOBODY_BASE_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-    "HOME": "/nonexistent",
-    "PYTHONDONTWRITEBYTECODE": "1",
-}
-
-
-def nobody_command(argv: Sequence[str]) -> list[str]:
-    """``argv`` prefixed so that it runs as ``nobody`` (for Popen)."""
-    prefix = _privilege_dropper()
-    if prefix is None:
-        raise FileNotFoundError("neither setpriv nor runuser is installed")
-    return [*prefix, *argv]
-
-
-def nobody_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A small environment for ``nobody`` (PATH, LANG, HOME) plus ``env``."""
-    return {**_NOBODY_BASE_ENV, **(env or {})}
-
-
-def run_as_nobody(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
-                  timeout: float = 30.0, cwd: str | Path = "/",
-                  input: str | None = None, check: bool = False
-                  ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as user ``nobody`` (group nogroup, no supplementary groups).
-
-    The environment is a small base (PATH, LANG, HOME=/nonexistent) updated
-    with ``env``: pass ``bus.client_env()`` to talk to a private bus.  The
-    process starts in ``cwd`` (``/``: nobody may not enter root's directory).
-    Output is captured as text; the call is bounded by ``timeout``.
-    """
-    return subprocess.run(nobody_command(argv), env=nobody_env(env), cwd=cwd,
-                          input=input, capture_output=True, text=True,
-                          timeout=timeout, check=check)
-
-
-def python_as_nobody(code: str, env: Mapping[str, str] | None = None, *,
-                     timeout: float = 30.0, python: str | None = None
-                     ) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` as nobody, with the repository on ``sys.path``."""
-    import sys
-    merged = {"PYTHONPATH": str(REPO), **(env or {})}
-    return run_as_nobody([python or sys.executable, "-c", code], merged, timeout=timeout)
 
 
 # --------------------------------------------------------------------------
@@ -557,17 +496,7 @@ class ActionFiles:
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.state_dir / "mutex", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"{self.state_dir}/mutex held for {timeout} s")
-                    time.sleep(0.05)
+            flock_within(fd, timeout, f"{self.state_dir}/mutex", interval=0.05)
             yield
         finally:
             os.close(fd)

@@ -21,8 +21,10 @@ without touching anything of the host's.
 
 Connect with ``qemu_uri`` (``qemu:///system?socket=...``).  ``stop()``
 destroys the domains first (QEMU would outlive the daemon), then stops the
-daemon and kills whatever QEMU process of this daemon is left (by its pid
-file).
+daemon and kills whatever QEMU process of this daemon is left, and waits
+until they are gone.  A QEMU process is this daemon's when it lives in a
+mount namespace one of its starts made: libvirt may give up on a QEMU that
+is slow to die (a loaded machine) and remove its pid file all the same.
 
 ``LibvirtClient`` is a connection held by a child process of its own.  Tests
 use it instead of ``libvirt.open`` in the pytest process: once some test has
@@ -85,6 +87,7 @@ class QemuLibvirtd(PrivateLibvirtd):
         self.state_dir = self.base / "state"
         for _, name in STATE_DIRS:
             (self.state_dir / name).mkdir(parents=True, exist_ok=True)
+        self._namespaces: set[str] = set()      # mount namespaces it ran in
         settings = dict(QEMU_CONF)
         settings.update(qemu_config or {})
         (self.state_dir / "etc" / "qemu.conf").write_text(
@@ -174,11 +177,28 @@ class QemuLibvirtd(PrivateLibvirtd):
             return (self.state_dir / "log" / "qemu" / f"{name}.log").read_text(errors="replace")
         return ""
 
+    def own_qemu_processes(self) -> list[int]:
+        """Every live QEMU process this daemon started, pid file or not."""
+        found = set(self.qemu_pids().values())
+        for pid, _ in qemu_processes():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/ns/mnt") in self._namespaces:
+                    found.add(pid)
+        return sorted(found)
+
     # -- life cycle --
 
-    def client(self) -> "LibvirtClient":
-        """A connection to this daemon, held by a child process."""
-        return LibvirtClient(self.qemu_uri)
+    def start(self, timeout: float = 15.0) -> None:
+        super().start(timeout)
+        # QEMU runs in the daemon's mount namespace (qemu.conf: no namespaces
+        # of its own), made by this start's unshare.
+        with contextlib.suppress(OSError):
+            self._namespaces.add(os.readlink(f"/proc/{self.pid}/ns/mnt"))
+
+    def client(self, timeout: float = 60.0) -> "LibvirtClient":
+        """A connection to this daemon, held by a child process (a daemon
+        just started may first probe QEMU: slow on a loaded machine)."""
+        return LibvirtClient(self.qemu_uri, timeout)
 
     def destroy_domains(self, timeout: float = 30.0) -> None:
         """Destroy every running domain through the daemon (if it runs)."""
@@ -189,11 +209,13 @@ class QemuLibvirtd(PrivateLibvirtd):
                 client.destroy_all()
         except LibvirtCallError:
             return
-        _wait_gone(self.qemu_pids().values(), timeout)
+        _wait_gone(self.own_qemu_processes(), timeout)
 
-    def kill_leftover_qemu(self, timeout: float = 10.0) -> list[int]:
-        """SIGKILL the QEMU processes this daemon started that still run."""
-        pids = list(self.qemu_pids().values())
+    def kill_leftover_qemu(self, timeout: float = 60.0) -> list[int]:
+        """SIGKILL the QEMU processes this daemon started that still run, and
+        wait until they are gone (a process giving back 512 MiB on a loaded
+        machine may take seconds)."""
+        pids = self.own_qemu_processes()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

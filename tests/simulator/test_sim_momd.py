@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.ksm_sysfs import KsmBusy, exclusive_real_ksm
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.private_bus import skip_reason, system_bus_with_polkit
 
@@ -38,7 +39,19 @@ def real_ksm() -> dict[str, str]:
             if p.name in ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")}
 
 
-def test_momctl_drives_momd_on_a_simulated_host(tmp_path: Path) -> None:
+@pytest.fixture
+def real_ksm_unchanged_by_others():
+    """The real KSM, held so that other test runs do not change it while
+    this test checks that it did not change."""
+    try:
+        with exclusive_real_ksm():
+            yield
+    except KsmBusy as e:
+        pytest.skip(str(e))
+
+
+def test_momctl_drives_momd_on_a_simulated_host(tmp_path: Path,
+                                               real_ksm_unchanged_by_others) -> None:
     config = momd_config(tmp_path, URI, engine_interval=30, controllers="Balloon, KSM")
     ksm_before = real_ksm()
     with system_bus_with_polkit(tmp_path / "bus", polkit=False) as system:
