@@ -72,14 +72,16 @@ from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
 from momservice.config import DEFAULT_BALLOON_FLOOR
 from momservice.policy import PolicyError, compile_policy
 from momservice.service import MAX_PARAMETER_NAME_LENGTH, RESERVED_PARAMETER_NAMES
+from tests.helpers.as_nobody import nobody_command, nobody_env, nobody_python
 from tests.helpers.fake_host import FakeHost
 from tests.helpers.libvirt_node import GuestSpec, domain_xml, guest_uuid
 from tests.helpers.momd_process import BUS_NAME, Momd, momd_config
-from tests.helpers.private_bus import nobody_command, nobody_env, skip_reason
+from tests.helpers.private_bus import skip_reason
 from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 from tests.helpers.raw_bus_client import decode, encode
 
 REPO = Path(__file__).resolve().parents[2]
+RAW_CLIENT = REPO / "tests" / "helpers" / "raw_bus_client.py"
 MOM_PREFIX = "org.ovirt.mom1."
 PROPS = "org.freedesktop.DBus.Properties"
 INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
@@ -138,7 +140,13 @@ class Client:
         argv = [sys.executable, "-m", "tests.helpers.raw_bus_client"]
         env = {"PYTHONPATH": str(REPO), **system.client_env()}
         if nobody:
-            argv, env = nobody_command(argv), nobody_env(env)
+            # nobody may not read the checkout (a clone in a 0700 folder): the
+            # client's source goes on the command line, the packages it
+            # imports come from the snapshot nobody can read.
+            python = nobody_python()
+            source = RAW_CLIENT.read_text(encoding="utf-8")
+            argv = nobody_command(python.argv("-c", source))
+            env = nobody_env(python.env(system.client_env()))
         else:
             env = {**os.environ, **env}
             env.pop("DBUS_SESSION_BUS_ADDRESS", None)
