@@ -8,28 +8,25 @@ udevadm trigger works.  Needs root and /sys/devices/system/memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from momservice.engine.hotplug import MemoryHotplugMonitor
+from tests.helpers.file_lock import machine_lock
 
 BLOCK = Path("/sys/devices/system/memory/memory0/uevent")
 
 
-@contextlib.contextmanager
-def machine_wide_turn() -> Iterator[None]:
-    """Hold the uevents of memory blocks to ourselves: another run of these
-    tests on the same machine (a shared one, or CI beside a session) would
-    otherwise send its "online" into this one's "ignored" window."""
-    folder = Path("/run/lock") if Path("/run/lock").is_dir() else Path("/tmp")
-    with open(folder / "mom-tests-memory-uevents.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+#: Memory blocks' uevents are the machine's: another run of these tests on
+#: it (a shared one, or CI beside a session) would otherwise send its
+#: "online" into this one's "ignored" window.
+UEVENT_LOCK = Path("/var/tmp/mom-tests-memory-uevents.lock")
+
+
+def machine_wide_turn():
+    return machine_lock(UEVENT_LOCK, "memory block uevents")
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not BLOCK.exists(),
