@@ -209,7 +209,7 @@ def run_lab(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 if series is not None:
                     runs.append((name, series))
             if args.report is not None:
-                plots.append((label, _plot(label, runs, args.report)))
+                plots.append((label, _plot(label, len(plots) + 1, runs, args.report)))
         columns = COLUMNS
     if args.report is not None:
         _write_report(args.report, columns, rows, [] if args.max_overcommit else plots)
@@ -225,9 +225,11 @@ def _plot_every(duration: float) -> float:
     return max(10.0, duration / 1000)
 
 
-def _plot(label: str, runs: list[tuple[str, LabSeries]], directory: Path) -> list[Path]:
-    from ..simulator.report import plot_scenario
-    return plot_scenario(label, runs, directory)
+def _plot(label: str, number: int, runs: list[tuple[str, LabSeries]],
+          directory: Path) -> list[Path]:
+    from ..simulator.report import plot_scenario, slug
+    # Numbered: two labels may have the same slug (URIs differing in a dot).
+    return plot_scenario(label, runs, directory, stem=f"{number:02d}-{slug(label)}")
 
 
 def _write_report(directory: Path, columns: tuple[tuple[str, str], ...], rows: list[dict],
@@ -237,7 +239,6 @@ def _write_report(directory: Path, columns: tuple[tuple[str, str], ...], rows: l
     lines += markdown_table([title for _, title in columns],
                             [[_shown(row[key]) for key, _ in columns] for row in rows])
     for label, paths in plots:
-        png = next(p for p in paths if p.suffix == ".png")
-        lines += ["", f"## {label}", "", f"![{label}]({png.name}) "
-                  f"([SVG]({png.with_suffix('.svg').name}))"]
+        png, svg = (next(p for p in paths if p.suffix == s) for s in (".png", ".svg"))
+        lines += ["", f"## {label}", "", f"![{label}]({png.name}) ([SVG]({svg.name}))"]
     (directory / "report.md").write_text("\n".join(lines) + "\n")

@@ -21,14 +21,17 @@ _PANEL_WIDTH, _HEIGHT = 5.2, 6.4
 
 
 def slug(text: str) -> str:
-    """A file name for a scenario label (a path or a sim:// URI)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
-    return name[:80] or "scenario"
+    """A file name (no extension) for a scenario label (a name or a sim:// URI)."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")
+    return name[:72].rstrip("-") or "scenario"
 
 
 def plot_scenario(label: str, runs: Sequence[tuple[str, LabSeries]],
-                  directory: Path) -> list[Path]:
-    """Write ``directory``/<slug>.png and .svg for one scenario; their paths."""
+                  directory: Path, stem: str | None = None) -> list[Path]:
+    """Write ``directory``/``stem``.png and .svg for one scenario; their paths.
+
+    ``stem`` defaults to the label's slug.
+    """
     import matplotlib
     matplotlib.use("Agg")   # no display: files only
     from matplotlib import pyplot
@@ -43,8 +46,8 @@ def plot_scenario(label: str, runs: Sequence[tuple[str, LabSeries]],
         figure.suptitle(f"{label}: host memory and pressure, guests' balloons "
                         f"(solid) against their working sets (dashed)", fontsize=10)
         figure.tight_layout()
-        base = directory / slug(label)
-        paths = [base.with_suffix(".png"), base.with_suffix(".svg")]
+        stem = stem or slug(label)
+        paths = [directory / f"{stem}.png", directory / f"{stem}.svg"]
         figure.savefig(paths[0], dpi=100)
         figure.savefig(paths[1])
     finally:
@@ -74,7 +77,7 @@ def _host_panel(ax, policy: str, series: LabSeries, *, first: bool) -> None:
     pressure = ax.twinx()
     pressure.plot(x, series.pressure_some, color="#c44e52", linewidth=1,
                   label="PSI some (avg10 %)")
-    pressure.set_ylim(0, 100)
+    pressure.set_ylim(0, 105)   # a line at 100 % stays visible above the frame
     pressure.set_ylabel("pressure %", fontsize=8)
     handles, labels = ax.get_legend_handles_labels()
     more, more_labels = pressure.get_legend_handles_labels()

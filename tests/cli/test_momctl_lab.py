@@ -157,6 +157,9 @@ def test_report_writes_valid_plots_and_the_table(capsys, tmp_path) -> None:
         assert width > height > 300                     # three panels side by side
     for svg in svgs:
         assert ElementTree.parse(svg).getroot().tag.endswith("svg")
+    # One pair per scenario, numbered in order, even for URIs full of dots.
+    assert [p.stem for p in pngs] == ["01-sim-guests-4-overcommit-1-5-seed-3-duration-600",
+                                      "02-spike"]
     markdown = (report / "report.md").read_text()
     # One table row per scenario and policy set, as printed, and the pictures linked.
     assert markdown.count("\n| spike | ") == 3

@@ -227,3 +227,33 @@ def test_shipped_trace_scenario_loads():
     total = sum(g.memory_mib for g in scenario.guests)
     assert scenario.host_memory_mib == total // 2 + scenario.host_overhead_mib
     assert all(g.workload.kind == "trace" for g in scenario.guests)
+
+
+def test_same_seed_same_lab_run_on_traces(tmp_path, run):
+    from momservice.policy import PolicySet
+    from momservice.policy_files import find_policy_files, read_policy_texts
+    from momservice.simulator.lab import Lab
+
+    for i in range(4):
+        # Four VMs of 2 GiB whose usage climbs at different rates.
+        write_gwa(tmp_path / f"{i}.csv", [(300 * k, 2097152.0, 262144.0 * (1 + k * (i + 1) / 4))
+                                          for k in range(6)])
+    policies = PolicySet(read_policy_texts(find_policy_files([REPO / "policies"])))
+
+    def one_run(seed: int):
+        lab = Lab("sim:///", policies, scenario=parse_uri(
+            f"sim:///?traces={tmp_path}&guests=3&overcommit=2.5&seed={seed}"))
+
+        async def go():
+            await lab.start()
+            await lab.run(lab.simulation.scenario.duration, record=True)
+            await lab.stop()
+
+        run(go())
+        return [g.name for g in lab.simulation.scenario.guests], lab.record.host, [
+            (e.reason, e.applied_balloons) for e in lab.record.evaluations]
+
+    first = one_run(5)
+    assert one_run(5) == first
+    assert any(applied for _, applied in first[2])      # the policies had work to do
+    assert one_run(6)[0] != first[0]                     # another seed, other VMs
