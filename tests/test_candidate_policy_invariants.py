@@ -1,0 +1,243 @@
+"""Invariants of the candidate default policies
+(benchmarks/policies/candidate/*.policy), checked with hypothesis over
+random hosts and guests.  They are meant to hold for whatever set ships
+as the default: when the candidate becomes it, point POLICY_DIR at
+policies/.
+
+The policies are evaluated by the real policy engine (PolicySet over
+Entities, as the engine feeds them), several rounds in a row on the same
+entities, so that what a policy keeps with SetVar (the guests' recent
+peaks, their swap counters) carries over as in momd.  Sizes are KiB.
+
+The configured floor (momd.conf ``balloon-floor``) is the balloon
+controller's: it clamps every target into [max(balloon_min, floor),
+balloon_max] (tests/controllers cover that); the policies themselves must
+keep to [balloon_min, balloon_max].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hypothesis import assume, given, settings, strategies as st
+
+from momservice.policy import PolicySet
+from momservice.policy.entity import Entity
+from momservice.policy_files import find_policy_files, read_policy_texts
+
+POLICY_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "policies" / "candidate"
+MiB = 1024
+GiB = 1024 * MiB
+#: Rounds the balloons of a random host get to settle (each tight round
+#: takes a share of the way; a few suffice).
+SETTLE_ROUNDS = 30
+
+
+def load_defaults() -> PolicySet:
+    return PolicySet(read_policy_texts(find_policy_files([POLICY_DIR])))
+
+
+@dataclass
+class SimGuest:
+    """A guest's figures as its balloon driver would report them."""
+
+    name: str
+    maximum: float
+    minimum: float
+    cur: float
+    used: float        # kernel and anonymous memory (not page cache, not free)
+    cache: float
+    rss: float
+    swap_in: int = 0
+    swap_out: int = 0
+
+    def sample(self) -> dict:
+        usable = max(0.0, self.cur - self.used)
+        cache = min(self.cache, usable)
+        return {"balloon_cur": self.cur, "balloon_max": self.maximum,
+                "balloon_min": self.minimum, "mem_available": self.cur,
+                "mem_unused": usable - cache, "mem_usable": usable,
+                "disk_caches": cache, "major_fault": 0, "minor_fault": 0,
+                "swap_in": self.swap_in, "swap_out": self.swap_out, "rss": self.rss}
+
+
+def host_stats(total: float, free: float, held: float, **extra) -> dict:
+    """A host sample: ``total`` KiB of RAM, ``free`` of it free (page cache
+    included), ``held`` by the guests; KSM stopped."""
+    stats = {"mem_available": total, "mem_free": free, "mem_unused": free / 2,
+             "swap_in": 0, "swap_out": 0, "swap_total": GiB, "swap_usage": 0,
+             "anon_pages": held, "mem_pressure_some": 0.0, "mem_pressure_full": 0.0,
+             "ksm_run": 0, "ksm_pages_to_scan": 100, "ksm_sleep_millisecs": 20,
+             "ksm_merge_across_nodes": 1, "ksm_pages_shared": 0, "ksm_pages_sharing": 0,
+             "ksm_shareable": held, "cpu_count": 4}
+    stats.update(extra)
+    return stats
+
+
+@st.composite
+def hosts(draw):
+    """A host and its guests, in any state: tight or not, guests anywhere
+    in their range (or below their minimum)."""
+    count = draw(st.integers(1, 6))
+    guests = []
+    for i in range(count):
+        maximum = draw(st.integers(1, 16)) * GiB
+        minimum = draw(st.sampled_from([0, 256 * MiB, maximum // 4, maximum // 2]))
+        cur = draw(st.floats(0.1, 1.0)) * maximum
+        used = draw(st.floats(0.05, 1.0)) * cur
+        cache = draw(st.floats(0.0, 1.0)) * (cur - used)
+        rss = draw(st.floats(0.1, 1.0)) * cur
+        guests.append(SimGuest(f"g{i}", maximum, minimum, cur, used, cache, rss,
+                               swap_in=draw(st.integers(0, 1000)),
+                               swap_out=draw(st.integers(0, 1000))))
+    total = sum(g.maximum for g in guests) / draw(st.floats(0.5, 4.0))
+    held = sum(g.rss for g in guests)
+    free = draw(st.floats(0.0, 1.0)) * max(0.0, total - held)
+    host = host_stats(total, free, held,
+                      swap_out=draw(st.sampled_from([0, 0, 100])),
+                      mem_pressure_some=draw(st.sampled_from([0.0, 0.0, 2.0, 30.0])))
+    return host, guests
+
+
+class Round:
+    """The entities momd would keep, fed one sample per round."""
+
+    def __init__(self, guests: list[SimGuest]) -> None:
+        self.host = Entity.host()
+        self.guests = {g.name: Entity.guest({"name": g.name, "uuid": g.name}) for g in guests}
+
+    def evaluate(self, policies: PolicySet, host: dict, guests: list[SimGuest],
+                 params: dict | None = None) -> dict[str, float]:
+        """One round; the balloon targets asked for, by guest name."""
+        self.host.add_sample(host)
+        for g in guests:
+            self.guests[g.name].add_sample(g.sample())
+        result = policies.evaluate(self.host, list(self.guests.values()), params)
+        assert result.ok, result.error
+        assert not result.guest_errors, result.guest_errors
+        return {entity.name: controls["balloon_target"]
+                for entity, controls in result.guest_controls.items()
+                if "balloon_target" in controls}
+
+
+def apply(host: dict, guests: list[SimGuest], targets: dict[str, float]) -> None:
+    """The balloons reach their targets: an inflated balloon takes the
+    guest's free pages and page cache (and, below what it uses, the rest)
+    back to the host; a deflated one hands the guest free pages it has not
+    touched yet."""
+    for g in guests:
+        if g.name not in targets:
+            continue
+        new = targets[g.name]
+        if new < g.cur:
+            g.used = min(g.used, new)
+            g.cache = min(g.cache, new - g.used)
+            given_back = max(0.0, g.rss - new)
+            g.rss -= given_back
+            host["mem_free"] += given_back
+        g.cur = new
+
+
+@settings(max_examples=40, deadline=None)
+@given(hosts())
+def test_targets_stay_within_minimum_and_maximum(state):
+    host, guests = state
+    policies = load_defaults()
+    rounds = Round(guests)
+    for _ in range(3):
+        targets = rounds.evaluate(policies, host, guests)
+        for g in guests:
+            if g.name in targets:
+                low = min(g.minimum, g.maximum)
+                assert low - 1e-6 <= targets[g.name] <= g.maximum + 1e-6, (g, targets)
+        apply(host, guests, targets)
+
+
+@settings(max_examples=30, deadline=None)
+@given(hosts())
+def test_guest_below_its_minimum_is_raised_to_it(state):
+    host, guests = state
+    guests[0].minimum = guests[0].maximum // 2
+    guests[0].cur = guests[0].minimum * 0.9
+    guests[0].used = min(guests[0].used, guests[0].cur)
+    guests[0].rss = min(guests[0].rss, guests[0].cur)
+    targets = Round(guests).evaluate(load_defaults(), host, guests)
+    assert targets.get("g0", 0) >= guests[0].minimum - 1e-6
+
+
+@settings(max_examples=30, deadline=None)
+@given(hosts())
+def test_no_move_when_nothing_changes(state):
+    """Once the balloons have settled where the policies asked (a tight
+    host may take a few rounds to get there, a little at a time), and
+    nothing in the guests or the host changed (no guest had to give up part
+    of its working set), the next rounds ask for nothing."""
+    host, guests = state
+    policies = load_defaults()
+    rounds = Round(guests)
+    for _ in range(SETTLE_ROUNDS):
+        targets = rounds.evaluate(policies, host, guests)
+        if not targets:
+            break
+        # A balloon taken below its guest's working set changes the guest
+        # (it swaps): that is not "nothing changes".
+        assume(all(targets.get(g.name, g.cur) >= g.used for g in guests))
+        apply(host, guests, targets)
+    else:
+        raise AssertionError(f"still moving after {SETTLE_ROUNDS} rounds: {targets}")
+    assert rounds.evaluate(policies, host, guests) == {}
+    assert rounds.evaluate(policies, host, guests) == {}
+
+
+@settings(max_examples=30, deadline=None)
+@given(hosts())
+def test_balloon_disabled_never_shrinks(state):
+    host, guests = state
+    targets = Round(guests).evaluate(load_defaults(), host, guests,
+                                     {"balloonEnabled": 0})
+    for g in guests:
+        if g.name in targets:
+            assert targets[g.name] >= g.cur
+    # and every guest not at its maximum is given it back
+    assert all(targets.get(g.name) == g.maximum for g in guests
+               if g.cur < g.maximum * 0.99)
+
+
+@settings(max_examples=30, deadline=None)
+@given(hosts())
+def test_page_cache_goes_before_working_sets(state):
+    """When the working sets fit in the host's budget, no balloon is asked
+    below what its guest uses, however tight the host is."""
+    host, guests = state
+    host["mem_free"] = 0.0          # as tight as it gets
+    host["mem_pressure_some"] = 30.0
+    budget = sum(g.rss for g in guests) * 0.95 - 0.05 * host["mem_available"]
+    needs = sum(min(g.maximum, max(g.minimum, g.used + max(64 * MiB, 0.08 * g.maximum)))
+                for g in guests)
+    if needs > budget:
+        return
+    targets = Round(guests).evaluate(load_defaults(), host, guests)
+    for g in guests:
+        if g.name in targets:
+            assert targets[g.name] >= min(g.used, g.maximum) - 1e-6
+
+
+def test_relief_gives_memory_back():
+    """A host with plenty free gives its ballooned guests their maximum."""
+    guests = [SimGuest(f"g{i}", 4 * GiB, 0, 1 * GiB, 512 * MiB, 256 * MiB, 1 * GiB)
+              for i in range(4)]
+    host = host_stats(32 * GiB, 28 * GiB, 4 * GiB)
+    targets = Round(guests).evaluate(load_defaults(), host, guests)
+    assert targets == {g.name: 4 * GiB for g in guests}
+
+
+def test_pressure_shrinks_guests_with_page_cache():
+    """A tight host takes page cache and free memory back, not working sets."""
+    guests = [SimGuest(f"g{i}", 4 * GiB, 0, 4 * GiB, 1 * GiB, 2 * GiB, 3 * GiB)
+              for i in range(4)]
+    host = host_stats(13 * GiB, 256 * MiB, 12 * GiB)
+    targets = Round(guests).evaluate(load_defaults(), host, guests)
+    assert set(targets) == {g.name for g in guests}
+    for g in guests:
+        assert 1 * GiB < targets[g.name] < 4 * GiB
