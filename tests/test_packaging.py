@@ -37,6 +37,11 @@ MODULE_PACKAGE = {
     "pyudev": "python3-pyudev",
     "systemd": "python3-systemd",
 }
+# Imported only by optional features, inside the function that needs them:
+# the .deb suggests their packages, make install does not install them.
+OPTIONAL_MODULE_PACKAGE = {
+    "matplotlib": "python3-matplotlib",   # momctl lab --report
+}
 # What momd needs besides Python modules: the system bus it serves on and
 # polkit, which it asks before every change.
 SYSTEM_PACKAGES = {"dbus", "polkitd"}
@@ -87,10 +92,23 @@ def _make_variable(name: str) -> str:
 
 def test_every_third_party_import_has_its_debian_package():
     imports = _third_party_imports()
-    unmapped = {m: sorted(files) for m, files in imports.items() if m not in MODULE_PACKAGE}
+    known = {**MODULE_PACKAGE, **OPTIONAL_MODULE_PACKAGE}
+    unmapped = {m: sorted(files) for m, files in imports.items() if m not in known}
     assert not unmapped, f"imports with no Debian package in MODULE_PACKAGE: {unmapped}"
     # A module no longer imported: its package may be a dependency no more.
-    assert sorted(imports) == sorted(MODULE_PACKAGE)
+    assert sorted(imports) == sorted(known)
+
+
+def test_optional_modules_are_imported_only_where_they_are_used():
+    # At the top of a module, an optional import would be needed by everyone.
+    for path in sorted((REPO / "momservice").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""])
+                assert not {n.partition(".")[0] for n in names} & set(OPTIONAL_MODULE_PACKAGE), \
+                    f"{path.relative_to(REPO)}:{node.lineno} imports an optional module"
 
 
 def test_make_install_runtime_set_has_every_package_momd_needs():
@@ -103,7 +121,8 @@ def test_make_install_runtime_set_has_every_package_momd_needs():
 
 def test_make_install_checks_the_modules_momd_imports():
     modules = _make_variable("RUNTIME_MODULES").split()
-    assert {m.partition(".")[0] for m in modules} == set(_third_party_imports())
+    assert {m.partition(".")[0] for m in modules} == \
+        set(_third_party_imports()) - set(OPTIONAL_MODULE_PACKAGE)
     # Real module names: the check after `make install` imports each one
     # (here from the venv, where pip installed the same projects).
     for module in modules:
@@ -253,6 +272,9 @@ def test_deb_control_fields(deb: Path):
     assert not missing, depends
     assert any(d.startswith("python3") and d not in MODULE_PACKAGE.values() for d in depends)
     assert "libvirt-daemon-system" in _field(deb, "Recommends")
+    suggests = {d.strip() for d in _field(deb, "Suggests").split(",")}
+    assert set(OPTIONAL_MODULE_PACKAGE.values()) <= suggests
+    assert not set(OPTIONAL_MODULE_PACKAGE.values()) & depends
     # The package and `make install` install the same run-time packages.
     assert {d for d in depends if not d.startswith("python3:")} <= set(_package_set("runtime"))
 
