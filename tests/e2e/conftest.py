@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-MEASUREMENTS: list[tuple[str, str]] = []
+from tests.helpers.measurements import Measurements
 
-
-def measured(what: str, value: str) -> None:
-    """Print a measurement now (visible with -s) and list it in the summary."""
-    MEASUREMENTS.append((what, value))
-    print(f"[e2e] {what}: {value}", flush=True)
+measured = Measurements("e2e", "e2e measurements")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if MEASUREMENTS:
-        terminalreporter.section("e2e measurements")
-        for what, value in MEASUREMENTS:
-            terminalreporter.write_line(f"{what}: {value}")
+    measured.write_summary(terminalreporter)
 
 
 @pytest.fixture(scope="session")

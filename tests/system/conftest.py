@@ -20,25 +20,22 @@ import pytest
 
 import momservice
 from tests.helpers import ksm_sysfs
+from tests.helpers.measurements import Measurements
 from tests.helpers.systemd_host import (REPO, SOURCE_MOUNT, SystemdHost, ensure_layer,
                                         skip_reason)
 from tests.system.momd_on_host import Bus
 
 INSTALL_WAYS = ("make-install", "deb")
 
-TIMES: list[tuple[str, str]] = []
+_times = Measurements("system", "system test wall times")
 
 
 def measured(what: str, seconds: float) -> None:
-    TIMES.append((what, f"{seconds:.1f} s"))
-    print(f"[system] {what}: {seconds:.1f} s", flush=True)
+    _times(what, f"{seconds:.1f} s")
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if TIMES:
-        terminalreporter.section("system test wall times")
-        for what, value in TIMES:
-            terminalreporter.write_line(f"{what}: {value}")
+    _times.write_summary(terminalreporter)
 
 
 # --------------------------------------------------------------------------
