@@ -426,8 +426,8 @@ class Service:
         PolicyTrialError when that set fails on the current statistics:
         the active set stays, and ``policy_load_error`` says why.
         """
-        self._take_from_disk(load_policy_texts(self.config.policy_sources(), self.store),
-                             "reloaded")
+        texts = load_policy_texts(self.config.policy_sources(), self.store)
+        self._activate_from_disk(self._tried_from_disk(texts, "reloaded"), "reloaded")
 
     def reset_policies(self) -> list[str]:
         """Delete every policy set over the bus and reload; returns the names removed.
@@ -435,17 +435,19 @@ class Service:
         PolicyTrialError, with nothing deleted, when the policy files alone fail
         on the current statistics.
         """
-        files_only = load_policy_texts(self.config.policy_sources())
-        self._take_from_disk(files_only, "reset", keep=True)
+        files_only = self._tried_from_disk(
+            load_policy_texts(self.config.policy_sources()), "reset")
         try:
             removed = self.store.delete_all()
-        finally:
-            self.reload_policies()
+        except OSError:
+            self.reload_policies()  # what the store still holds, with the files
+            raise
+        self._activate_from_disk(files_only, "reset")
         return removed
 
-    def _take_from_disk(self, texts: dict[str, str], what: str, keep: bool = False) -> None:
-        """Make the policies read from disk active unless they fail when tried
-        (``keep``: only try them)."""
+    def _tried_from_disk(self, texts: dict[str, str], what: str) -> PolicySet:
+        """The policies read from disk as a set, tried on the current statistics;
+        PolicyTrialError (logged, kept in ``policy_load_error``) when they fail."""
         try:
             candidate = PolicySet(texts)
             self.engine.try_out(candidate)
@@ -453,8 +455,9 @@ class Service:
             self.policy_load_error = f"policies not {what}: {e}; the active policies stay"
             log.error("%s", self.policy_load_error, extra=policy_error_fields(e))
             raise
-        if keep:
-            return
+        return candidate
+
+    def _activate_from_disk(self, candidate: PolicySet, what: str) -> None:
         self.policies.take(candidate)
         self.policy_load_error = ""
         log.info("policies %s: %s", what, ", ".join(self.policies.names) or "none")

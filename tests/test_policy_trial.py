@@ -196,3 +196,19 @@ def test_before_the_first_sample_the_check_waits_for_start_up(setup: Setup) -> N
     service = setup.service()  # not started: no statistics to evaluate on
     service.set_policy("zz", HUGE)
     assert "zz" in service.policy_names()
+
+
+def test_reset_that_the_store_refuses_keeps_what_it_still_holds(setup: Setup, run,
+                                                                  monkeypatch) -> None:
+    async def body(service):
+        service.set_policy("50-mine", "(defvar mine 1)\n")
+
+        def refuse() -> list[str]:
+            raise PermissionError("read-only state directory")
+        monkeypatch.setattr(service.store, "delete_all", refuse)
+        with pytest.raises(OSError):
+            service.reset_policies()
+        # Nothing was deleted: the active set is what the disk still holds.
+        assert "50-mine" in service.policy_names()
+        assert service.policy_load_error == ""
+    started(setup, run, body)
