@@ -133,6 +133,13 @@ install: $(if $(DESTDIR),,runtime-deps)
 	chmod 0644 $(DESTDIR)$(UNITDIR)/momd.service.tmp
 	mv -f $(DESTDIR)$(UNITDIR)/momd.service.tmp $(DESTDIR)$(UNITDIR)/momd.service
 	$(INSTALL) -m 0644 policies/*.policy $(DESTDIR)$(POLICYDIR)/
+# MoM's algorithm, optional (policy-dir = $(POLICYDIR)/mom); the files it
+# shares with the defaults stay links to them, as in the source tree.
+	$(INSTALL) -d $(DESTDIR)$(POLICYDIR)/mom
+	for f in policies/mom/*.policy; do \
+		if [ -L "$$f" ]; then ln -sfn "$$(readlink "$$f")" $(DESTDIR)$(POLICYDIR)/mom/"$${f##*/}"; \
+		else $(INSTALL) -m 0644 "$$f" $(DESTDIR)$(POLICYDIR)/mom/; fi; \
+	done
 # Installed for this machine: momd must start, not die at its first import
 # (a pyenv INSTALL_PYTHON, a PREFIX outside its path).
 	@if [ -z "$(DESTDIR)" ]; then \

@@ -194,7 +194,8 @@ def deb() -> Path:
 
 
 def _deb_files(deb: Path) -> dict[str, tuple[int, bytes]]:
-    """{path: (mode, content)} for the regular files of a .deb."""
+    """{path: (mode, content)} for the regular files and symbolic links of a .deb
+    (a link's content is its target)."""
     data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
                           check=True, timeout=60).stdout
     files = {}
@@ -203,6 +204,8 @@ def _deb_files(deb: Path) -> dict[str, tuple[int, bytes]]:
             if member.isfile():
                 content = tar.extractfile(member).read()
                 files[member.name.removeprefix("./")] = (member.mode, content)
+            elif member.issym():
+                files[member.name.removeprefix("./")] = (member.mode, member.linkname.encode())
     return files
 
 
@@ -227,7 +230,8 @@ def test_deb_has_the_files_of_make_install(deb: Path, tmp_path: Path):
          f"INSTALL_PYTHON={sys.executable}"],
         cwd=REPO, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    staged = [str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file()]
+    staged = [str(p.relative_to(stage)) for p in stage.rglob("*")
+              if p.is_file() or p.is_symlink()]
 
     files = _deb_files(deb)
     in_deb = list(files)

@@ -39,9 +39,11 @@ from .policy_tools import UsageError
 
 _REPO = Path(__file__).resolve().parents[2]
 #: The policy sets compared when none is named: no policy, the shipped
-#: defaults, and Proxmox-style auto-ballooning (from the source tree).
+#: defaults, MoM's algorithm (the optional shipped set) and Proxmox-style
+#: auto-ballooning (from the source tree).
 DEFAULT_POLICY_SETS = (("none", _REPO / "benchmarks" / "policies" / "none"),
                        ("defaults", _REPO / "policies"),
+                       ("mom", _REPO / "policies" / "mom"),
                        ("proxmox", _REPO / "benchmarks" / "policies" / "proxmox"))
 
 COLUMNS = (("scenario", "SCENARIO"), ("policy", "POLICY"),

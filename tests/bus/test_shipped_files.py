@@ -211,7 +211,16 @@ def test_make_install_puts_every_file_in_place(tmp_path):
     assert packages, sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))[:50]
     shipped = dest / "usr/share/mom/policies"
     assert sorted(p.name for p in shipped.iterdir()) == \
-        sorted(p.name for p in (REPO / "policies").glob("*.policy"))
+        sorted(p.name for p in (REPO / "policies").glob("*.policy")) + ["mom"]
+    # MoM's optional set: its own balloon policy, the rest the defaults'
+    # files, so that selecting it changes the balloon algorithm only.
+    mom = shipped / "mom"
+    assert sorted(p.name for p in mom.iterdir()) == \
+        sorted(p.name for p in (REPO / "policies" / "mom").glob("*.policy"))
+    for path in mom.iterdir():
+        source = REPO / "policies" / "mom" / path.name
+        assert path.read_bytes() == source.read_bytes(), path.name
+        assert path.is_symlink() == source.is_symlink(), path.name
 
 
 def test_make_install_substitutes_the_prefix(tmp_path):

@@ -43,7 +43,7 @@ def test_same_scenario_same_figures(capsys) -> None:
     assert first[0] == second[0] == exitcodes.OK
     assert json.loads(first[1]) == json.loads(second[1])
     # By default: no policy, the shipped defaults and the Proxmox-style set.
-    assert [r["policy"] for r in json.loads(first[1])] == ["none", "defaults", "proxmox"]
+    assert [r["policy"] for r in json.loads(first[1])] == ["none", "defaults", "mom", "proxmox"]
 
 
 def test_a_shipped_scenario_file_as_a_table(capsys) -> None:
@@ -154,7 +154,7 @@ def test_report_writes_valid_plots_and_the_table(capsys, tmp_path) -> None:
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         height, width, _ = image.imread(png).shape
-        assert width > height > 300                     # three panels side by side
+        assert width > height > 300                     # four panels side by side
     for svg in svgs:
         assert ElementTree.parse(svg).getroot().tag.endswith("svg")
     # One pair per scenario, numbered in order, even for URIs full of dots.
@@ -162,11 +162,11 @@ def test_report_writes_valid_plots_and_the_table(capsys, tmp_path) -> None:
                                       "02-spike"]
     markdown = (report / "report.md").read_text()
     # One table row per scenario and policy set, as printed, and the pictures linked.
-    assert markdown.count("\n| spike | ") == 3
+    assert markdown.count("\n| spike | ") == 4
     assert "| SCENARIO | POLICY |" in markdown
     for png in pngs:
         assert f"({png.name})" in markdown
-    assert len(out.splitlines()) == 1 + 6
+    assert len(out.splitlines()) == 1 + 8
 
 
 def test_report_directory_must_be_writable(capsys, tmp_path) -> None:

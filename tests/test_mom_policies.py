@@ -1,5 +1,6 @@
-"""The shipped policies (policies/*.policy), evaluated through
-``momctl policy test``.
+"""MoM's algorithm, the optional shipped set (policies/mom/*.policy: its own
+02-balloon, and links to the defaults' 00-defines and 03-ksm), evaluated
+through ``momctl policy test``.
 
 Every expectation is worked out here from the rules the policies implement
 (see the comments of each file), not copied from an earlier run.  The
@@ -18,7 +19,7 @@ import pytest
 
 from momservice.cli.momctl import main
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+POLICY_DIR = Path(__file__).resolve().parent.parent / "policies" / "mom"
 DEFINES = POLICY_DIR / "00-defines.policy"
 BALLOON = POLICY_DIR / "02-balloon.policy"
 KSM = POLICY_DIR / "03-ksm.policy"

@@ -1,8 +1,6 @@
-"""Invariants of the candidate default policies
-(benchmarks/policies/candidate/*.policy), checked with hypothesis over
-random hosts and guests.  They are meant to hold for whatever set ships
-as the default: when the candidate becomes it, point POLICY_DIR at
-policies/.
+"""Invariants of the shipped default policies (policies/*.policy), checked
+with hypothesis over random hosts and guests.  They are meant to hold for
+whatever set ships as the default.
 
 The policies are evaluated by the real policy engine (PolicySet over
 Entities, as the engine feeds them), several rounds in a row on the same
@@ -26,7 +24,7 @@ from momservice.policy import PolicySet
 from momservice.policy.entity import Entity
 from momservice.policy_files import find_policy_files, read_policy_texts
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "policies" / "candidate"
+POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 MiB = 1024
 GiB = 1024 * MiB
 #: Rounds the balloons of a random host get to settle (each tight round
