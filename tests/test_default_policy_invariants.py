@@ -239,3 +239,36 @@ def test_pressure_shrinks_guests_with_page_cache():
     assert set(targets) == {g.name for g in guests}
     for g in guests:
         assert 1 * GiB < targets[g.name] < 4 * GiB
+
+
+@settings(max_examples=30, deadline=None)
+@given(hosts(), st.floats(0.1, 1.2))
+def test_guests_limit_caps_the_balloons_on_a_roomy_host(state, share):
+    """With balloon_guests_limit, the balloons settle within the limit (or
+    at their minimums, when those alone exceed it) even on a host with
+    memory to spare, short of each guest's deadband; a limit is never a
+    reason to go below a minimum."""
+    host, guests = state
+    held = sum(g.rss for g in guests)
+    host["mem_available"] = max(host["mem_available"], 2 * sum(g.maximum for g in guests))
+    host["mem_free"] = host["mem_available"] - held
+    host["swap_out"], host["mem_pressure_some"] = 0, 0.0
+    limit = share * sum(g.maximum for g in guests)
+    params = {"balloon_guests_limit": limit}
+    policies = load_defaults()
+    rounds = Round(guests)
+    for _ in range(SETTLE_ROUNDS):
+        targets = rounds.evaluate(policies, host, guests, params)
+        for g in guests:
+            if g.name in targets:
+                assert targets[g.name] >= min(g.minimum, g.maximum) - 1e-6
+        if not targets:
+            break
+        apply(host, guests, targets)
+    floors = sum(min(g.minimum, g.maximum) for g in guests)
+    band = sum(0.06 * g.maximum for g in guests)
+    assert sum(g.cur for g in guests) <= max(limit, floors) + band + 1e-6, \
+        ([(g.cur, g.minimum, g.maximum) for g in guests], limit)
+    # Without the limit the same roomy host takes nothing from anyone.
+    assert all(t >= g.cur for g in guests
+               for t in [Round(guests).evaluate(policies, host, guests).get(g.name, g.cur)])

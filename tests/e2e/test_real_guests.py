@@ -62,7 +62,13 @@ MAX_KIB = GUEST_MIB * 1024
 DIRTY_MIB = 160
 #: momd's balloon-floor: low, so that the policy's own floor is what binds.
 FLOOR_KIB = 131072
-#: The shipped 02-balloon.policy's tunables, as the tests set and restore them.
+REPO = Path(__file__).resolve().parents[2]
+#: The policies momd runs here: MoM's shipped set (policies/mom), whose rules
+#: (a free-memory threshold, bounded steps) the pressure and relief tests
+#: check step by step; the defaults have a test of their own.
+MOM_POLICIES = REPO / "policies" / "mom"
+DEFAULT_POLICIES = REPO / "policies"
+#: MoM's 02-balloon.policy's tunables, as the tests set and restore them.
 PRESSURE_LEVEL = 0.20
 PRESSED_LEVEL = 0.99
 GUEST_FREE_SHARE = 0.20
@@ -217,14 +223,15 @@ class E2E:
 
     # -- momd --
 
-    def start_momd(self, *, engine_interval: float = 1.0) -> Momd:
+    def start_momd(self, *, engine_interval: float = 1.0,
+                   policies: Path = MOM_POLICIES) -> Momd:
         assert self.momd is None
         self.momd_count += 1
         tmp = self.tmp / f"momd{self.momd_count}"
         tmp.mkdir()
         config = momd_config(tmp, self.libvirtd.qemu_uri, engine_interval=engine_interval,
                              collect_interval=0.3, controllers=self.controllers,
-                             extra_main=f"balloon-floor = {FLOOR_KIB}\n")
+                             extra_main=f"balloon-floor = {FLOOR_KIB}\n", policies=policies)
         self.momd = Momd(self.system, config, tmp / "momd.log")
         return self.momd
 
@@ -728,6 +735,63 @@ def test_relief_grows_real_guests_back_to_their_maximum(e2e, measure) -> None:
     measure("relief: growing back to the maximum", f"{elapsed:.1f} s")
     for g in guests:
         assert g.serial.memtotal() == g.initial_memtotal
+
+
+#: balloon_guests_limit for the defaults' test: 3/4 of the pair's maximum,
+#: above what the two guests use (their dirtied memory, kernel and headroom).
+GUESTS_LIMIT_KIB = 2 * MAX_KIB * 3 // 4
+#: The defaults' deadband (balloon_band): a guest within it of its share
+#: is left where it is.
+BAND_KIB = 0.06 * MAX_KIB
+
+
+def test_default_policies_keep_real_guests_within_a_limit_and_give_back(e2e, measure) -> None:
+    """The shipped defaults on real guests: with balloon_guests_limit below
+    what the pair holds, the balloons come down until the pair fits (page
+    cache and free memory first: each keeps what it uses), and without the
+    limit the host, having room, gives them their maximum back."""
+    e2e.stop_momd()
+    e2e.start_momd(policies=DEFAULT_POLICIES)
+    try:
+        guests = e2e.ensure_pair()
+        e2e.restore_full(guests)
+        mark = e2e.log_mark()
+        started = time.monotonic()
+        e2e.bus.set_parameters(balloon_guests_limit=GUESTS_LIMIT_KIB)
+
+        def fits(series: dict[str, list[Sample]]) -> bool:
+            lasts = [ss[-1] for ss in series.values()]
+            return sum(s.current for s in lasts) <= GUESTS_LIMIT_KIB + 2 * BAND_KIB and \
+                all(quiet(ss, lambda s, last=ss[-1]: s.current == last.current)
+                    for ss in series.values())
+        series = record(e2e, guests, fits, timeout=120)
+        measure("defaults: pair brought within balloon_guests_limit",
+                f"{time.monotonic() - started:.1f} s (" + ", ".join(
+                    f"{name[-1]}: {MAX_KIB} -> {ss[-1].current} KiB"
+                    for name, ss in series.items()) + ")")
+        log = e2e.log_since(mark)
+        assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
+        for g in guests:
+            samples = series[g.name]
+            final = samples[-1]
+            print(f"{g.name}: (t, current, target, unused) "
+                  + str([(round(s.t, 1), s.current, s.target, s.unused) for s in samples]))
+            # Shrunk, by the policy and not the controller's floor; never into
+            # what the guest holds (DIRTY_MIB of tmpfs at least), so no OOM.
+            assert final.current < MAX_KIB - BAND_KIB
+            assert final.current > FLOOR_KIB + DIRTY_MIB * 1024
+            assert "Out of memory" not in g.serial.text()
+            assert final.memtotal is not None
+            assert abs(final.memtotal - (g.initial_memtotal - (MAX_KIB - final.current))) <= 1024
+
+        started = time.monotonic()
+        e2e.bus.set_parameters(balloon_guests_limit=0)
+        e2e.wait_full(guests, timeout=60)
+        measure("defaults: limit lifted, back to the maximum", f"{time.monotonic() - started:.1f} s")
+    finally:
+        # The tests after this one expect MoM's set.
+        e2e.stop_momd()
+        e2e.start_momd()
 
 
 # -- 5. KSM --------------------------------------------------------------------
