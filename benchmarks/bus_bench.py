@@ -40,12 +40,11 @@ sys.path.insert(0, str(ROOT))
 from dbus_next import BusType, Message, MessageType  # noqa: E402
 from dbus_next.aio import MessageBus  # noqa: E402
 
-from momservice.bus.names import GUEST_INTERFACE, MANAGER_PATH  # noqa: E402
+from momservice.contract import (BUS_NAME, GUEST_INTERFACE, MANAGER_PATH,  # noqa: E402
+                                 OBJECT_MANAGER_INTERFACE, PROPERTIES_INTERFACE)
 from tests.helpers.libvirt_node import node_uri, write_node_xml  # noqa: E402
 from tests.helpers.momd_process import Momd, momd_config  # noqa: E402
 from tests.helpers.private_bus import system_bus_with_polkit  # noqa: E402
-
-PROPS = "org.freedesktop.DBus.Properties"
 
 
 async def measure(address: str, guests: int, gets: int, cycles: int,
@@ -61,15 +60,15 @@ async def measure(address: str, guests: int, gets: int, cycles: int,
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        reply = await bus.call(Message(destination="org.ovirt.mom1", path=MANAGER_PATH,
-                                       interface="org.freedesktop.DBus.ObjectManager",
+        reply = await bus.call(Message(destination=BUS_NAME, path=MANAGER_PATH,
+                                       interface=OBJECT_MANAGER_INTERFACE,
                                        member="GetManagedObjects"))
         times.append(time.perf_counter() - start)
         assert reply.message_type == MessageType.METHOD_RETURN, reply.body
     paths = [p for p in reply.body[0] if "/guest/" in p]
     assert len(paths) == guests, f"{len(paths)} guests on the bus, expected {guests}"
     python_ms = statistics.median(times) * 1000
-    gmo_ms = busctl_ms(address, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects")
+    gmo_ms = busctl_ms(address, OBJECT_MANAGER_INTERFACE, "GetManagedObjects")
     print(f"GetManagedObjects ({len(reply.body[0])} objects): median {gmo_ms:.1f} ms with "
           f"busctl, {python_ms:.1f} ms with the dbus-next client")
 
@@ -78,8 +77,8 @@ async def measure(address: str, guests: int, gets: int, cycles: int,
     for i in range(gets):
         await asyncio.sleep(spacing)
         start = time.perf_counter()
-        reply = await bus.call(Message(destination="org.ovirt.mom1", path=paths[i % len(paths)],
-                                       interface=PROPS, member="Get", signature="ss",
+        reply = await bus.call(Message(destination=BUS_NAME, path=paths[i % len(paths)],
+                                       interface=PROPERTIES_INTERFACE, member="Get", signature="ss",
                                        body=[GUEST_INTERFACE, "BalloonCurrent"]))
         rtts.append(time.perf_counter() - start)
         assert reply.message_type == MessageType.METHOD_RETURN, reply.body
@@ -93,8 +92,8 @@ async def measure(address: str, guests: int, gets: int, cycles: int,
     bus.add_message_handler(on_message)
     await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-                           body=["type='signal',sender='org.ovirt.mom1',"
-                                 "interface='org.freedesktop.DBus.Properties'"]))
+                           body=[f"type='signal',sender='{BUS_NAME}',"
+                                 f"interface='{PROPERTIES_INTERFACE}'"]))
     deadline = time.monotonic() + (cycles + 2) * interval
     marks = lambda: [t for t, p, c in signals if p == MANAGER_PATH and "LastEvaluation" in c]
     while len(marks()) < cycles + 1 and time.monotonic() < deadline:
@@ -122,7 +121,7 @@ def busctl_ms(address: str, interface: str, member: str, runs: int = 5) -> float
         samples = []
         for _ in range(runs):
             start = time.perf_counter()
-            subprocess.run(["busctl", f"--address={address}", "call", "org.ovirt.mom1",
+            subprocess.run(["busctl", f"--address={address}", "call", BUS_NAME,
                             path, iface, name], check=True, stdout=subprocess.DEVNULL)
             samples.append(time.perf_counter() - start)
         return statistics.median(samples)

@@ -34,7 +34,8 @@ control="$(dirname "${BASH_SOURCE[0]}")/../debian/control"
 # The package names of one field of debian/control (all its paragraphs):
 # continuation lines joined, versions, architectures, build profiles and
 # substitution variables (${python3:Depends}) dropped, the first of
-# alternatives kept.  Virtual packages are named by what provides them.
+# alternatives kept, each package once (a version range names it twice).
+# Virtual packages are named by what provides them.
 control_packages() {
     awk -v field="$1" '
         /^#/ { next }
@@ -43,7 +44,8 @@ control_packages() {
         on { print }
     ' "$control" | tr ',' '\n' | sed -e 's/|.*//' -e 's/([^)]*)//g' -e 's/\[[^]]*\]//g' \
         -e 's/<[^>]*>//g' -e 's/:any//' -e 's/:native//' -e 's/[[:space:]]//g' \
-        | grep -v -e '^$' -e '^\${' | sed -e 's/^debhelper-compat$/debhelper/'
+        | grep -v -e '^$' -e '^\${' | sed -e 's/^debhelper-compat$/debhelper/' \
+        | awk '!seen[$0]++'
 }
 
 test_packages() {

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from momservice.contract import BUS_NAME
+
 REPO = Path(__file__).resolve().parent.parent
 # 1.75x: enough that the shipped policies must move balloons at once (at
 # 1.5x this host has room for every guest and they leave it alone).
@@ -80,7 +82,7 @@ def wait_for_momd(address: str, momd: subprocess.Popen, log: Path, timeout: floa
         probe = subprocess.run(
             ["dbus-send", f"--bus={address}", "--print-reply", "--dest=org.freedesktop.DBus",
              "/org/freedesktop/DBus", "org.freedesktop.DBus.NameHasOwner",
-             "string:org.ovirt.mom1"], capture_output=True, text=True)
+             f"string:{BUS_NAME}"], capture_output=True, text=True)
         if "boolean true" in probe.stdout:
             return
         time.sleep(0.2)

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from contextvars import ContextVar
 from typing import Any, Awaitable, Callable, Protocol
 
 from dbus_next import Message
 from dbus_next.service import ServiceInterface
 
+from .connection import current_message, is_exported_method, property_setter
 from .errors import to_dbus_error
-
-#: The method call being handled, set by the connection for each incoming
-#: call before dbus-next dispatches it (dbus-next does not hand the message
-#: to handlers; its tasks inherit this context).
-current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
 
 _ACCESS = "__mom_access__"
 _PUBLIC = "public"
@@ -75,11 +70,11 @@ class MomInterface(ServiceInterface):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         for attr, member in vars(cls).items():
-            if "__DBUS_METHOD" in getattr(member, "__dict__", {}):
+            if is_exported_method(member):
                 if declared_access(member) is None:
                     raise TypeError(f"{cls.__name__}.{attr}: an exported method must be "
                                     "decorated with @requires(ACTION) or @public")
-            setter = getattr(member, "prop_setter", None)
+            setter = property_setter(member)
             if setter is not None and declared_access(setter) in (None, _PUBLIC):
                 raise TypeError(f"{cls.__name__}.{attr}: a writable property's setter must "
                                 "be decorated with @requires(ACTION)")
@@ -89,7 +84,7 @@ class MomInterface(ServiceInterface):
         """Member name to the action guarding it (for documentation and tests)."""
         found = {}
         for attr, member in vars(cls).items():
-            action = declared_access(member) or declared_access(getattr(member, "prop_setter", None))
+            action = declared_access(member) or declared_access(property_setter(member))
             if action and action != _PUBLIC:
                 found[attr] = action
         return found

@@ -1,4 +1,12 @@
-"""Our connection to the bus: dbus-next, with three of its habits corrected.
+"""Our connection to the bus: dbus-next, with some of its habits corrected.
+
+This is the one module that touches dbus-next's private members (those
+named ``_...``, and the markers its decorators leave on our methods); the
+rest of the package uses its public API only.  They are those of
+dbus-next 0.2.3, the version pyproject.toml pins: ``PRIVATE_METHODS``
+lists the methods with their signatures, and
+tests/bus/test_dbus_next_private.py checks every private member used here
+against the installed dbus-next.
 
 * ObjectManager signals (InterfacesAdded/Removed) come from the manager's
   path, as the D-Bus specification and GDBus/sd-bus clients expect, not
@@ -6,7 +14,7 @@
 * No reply carries a Python traceback: an exception dbus-next would turn
   into a traceback text becomes one of the contract's named errors.
 * Method handlers learn who called: each incoming call is put in
-  ``access.current_message`` before dispatch, for polkit's subject.
+  ``current_message`` before dispatch, for polkit's subject.
 * A full socket buffer (EAGAIN, as when a thousand guests appear at once)
   is a reason to wait for the socket, not to drop the connection.
 * A property set to a value of the wrong type is ``InvalidArgs``, as with
@@ -24,17 +32,42 @@ from __future__ import annotations
 import asyncio
 import inspect
 import xml.etree.ElementTree as ET
+from contextvars import ContextVar
 from typing import Any
 
 from dbus_next import DBusError, ErrorType, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, _Property
 
-from .access import current_message
+from ..contract import DOC_ANNOTATION, MANAGER_PATH, OBJECT_MANAGER_INTERFACE
 from .errors import to_dbus_error
-from .names import MANAGER_PATH
 
-DOC_ANNOTATION = "org.freedesktop.DBus.DocString"
+#: The private methods of dbus-next (0.2.3) this module overrides or calls,
+#: with the signatures it relies on.  Besides these it reads the writer's
+#: ``sock``, ``buf`` and ``messages``, the bus's ``_writer``,
+#: ``_disconnected`` and ``_path_exports``, ``_Property``'s ``name``,
+#: ``signature``, ``access``, ``disabled``, ``prop_getter`` and
+#: ``prop_setter``, the ``__DBUS_METHOD`` and ``__DBUS_SIGNAL`` markers
+#: (and their ``name``), and the reply sender's ``_exit``.
+PRIVATE_METHODS: dict[tuple[type, str], str] = {
+    (MessageBus, "_emit_interface_added"): "(self, path, interface)",
+    (MessageBus, "_emit_interface_removed"): "(self, path, removed_interfaces)",
+    (MessageBus, "_default_get_managed_objects_handler"): "(self, msg, send_reply)",
+    (MessageBus, "_default_properties_handler"): "(self, msg, send_reply)",
+    (MessageBus, "_default_introspect_handler"): "(self, msg, send_reply)",
+    (MessageBus, "_introspect_export_path"): "(self, path)",
+    (MessageBus, "_send_reply"): "(self, msg)",
+    (ServiceInterface, "_get_all_property_values"): "(interface, callback, user_data=None)",
+    (ServiceInterface, "_get_properties"): "(interface)",
+}
+_METHOD_MARKER = "__DBUS_METHOD"
+_SIGNAL_MARKER = "__DBUS_SIGNAL"
+
+#: The method call being handled, set by the connection for each incoming
+#: call before dbus-next dispatches it (dbus-next does not hand the message
+#: to handlers; its tasks inherit this context).
+current_message: ContextVar[Message | None] = ContextVar("current_message", default=None)
+
 _HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
            '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
 
@@ -126,7 +159,7 @@ class MomMessageBus(MessageBus):
 
         def send(interface: ServiceInterface, values: dict, _user: Any, error: Any) -> None:
             self.send(Message.new_signal(
-                MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "InterfacesAdded",
+                MANAGER_PATH, OBJECT_MANAGER_INTERFACE, "InterfacesAdded",
                 "oa{sa{sv}}", [path, {interface.name: values if error is None else {}}]))
 
         ServiceInterface._get_all_property_values(interface, send)
@@ -135,7 +168,7 @@ class MomMessageBus(MessageBus):
         if self._disconnected:
             return
         self.send(Message.new_signal(
-            MANAGER_PATH, "org.freedesktop.DBus.ObjectManager", "InterfacesRemoved",
+            MANAGER_PATH, OBJECT_MANAGER_INTERFACE, "InterfacesRemoved",
             "oas", [path, removed_interfaces]))
 
     # -- GetManagedObjects in one pass ---------------------------------------------
@@ -183,6 +216,16 @@ def property_variants(interface: ServiceInterface) -> dict[str, Variant]:
             if not prop.disabled and prop.access.readable()}
 
 
+def is_exported_method(member: Any) -> bool:
+    """Whether a class attribute is a method dbus-next exports (``@method()``)."""
+    return _METHOD_MARKER in getattr(member, "__dict__", {})
+
+
+def property_setter(member: Any) -> Any:
+    """The setter of a D-Bus property (``@dbus_property``), None for anything else."""
+    return member.prop_setter if isinstance(member, _Property) else None
+
+
 def member_docs(cls: type) -> dict[str, str]:
     """D-Bus member name to the first paragraph of its Python docstring."""
     docs = {}
@@ -191,8 +234,8 @@ def member_docs(cls: type) -> dict[str, str]:
             if isinstance(member, _Property):
                 name, doc = member.name, member.prop_getter.__doc__
             else:
-                marker = (getattr(member, "__dict__", {}).get("__DBUS_METHOD")
-                          or getattr(member, "__dict__", {}).get("__DBUS_SIGNAL"))
+                marker = (getattr(member, "__dict__", {}).get(_METHOD_MARKER)
+                          or getattr(member, "__dict__", {}).get(_SIGNAL_MARKER))
                 if marker is None:
                     continue
                 name, doc = marker.name, member.__doc__

@@ -1,4 +1,4 @@
-"""The contract's error names, and the one mapping from core exceptions to them.
+"""The one mapping from core exceptions to the contract's error names.
 
 No reply may ever carry a Python traceback: whatever a method raises ends
 here and becomes a named error with a short message; the unexpected ones
@@ -11,19 +11,11 @@ import logging
 
 from dbus_next import DBusError
 
+from ..contract import FAILED, INVALID_ARGUMENT, NOT_FOUND, POLICY_FAILED, POLICY_SYNTAX
 from ..hypervisor import HypervisorError
 from ..policy import PolicyError, PolicyTrialError
 
 log = logging.getLogger(__name__)
-
-POLICY_SYNTAX = "org.ovirt.mom1.Error.PolicySyntax"
-POLICY_FAILED = "org.ovirt.mom1.Error.PolicyFailed"
-INVALID_ARGUMENT = "org.ovirt.mom1.Error.InvalidArgument"
-NOT_FOUND = "org.ovirt.mom1.Error.NotFound"
-FAILED = "org.ovirt.mom1.Error.Failed"
-ACCESS_DENIED = "org.freedesktop.DBus.Error.AccessDenied"
-INTERACTIVE_AUTHORIZATION_REQUIRED = \
-    "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
 
 
 def to_dbus_error(error: BaseException) -> DBusError:

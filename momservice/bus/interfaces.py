@@ -3,19 +3,22 @@
 Every method calls one operation of ``momservice.service.Service``; every
 property reads the engine's state.  Access is declared on each member
 (see ``access``); the rows of PROPERTIES are the contract's typed
-properties (see ``published``).
+properties (see ``published``); the statistics' rows are made from the
+field catalogue (``momservice.fields``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
+from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_MANAGE_POLICY,
+                        GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
+                        guest_path)
+from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
 from .access import public, requires
-from .names import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_MANAGE_POLICY,
-                    GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE, guest_path)
 from .published import Prop, Published, from_variants, to_variants
 
 if TYPE_CHECKING:
@@ -175,44 +178,20 @@ class ManagerInterface(Published):
         return message
 
 
-def _host(h: "HostInterface", field: str) -> Any:
-    return h.service.engine.host.latest.get(field)
-
-
-def _host_prop(name: str, field: str, signature: str, doc: str) -> Prop:
-    return Prop(name, signature, lambda h: _host(h, field), f"{doc} (policy name {field}).")
+def statistic_props(fields: tuple[Field, ...],
+                    sample: Callable[[Any], dict[str, Any]]) -> tuple[Prop, ...]:
+    """The typed properties of catalogue rows, each read from the newest ``sample``."""
+    def row(field: Field) -> Prop:
+        return Prop(field.prop, field.signature, lambda i: sample(i).get(field.name),
+                    f"{field.description()} (policy name {field.name}).")
+    return tuple(row(f) for f in fields if f.prop)
 
 
 class HostInterface(Published):
     """The host: its newest memory, swap, pressure and KSM statistics, and KSM tuning."""
 
     PROPERTIES = (
-        _host_prop("MemTotal", "mem_available", "t", "Total memory, KiB"),
-        _host_prop("MemFree", "mem_free", "t", "Free memory plus buffers and page cache, KiB"),
-        _host_prop("MemUnused", "mem_unused", "t", "Memory not used at all, KiB"),
-        _host_prop("AnonPages", "anon_pages", "t", "Anonymous memory, KiB"),
-        _host_prop("SwapTotal", "swap_total", "t", "Swap space, KiB"),
-        _host_prop("SwapUsed", "swap_usage", "t", "Swap in use, KiB"),
-        _host_prop("SwapIn", "swap_in", "t", "Pages swapped in since the previous sample"),
-        _host_prop("SwapOut", "swap_out", "t", "Pages swapped out since the previous sample"),
-        _host_prop("CpuCount", "cpu_count", "u", "Online CPUs"),
-        _host_prop("MemoryPressureSome", "mem_pressure_some", "d",
-                   "PSI memory pressure, some, avg10 percent"),
-        _host_prop("MemoryPressureFull", "mem_pressure_full", "d",
-                   "PSI memory pressure, full, avg10 percent"),
-        _host_prop("KsmRun", "ksm_run", "u", "KSM run state: 0 stopped, 1 running, 2 unmerging"),
-        _host_prop("KsmPagesToScan", "ksm_pages_to_scan", "u", "KSM pages to scan per batch"),
-        _host_prop("KsmSleepMillisecs", "ksm_sleep_millisecs", "u",
-                   "KSM pause between batches, ms"),
-        _host_prop("KsmMergeAcrossNodes", "ksm_merge_across_nodes", "u",
-                   "Whether KSM merges across NUMA nodes"),
-        _host_prop("KsmPagesShared", "ksm_pages_shared", "t", "KSM shared pages"),
-        _host_prop("KsmPagesSharing", "ksm_pages_sharing", "t", "Pages sharing KSM pages"),
-        _host_prop("KsmPagesUnshared", "ksm_pages_unshared", "t", "Pages KSM could not share"),
-        _host_prop("KsmPagesVolatile", "ksm_pages_volatile", "t", "Pages changing too fast to share"),
-        _host_prop("KsmFullScans", "ksm_full_scans", "t", "Full KSM scans so far"),
-        _host_prop("KsmShareable", "ksm_shareable", "t", "Guest memory KSM could merge, KiB"),
-        _host_prop("KsmdCpuUsage", "ksmd_cpu_usage", "d", "CPU used by ksmd, percent"),
+        *statistic_props(HOST_STATISTICS, lambda h: h.service.engine.host.latest),
         Prop("Statistics", "a{sv}", lambda h: to_variants(h.service.engine.host.latest),
              "The newest host sample under the policy names."),
         Prop("Controls", "a{sv}", lambda h: to_variants(_last(h, "host_controls", {})),
@@ -242,34 +221,15 @@ def _guest_controls(guest: "GuestInterface") -> dict[str, Any]:
     return evaluation.guest_controls.get(guest.uuid, {}) if evaluation is not None else {}
 
 
-def _guest_prop(name: str, field: str, signature: str, doc: str) -> Prop:
-    return Prop(name, signature, lambda g: g.entity.latest.get(field),
-                f"{doc} (policy name {field}).")
-
-
 class GuestInterface(Published):
     """One managed guest: its balloon and the memory statistics its balloon driver reports."""
 
     PROPERTIES = (
-        Prop("Name", "s", lambda g: g.entity.props.get("name"), "The guest's name."),
-        Prop("UUID", "s", lambda g: g.uuid, "The guest's UUID."),
-        Prop("Pid", "u", lambda g: g.entity.props.get("pid"),
-             "The QEMU process id; 0 if unknown."),
-        _guest_prop("BalloonCurrent", "balloon_cur", "t", "Memory the balloon leaves the guest, KiB"),
-        _guest_prop("BalloonMaximum", "balloon_max", "t", "Maximum memory of the guest, KiB"),
-        _guest_prop("BalloonMinimum", "balloon_min", "t", "Guaranteed memory, KiB"),
-        _guest_prop("MemAvailable", "mem_available", "t", "Memory the guest sees, KiB"),
-        _guest_prop("MemUnused", "mem_unused", "t", "Memory the guest leaves unused, KiB"),
-        _guest_prop("MemUsable", "mem_usable", "t", "Memory the guest could use without swapping, KiB"),
-        _guest_prop("DiskCaches", "disk_caches", "t", "The guest's disk caches, KiB"),
-        _guest_prop("SwapIn", "swap_in", "t", "Swapped in by the guest"),
-        _guest_prop("SwapOut", "swap_out", "t", "Swapped out by the guest"),
-        _guest_prop("MajorFaults", "major_fault", "t", "Major page faults in the guest"),
-        _guest_prop("MinorFaults", "minor_fault", "t", "Minor page faults in the guest"),
-        _guest_prop("Rss", "rss", "t", "Resident memory of the QEMU process, KiB"),
-        _guest_prop("StatsAge", "stats_age", "d", "Seconds since the guest last reported"),
-        Prop("BalloonTarget", "t", lambda g: g.balloon_target,
-             "Last balloon target applied, KiB; 0 if none."),
+        *(Prop(f.prop, f.signature, lambda g, f=f: g.entity.props.get(f.name),
+               f"{f.description()}.") for f in GUEST_IDENTITY),
+        *statistic_props(GUEST_STATISTICS, lambda g: g.entity.latest),
+        Prop(BALLOON_TARGET.prop, BALLOON_TARGET.signature, lambda g: g.balloon_target,
+             f"{BALLOON_TARGET.description()}."),
         Prop("Statistics", "a{sv}", lambda g: to_variants(g.entity.latest),
              "The newest sample under the policy names."),
         Prop("Controls", "a{sv}", lambda g: to_variants(_guest_controls(g)),

@@ -1,19 +1,9 @@
-"""Names of the D-Bus contract: bus name, object paths, interfaces, actions."""
+"""The contract's names as bus/server.py and bus/publisher.py import them.
 
-BUS_NAME = "org.ovirt.mom1"
-MANAGER_PATH = "/org/ovirt/mom1"
-HOST_PATH = "/org/ovirt/mom1/host"
-GUEST_PATH_PREFIX = "/org/ovirt/mom1/guest/"
+They are defined in ``momservice.contract``; import them from there.  This
+module only keeps those two importers working until they do.
+"""
 
-MANAGER_INTERFACE = "org.ovirt.mom1.Manager"
-HOST_INTERFACE = "org.ovirt.mom1.Host"
-GUEST_INTERFACE = "org.ovirt.mom1.Guest"
+from ..contract import BUS_NAME, HOST_PATH, MANAGER_PATH, guest_path
 
-ACTION_MANAGE_POLICY = "org.ovirt.mom1.manage-policy"
-ACTION_CONTROL_BALLOON = "org.ovirt.mom1.control-balloon"
-ACTION_CONTROL_KSM = "org.ovirt.mom1.control-ksm"
-
-
-def guest_path(uuid: str) -> str:
-    """The object path of a guest: its UUID with ``-`` replaced by ``_``."""
-    return GUEST_PATH_PREFIX + uuid.replace("-", "_")
+__all__ = ["BUS_NAME", "HOST_PATH", "MANAGER_PATH", "guest_path"]

@@ -8,7 +8,7 @@ import logging
 from dbus_next import DBusError, Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
 
-from .errors import ACCESS_DENIED, INTERACTIVE_AUTHORIZATION_REQUIRED
+from ..contract import ACCESS_DENIED, INTERACTIVE_AUTHORIZATION_REQUIRED
 
 log = logging.getLogger(__name__)
 

@@ -17,18 +17,10 @@ from dbus_next import BusType, DBusError, Message, MessageFlag, MessageType, Var
 from dbus_next.aio import MessageBus
 from dbus_next.errors import AuthError, InvalidAddressError
 
+from ..contract import (BUS_NAME, FAILED, GUEST_INTERFACE, INTERACTIVE_AUTHORIZATION_REQUIRED,
+                        MANAGER_PATH, OBJECT_MANAGER_INTERFACE, POLICY_SYNTAX,
+                        PROPERTIES_INTERFACE, guest_path)
 from . import exitcodes
-
-BUS_NAME = "org.ovirt.mom1"
-MANAGER_PATH = "/org/ovirt/mom1"
-HOST_PATH = "/org/ovirt/mom1/host"
-GUEST_PATH_PREFIX = "/org/ovirt/mom1/guest/"
-
-MANAGER_IFACE = "org.ovirt.mom1.Manager"
-HOST_IFACE = "org.ovirt.mom1.Host"
-GUEST_IFACE = "org.ovirt.mom1.Guest"
-PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
-OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
 
 #: How long a read may take before momctl gives up (seconds).
 READ_TIMEOUT = 30.0
@@ -53,11 +45,6 @@ def system_bus_address() -> str:
                           "unix:path=/var/run/dbus/system_bus_socket")
 
 
-def guest_path(uuid: str) -> str:
-    """The object path of the guest with this UUID."""
-    return GUEST_PATH_PREFIX + uuid.replace("-", "_")
-
-
 def describe_dbus_error(name: str, text: str) -> MomctlError:
     """The human message and exit code for a D-Bus error reply."""
     code = exitcodes.for_dbus_error(name)
@@ -69,15 +56,15 @@ def describe_dbus_error(name: str, text: str) -> MomctlError:
             message = f"momd could not be started by the bus ({short}): {text}"
     elif code == exitcodes.ACCESS_DENIED:
         reason = ("authorization needs a password and no agent could ask for it"
-                  if short == "InteractiveAuthorizationRequired" else "access denied")
+                  if name == INTERACTIVE_AUTHORIZATION_REQUIRED else "access denied")
         message = f"{reason}: {text}; {_ACCESS_HINT}" if text else f"{reason}; {_ACCESS_HINT}"
-    elif short == "PolicySyntax":
+    elif name == POLICY_SYNTAX:
         message = f"policy error: {text}"
     elif code == exitcodes.INVALID_ARGUMENT:
         message = f"invalid argument: {text}"
     elif code == exitcodes.NOT_FOUND:
         message = f"not found: {text}"
-    elif name == "org.ovirt.mom1.Error.Failed":
+    elif name == FAILED:
         message = f"failed: {text}"
     else:
         message = f"{name}: {text}" if text else name
@@ -174,16 +161,16 @@ class MomClient:
 
     async def get_all(self, path: str, interface: str) -> dict[str, Any]:
         """Every property of ``interface`` at ``path``, unwrapped."""
-        (props,) = await self.call(path, PROPERTIES_IFACE, "GetAll", "s", [interface])
+        (props,) = await self.call(path, PROPERTIES_INTERFACE, "GetAll", "s", [interface])
         return unwrap(props)
 
     async def get(self, path: str, interface: str, name: str) -> Any:
-        (value,) = await self.call(path, PROPERTIES_IFACE, "Get", "ss", [interface, name])
+        (value,) = await self.call(path, PROPERTIES_INTERFACE, "Get", "ss", [interface, name])
         return unwrap(value)
 
     async def managed_objects(self) -> dict[str, dict[str, dict[str, Any]]]:
         """``GetManagedObjects`` on the manager: path -> interface -> properties."""
-        (objects,) = await self.call(MANAGER_PATH, OBJECT_MANAGER_IFACE, "GetManagedObjects")
+        (objects,) = await self.call(MANAGER_PATH, OBJECT_MANAGER_INTERFACE, "GetManagedObjects")
         return unwrap(objects)
 
     async def guests(self) -> dict[str, dict[str, Any]]:
@@ -214,8 +201,8 @@ class MomClient:
 
 def guests_of(objects: dict[str, dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """The guests among the managed objects: path -> Guest properties."""
-    return {path: ifaces[GUEST_IFACE] for path, ifaces in objects.items()
-            if GUEST_IFACE in ifaces}
+    return {path: ifaces[GUEST_INTERFACE] for path, ifaces in objects.items()
+            if GUEST_INTERFACE in ifaces}
 
 
 def find_guest(guests: dict[str, dict[str, Any]], key: str) -> tuple[str, dict[str, Any]]:

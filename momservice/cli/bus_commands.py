@@ -17,31 +17,25 @@ from typing import Any, TextIO
 
 from dbus_next import Variant
 
+from ..contract import GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE, MANAGER_PATH
+from ..fields import (BALLOON_TARGET, GUEST_BY_PROPERTY, GUEST_CATALOGUE, GUEST_CONTROL_FIELDS,
+                      GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
 from . import exitcodes
-from .bus_client import (GUEST_IFACE, HOST_IFACE, HOST_PATH, MANAGER_IFACE, MANAGER_PATH,
-                         MomClient, guests_of, unwrap)
-from .formatting import (dump_json, format_duration_us, format_kib, format_table,
+from .bus_client import MomClient, guests_of, unwrap
+from .formatting import (dump_json, field_text, format_duration_us, format_kib, format_table,
                          format_timestamp_us, format_value, ksm_setting, param_variant,
                          parse_assignment, parse_size)
 from .policy_tools import UsageError
 
-# -- what the properties mean ---------------------------------------------------
+# -- what the properties mean: the field catalogue -------------------------------
 
-#: Guest properties in KiB (shown in human units too).
-GUEST_KIB = ("BalloonCurrent", "BalloonMaximum", "BalloonMinimum", "BalloonTarget",
-             "MemAvailable", "MemUnused", "MemUsable", "DiskCaches", "SwapIn", "SwapOut",
-             "Rss")
-GUEST_ORDER = ("Name", "UUID", "Pid", "BalloonCurrent", "BalloonMaximum", "BalloonMinimum",
-               "BalloonTarget", "MemAvailable", "MemUnused", "MemUsable", "DiskCaches",
-               "Rss", "SwapIn", "SwapOut", "MajorFaults", "MinorFaults", "StatsAge")
-#: Guest statistics (policy names) that are KiB.
-GUEST_STAT_KIB = frozenset({"balloon_cur", "balloon_max", "balloon_min", "mem_available",
-                            "mem_unused", "mem_usable", "disk_caches", "rss", "swap_in",
-                            "swap_out", "swap_total", "swap_usage", "balloon_target"})
-KSM_PROPERTIES = ("KsmRun", "KsmPagesToScan", "KsmSleepMillisecs", "KsmMergeAcrossNodes",
-                  "KsmPagesShared", "KsmPagesSharing", "KsmPagesUnshared",
-                  "KsmPagesVolatile", "KsmFullScans", "KsmShareable", "KsmdCpuUsage")
-KSM_RUN_STATES = {0: "stopped", 1: "running", 2: "unmerging"}
+#: Guest properties in the order ``momctl guest`` shows them.
+GUEST_ORDER = tuple(f.prop for f in GUEST_CATALOGUE if f.prop)
+#: Guest statistics and controls (policy names) that are KiB.
+GUEST_STAT_KIB = frozenset(f.name for f in GUEST_STATISTICS + GUEST_CONTROL_FIELDS
+                           if f.unit is KIB)
+KSM_PROPERTIES = tuple(f.prop for f in HOST_KSM if f.prop)
+_KSM_RUN = HOST_BY_PROPERTY["KsmRun"]
 
 Run = Callable[[argparse.Namespace, TextIO, TextIO], int]
 Body = Callable[[MomClient], Awaitable[int | None]]
@@ -70,7 +64,7 @@ def ksm_summary(host: dict[str, Any]) -> list[str]:
     if "KsmRun" not in host:
         return []
     run = host.get("KsmRun", 0)
-    state = KSM_RUN_STATES.get(run, f"run={run}")
+    state = _KSM_RUN.state(run) or f"run={run}"
     first = (f"{state} (run={run}), {host.get('KsmPagesToScan', 0)} pages per scan every "
              f"{host.get('KsmSleepMillisecs', 0)} ms, merge across nodes "
              f"{host.get('KsmMergeAcrossNodes', 0)}")
@@ -129,8 +123,8 @@ def status_lines(manager: dict[str, Any], host: dict[str, Any],
 
 
 async def fetch_manager_and_host(client: MomClient) -> tuple[dict[str, Any], dict[str, Any]]:
-    manager = await client.get_all(MANAGER_PATH, MANAGER_IFACE)
-    host = await client.get_all(HOST_PATH, HOST_IFACE)
+    manager = await client.get_all(MANAGER_PATH, MANAGER_INTERFACE)
+    host = await client.get_all(HOST_PATH, HOST_INTERFACE)
     return manager, host
 
 
@@ -146,7 +140,10 @@ def run_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 # -- guests ----------------------------------------------------------------------
 
-GUEST_HEADERS = ("NAME", "CURRENT", "MAX", "MIN", "FREE", "SWAP IN/OUT", "TARGET")
+#: The columns of ``momctl guests``, by property; their headings are the catalogue's labels.
+GUEST_COLUMNS = ("Name", "BalloonCurrent", "BalloonMaximum", "BalloonMinimum", "MemUnused",
+                 "SwapIn", "BalloonTarget")
+GUEST_HEADERS = tuple(GUEST_BY_PROPERTY[p].label for p in GUEST_COLUMNS)
 
 
 def _guest_stat(props: dict[str, Any], prop: str, stat: str) -> Any:
@@ -192,11 +189,6 @@ def run_guests(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return run_with_client(args, body)
 
 
-def kib_text(kib: int) -> str:
-    """``1.5 GiB (1572864 KiB)``; just ``512 KiB`` below 1 MiB."""
-    return format_kib(kib) if abs(kib) < 1024 else f"{format_kib(kib)} ({kib} KiB)"
-
-
 def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
     """``momctl guest NAME``: every property, then statistics and controls."""
     lines = [f"{props.get('Name', '?')}  {path}"]
@@ -206,16 +198,8 @@ def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
     width = max((len(n) for n in names), default=0)
     for name in names:
         value = props[name]
-        if name in GUEST_KIB and isinstance(value, int):
-            text = kib_text(value)
-            if name == "BalloonTarget" and not value:
-                text = "none"
-        elif name == "StatsAge" and isinstance(value, float):
-            text = f"{value:.1f} s"
-        elif isinstance(value, str):
-            text = value
-        else:
-            text = format_value(value)
+        field = GUEST_BY_PROPERTY.get(name)
+        text = "none" if field is BALLOON_TARGET and not value else field_text(field, value)
         lines.append(f"  {name:<{width}}  {text}")
     for section in ("Statistics", "Controls"):
         values = props.get(section)
@@ -246,7 +230,7 @@ def run_guest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         path, props = await client.find_guest(args.guest)
         # Fresh values straight from the object (GetManagedObjects is one
         # snapshot of everything; GetAll is this guest's newest state).
-        props = await client.get_all(path, GUEST_IFACE)
+        props = await client.get_all(path, GUEST_INTERFACE)
         if args.json:
             _emit_json(out, {"path": path, **props})
         else:
@@ -258,8 +242,8 @@ def run_guest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def run_policy_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async def body(client: MomClient) -> None:
-        (policies,) = await client.call(MANAGER_PATH, MANAGER_IFACE, "GetPolicies")
-        active = await client.get(MANAGER_PATH, MANAGER_IFACE, "PolicyNames")
+        (policies,) = await client.call(MANAGER_PATH, MANAGER_INTERFACE, "GetPolicies")
+        active = await client.get(MANAGER_PATH, MANAGER_INTERFACE, "PolicyNames")
         order = list(active) + sorted(n for n in policies if n not in active)
         if args.json:
             _emit_json(out, {"active": active, "policies": {n: policies.get(n, "")
@@ -276,7 +260,7 @@ def run_policy_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def run_policy_show(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async def body(client: MomClient) -> None:
-        (text,) = await client.call(MANAGER_PATH, MANAGER_IFACE, "GetPolicy", "s", [args.name])
+        (text,) = await client.call(MANAGER_PATH, MANAGER_INTERFACE, "GetPolicy", "s", [args.name])
         if args.json:
             _emit_json(out, {"name": args.name, "text": text})
         else:
@@ -300,7 +284,7 @@ def run_policy_set(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     text = _read_text(args.file)
 
     async def body(client: MomClient) -> None:
-        await client.call(MANAGER_PATH, MANAGER_IFACE, "SetPolicy", "ss", [args.name, text],
+        await client.call(MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss", [args.name, text],
                           interactive=True)
         print(f"policy {args.name} set", file=out)
     return run_with_client(args, body)
@@ -311,7 +295,7 @@ def _simple_call(member: str, signature: str, body_args: list[Any], message: str
         values = [getattr(args, a) for a in body_args]
 
         async def body(client: MomClient) -> None:
-            await client.call(MANAGER_PATH, MANAGER_IFACE, member, signature, values,
+            await client.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, values,
                               interactive=True)
             print(message.format(**vars(args)), file=out)
         return run_with_client(args, body)
@@ -339,11 +323,11 @@ def run_params(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     async def body(client: MomClient) -> None:
         if params is not None:
-            await client.call(MANAGER_PATH, MANAGER_IFACE, "SetParameters", "a{sv}", [params],
+            await client.call(MANAGER_PATH, MANAGER_INTERFACE, "SetParameters", "a{sv}", [params],
                               interactive=True)
             print(f"parameters set: {', '.join(params)}", file=out)
             return
-        current = await client.get(MANAGER_PATH, MANAGER_IFACE, "Parameters")
+        current = await client.get(MANAGER_PATH, MANAGER_INTERFACE, "Parameters")
         if args.json:
             _emit_json(out, current)
         elif not current:
@@ -364,14 +348,7 @@ def ksm_lines(host: dict[str, Any]) -> list[str]:
     width = max(len(n) for n, _ in values)
     lines = []
     for name, value in values:
-        text = format_value(value)
-        if name == "KsmRun":
-            text += f" ({KSM_RUN_STATES.get(value, 'unknown')})"
-        elif name == "KsmShareable":
-            text = kib_text(value)
-        elif name == "KsmdCpuUsage":
-            text = f"{value:.1f} %"
-        lines.append(f"{name:<{width}}  {text}")
+        lines.append(f"{name:<{width}}  {field_text(HOST_BY_PROPERTY[name], value)}")
     return lines
 
 
@@ -381,12 +358,12 @@ def run_ksm(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     async def body(client: MomClient) -> None:
         if settings is not None:
-            await client.call(HOST_PATH, HOST_IFACE, "SetKsm", "a{sv}", [settings],
+            await client.call(HOST_PATH, HOST_INTERFACE, "SetKsm", "a{sv}", [settings],
                               interactive=True)
             print("KSM set: " + ", ".join(f"{k}={v.value}" for k, v in settings.items()),
                   file=out)
             return
-        host = await client.get_all(HOST_PATH, HOST_IFACE)
+        host = await client.get_all(HOST_PATH, HOST_INTERFACE)
         if args.json:
             _emit_json(out, {n: host[n] for n in KSM_PROPERTIES if n in host})
         else:
@@ -401,7 +378,7 @@ def run_balloon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     async def body(client: MomClient) -> None:
         path, props = await client.find_guest(args.guest)
-        await client.call(path, GUEST_IFACE, "SetBalloonTarget", "t", [kib], interactive=True)
+        await client.call(path, GUEST_INTERFACE, "SetBalloonTarget", "t", [kib], interactive=True)
         print(f"{props.get('Name', path)}: balloon target set to {format_kib(kib)} "
               f"({kib} KiB)", file=out)
     return run_with_client(args, body)
@@ -434,7 +411,7 @@ def controls_lines(controls: dict[str, dict[str, Any]], names: dict[str, str]) -
 
 def run_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async def body(client: MomClient) -> None:
-        (raw,) = await client.call(MANAGER_PATH, MANAGER_IFACE, "EvaluateNow", "b",
+        (raw,) = await client.call(MANAGER_PATH, MANAGER_INTERFACE, "EvaluateNow", "b",
                                    [bool(args.dry_run)], interactive=True)
         controls = unwrap(raw)
         names = object_names(await client.managed_objects())
@@ -467,9 +444,7 @@ def json_option() -> argparse.ArgumentParser:
 
 
 def add_bus_commands(commands: argparse._SubParsersAction) -> None:
-    """status, guests, guest, params, ksm, balloon, evaluate, monitor."""
-    from .monitor import run_monitor
-
+    """status, guests, guest, params, ksm, balloon, evaluate (``monitor`` has its own module)."""
     bus, js = bus_options(), json_option()
     p = commands.add_parser("status", parents=[bus, js], help="service, hypervisor, policies, "
                             "last evaluation, host memory and KSM")
@@ -512,14 +487,6 @@ def add_bus_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="compute the controls without applying them")
     p.set_defaults(run=run_evaluate)
-
-    p = commands.add_parser("monitor", parents=[bus],
-                            help="a live table of the host and the guests")
-    p.add_argument("--seconds", type=float, default=None, metavar="N",
-                   help="stop after N seconds (default: until Ctrl-C)")
-    p.add_argument("--interval", type=float, default=0.25, metavar="S",
-                   help="redraw at most every S seconds (default 0.25)")
-    p.set_defaults(run=run_monitor)
 
 
 def add_policy_bus_commands(policy: argparse._SubParsersAction) -> None:

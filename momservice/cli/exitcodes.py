@@ -20,6 +20,8 @@
 
 from __future__ import annotations
 
+from .. import contract
+
 OK = 0
 #: A policy failed to parse, check or evaluate.
 POLICY_ERROR = 1
@@ -57,15 +59,15 @@ _SERVICE_GONE = frozenset({
 })
 
 _BY_NAME = {
-    "org.ovirt.mom1.Error.PolicySyntax": POLICY_ERROR,
-    "org.ovirt.mom1.Error.PolicyFailed": POLICY_ERROR,
-    "org.ovirt.mom1.Error.InvalidArgument": INVALID_ARGUMENT,
+    contract.POLICY_SYNTAX: POLICY_ERROR,
+    contract.POLICY_FAILED: POLICY_ERROR,
+    contract.INVALID_ARGUMENT: INVALID_ARGUMENT,
     "org.freedesktop.DBus.Error.InvalidArgs": INVALID_ARGUMENT,
-    "org.ovirt.mom1.Error.NotFound": NOT_FOUND,
+    contract.NOT_FOUND: NOT_FOUND,
     "org.freedesktop.DBus.Error.UnknownObject": NOT_FOUND,
-    "org.ovirt.mom1.Error.Failed": FAILED,
-    "org.freedesktop.DBus.Error.AccessDenied": ACCESS_DENIED,
-    "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired": ACCESS_DENIED,
+    contract.FAILED: FAILED,
+    contract.ACCESS_DENIED: ACCESS_DENIED,
+    contract.INTERACTIVE_AUTHORIZATION_REQUIRED: ACCESS_DENIED,
     "org.freedesktop.DBus.Error.AuthFailed": ACCESS_DENIED,
 }
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from dbus_next import Variant
 
+from ..fields import KIB, Field
 from .policy_tools import UsageError
 
 UINT32_MAX = 2**32 - 1
@@ -66,6 +67,11 @@ def format_kib(kib: int | float | None) -> str:
                 continue
             return f"{sign}{value:.1f} {unit}"
     raise AssertionError("unreachable")
+
+
+def kib_text(kib: int) -> str:
+    """``1.5 GiB (1572864 KiB)``; just ``512 KiB`` below 1 MiB."""
+    return format_kib(kib) if abs(kib) < 1024 else f"{format_kib(kib)} ({kib} KiB)"
 
 
 # -- values for the service ------------------------------------------------------
@@ -194,6 +200,22 @@ def format_value(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def field_text(field: Field | None, value: Any) -> str:
+    """A property's value for people, in the unit the field catalogue gives it.
+
+    KiB in human units too, an enumeration with the name of its value, a
+    measured float to one decimal with its unit symbol, a string as it is.
+    """
+    if field is not None and not isinstance(value, bool):
+        if field.unit is KIB and isinstance(value, int):
+            return kib_text(value)
+        if field.states and isinstance(value, int):
+            return f"{format_value(value)} ({field.state(value) or 'unknown'})"
+        if field.unit is not None and field.signature == "d" and isinstance(value, float):
+            return f"{value:.1f} {field.unit.symbol}"
+    return value if isinstance(value, str) else format_value(value)
 
 
 def to_json(value: Any) -> Any:

@@ -11,6 +11,7 @@ from . import exitcodes
 from .bus_client import MomctlError
 from .bus_commands import add_bus_commands, add_policy_bus_commands, bus_options
 from .lab_command import add_lab_parser
+from .monitor import add_monitor_command
 from .policy_tools import UsageError, add_policy_tool_parsers
 
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"momctl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_bus_commands(commands)
+    add_monitor_command(commands)
     add_lab_parser(commands)
     policy = commands.add_parser("policy", help="work with policies")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True,

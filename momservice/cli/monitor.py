@@ -22,19 +22,19 @@ from typing import Any, TextIO
 
 from dbus_next import Message, MessageType
 
+from ..contract import (BUS_NAME, GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
+                        MANAGER_PATH, OBJECT_MANAGER_INTERFACE, PROPERTIES_INTERFACE)
 from . import exitcodes
-from .bus_client import (BUS_NAME, GUEST_IFACE, HOST_IFACE, HOST_PATH, MANAGER_IFACE,
-                         MANAGER_PATH, OBJECT_MANAGER_IFACE, PROPERTIES_IFACE, MomClient,
-                         MomctlError, guests_of, unwrap)
-from .bus_commands import guest_table, run_with_client, status_lines
+from .bus_client import MomClient, MomctlError, guests_of, unwrap
+from .bus_commands import bus_options, guest_table, run_with_client, status_lines
 from .policy_tools import UsageError
 
 CLEAR = "\x1b[H\x1b[2J"
 
 MATCH_RULES = (
-    f"type='signal',sender='{BUS_NAME}',interface='{PROPERTIES_IFACE}',"
+    f"type='signal',sender='{BUS_NAME}',interface='{PROPERTIES_INTERFACE}',"
     f"member='PropertiesChanged',path_namespace='{MANAGER_PATH}'",
-    f"type='signal',sender='{BUS_NAME}',interface='{OBJECT_MANAGER_IFACE}',"
+    f"type='signal',sender='{BUS_NAME}',interface='{OBJECT_MANAGER_INTERFACE}',"
     f"path='{MANAGER_PATH}'",
     "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
     f"member='NameOwnerChanged',arg0='{BUS_NAME}'",
@@ -69,31 +69,31 @@ class MonitorState:
         return not invalidated
 
     def _target(self, path: str, interface: str) -> dict[str, Any] | None:
-        if path == MANAGER_PATH and interface == MANAGER_IFACE:
+        if path == MANAGER_PATH and interface == MANAGER_INTERFACE:
             return self.manager
-        if path == HOST_PATH and interface == HOST_IFACE:
+        if path == HOST_PATH and interface == HOST_INTERFACE:
             return self.host
-        if interface == GUEST_IFACE:
+        if interface == GUEST_INTERFACE:
             return self.guests.get(path)
         return None
 
     def replace(self, path: str, interface: str, props: dict[str, Any]) -> None:
         """Every property of one object, freshly fetched."""
-        if path == MANAGER_PATH and interface == MANAGER_IFACE:
+        if path == MANAGER_PATH and interface == MANAGER_INTERFACE:
             self.manager = dict(props)
-        elif path == HOST_PATH and interface == HOST_IFACE:
+        elif path == HOST_PATH and interface == HOST_INTERFACE:
             self.host = dict(props)
-        elif interface == GUEST_IFACE:
+        elif interface == GUEST_INTERFACE:
             self.guests[path] = dict(props)
 
     def interfaces_added(self, path: str, interfaces: dict[str, dict[str, Any]]) -> bool:
-        if GUEST_IFACE not in interfaces:
+        if GUEST_INTERFACE not in interfaces:
             return False
-        self.guests[path] = dict(unwrap(interfaces[GUEST_IFACE]))
+        self.guests[path] = dict(unwrap(interfaces[GUEST_INTERFACE]))
         return True
 
     def interfaces_removed(self, path: str, interfaces: list[str]) -> bool:
-        if GUEST_IFACE not in interfaces:
+        if GUEST_INTERFACE not in interfaces:
             return False
         return self.guests.pop(path, None) is not None
 
@@ -122,8 +122,8 @@ class Monitor:
         self.frames = 0
 
     async def snapshot(self) -> None:
-        manager = await self.client.get_all(MANAGER_PATH, MANAGER_IFACE)
-        host = await self.client.get_all(HOST_PATH, HOST_IFACE)
+        manager = await self.client.get_all(MANAGER_PATH, MANAGER_INTERFACE)
+        host = await self.client.get_all(HOST_PATH, HOST_INTERFACE)
         objects = await self.client.managed_objects()
         self.state.load(manager, host, objects)
         self.dirty.set()
@@ -162,13 +162,13 @@ class Monitor:
             return None
         if self.owner is not None and msg.sender != self.owner:
             return None
-        if msg.member == "PropertiesChanged" and msg.interface == PROPERTIES_IFACE:
+        if msg.member == "PropertiesChanged" and msg.interface == PROPERTIES_INTERFACE:
             interface, changed, invalidated = msg.body
             if not self.state.properties_changed(msg.path, interface, changed, invalidated):
-                if interface in (MANAGER_IFACE, HOST_IFACE, GUEST_IFACE):
+                if interface in (MANAGER_INTERFACE, HOST_INTERFACE, GUEST_INTERFACE):
                     self._spawn(self._refetch(msg.path, interface))
             self.dirty.set()
-        elif msg.interface == OBJECT_MANAGER_IFACE and msg.path == MANAGER_PATH:
+        elif msg.interface == OBJECT_MANAGER_INTERFACE and msg.path == MANAGER_PATH:
             if msg.member == "InterfacesAdded":
                 path, interfaces = msg.body
                 if self.state.interfaces_added(path, interfaces):
@@ -246,3 +246,14 @@ def run_monitor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async def body(client: MomClient) -> int:
         return await Monitor(client, out, interval=args.interval, tty=tty).run(args.seconds)
     return run_with_client(args, body)
+
+
+def add_monitor_command(commands: argparse._SubParsersAction) -> None:
+    """``momctl monitor``."""
+    p = commands.add_parser("monitor", parents=[bus_options()],
+                            help="a live table of the host and the guests")
+    p.add_argument("--seconds", type=float, default=None, metavar="N",
+                   help="stop after N seconds (default: until Ctrl-C)")
+    p.add_argument("--interval", type=float, default=0.25, metavar="S",
+                   help="redraw at most every S seconds (default 0.25)")
+    p.set_defaults(run=run_monitor)

@@ -67,24 +67,28 @@ from dbus_next.signature import SignatureTree
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
-                                  MANAGER_INTERFACE, MANAGER_PATH, guest_path)
 from momservice.config import DEFAULT_BALLOON_FLOOR
+from momservice.contract import (ACCESS_DENIED, BUS_NAME, FAILED, GUEST_INTERFACE,
+                                 HOST_INTERFACE, HOST_PATH, INVALID_ARGUMENT, MANAGER_INTERFACE,
+                                 MANAGER_PATH, NOT_FOUND, OBJECT_MANAGER_INTERFACE,
+                                 POLICY_FAILED, POLICY_SYNTAX, guest_path)
+from momservice.contract import INTERACTIVE_AUTHORIZATION_REQUIRED as INTERACTIVE
+from momservice.contract import INTROSPECTABLE_INTERFACE as INTROSPECTABLE
+from momservice.contract import PROPERTIES_INTERFACE as PROPS
 from momservice.policy import PolicyError, compile_policy
 from momservice.service import MAX_PARAMETER_NAME_LENGTH, RESERVED_PARAMETER_NAMES
 from tests.helpers.as_nobody import nobody_command, nobody_env, nobody_python
 from tests.helpers.fake_host import FakeHost
 from tests.helpers.libvirt_node import GuestSpec, domain_xml, guest_uuid
-from tests.helpers.momd_process import BUS_NAME, Momd, momd_config
+from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.private_bus import skip_reason
 from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 from tests.helpers.raw_bus_client import decode, encode
 
 REPO = Path(__file__).resolve().parents[2]
 RAW_CLIENT = REPO / "tests" / "helpers" / "raw_bus_client.py"
-MOM_PREFIX = "org.ovirt.mom1."
-PROPS = "org.freedesktop.DBus.Properties"
-INTROSPECTABLE = "org.freedesktop.DBus.Introspectable"
+MOM_PREFIX = BUS_NAME + "."
+NO_SUCH_INTERFACE = BUS_NAME + ".NoSuchInterface"
 
 MIN_CALLS = 10_000
 
@@ -94,11 +98,8 @@ pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
 
 # -- the contract's error names --------------------------------------------------
 
-E = "org.ovirt.mom1.Error."
-POLICY_SYNTAX, POLICY_FAILED = E + "PolicySyntax", E + "PolicyFailed"
-INVALID_ARGUMENT, NOT_FOUND, FAILED = E + "InvalidArgument", E + "NotFound", E + "Failed"
+# (The contract's own are imported above; these are the bus library's.)
 D = "org.freedesktop.DBus.Error."
-ACCESS_DENIED, INTERACTIVE = D + "AccessDenied", D + "InteractiveAuthorizationRequired"
 INVALID_ARGS, UNKNOWN_METHOD = D + "InvalidArgs", D + "UnknownMethod"
 UNKNOWN_PROPERTY, READ_ONLY = D + "UnknownProperty", D + "PropertyReadOnly"
 UNKNOWN_INTERFACE = D + "UnknownInterface"
@@ -278,7 +279,7 @@ PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"
 CHARACTERS = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 TEXT = st.text(CHARACTERS, max_size=30)
 OBJECT_PATHS = st.one_of(
-    st.sampled_from(["/", MANAGER_PATH, HOST_PATH, "/org/ovirt/mom1/guest/x"]),
+    st.sampled_from(["/", MANAGER_PATH, HOST_PATH, guest_path("x")]),
     st.lists(st.text(PATH_CHARS, min_size=1, max_size=8), min_size=1, max_size=4).map(
         lambda parts: "/" + "/".join(parts)))
 SIGNATURE_VALUES = st.sampled_from(["", "s", "a{sv}", "(ii)", "v", "ay", "as", "t"])
@@ -323,7 +324,7 @@ def values_of(signature: str, depth: int = 0) -> st.SearchStrategy:
     drawing from a fixed strategy than from one made at each draw)."""
     key = (signature, depth)
     if key not in _VALUES:
-        types = SignatureTree._get(signature).types
+        types = SignatureTree(signature).types
         _VALUES[key] = st.tuples(*(_value(t, depth) for t in types)).map(list)
     return _VALUES[key]
 
@@ -580,7 +581,7 @@ def property_reads(paths: dict[str, list[str]], interfaces: dict[str, str]) -> s
     """Properties.Get/GetAll/Set on our objects: known and unknown names."""
     def build(path: str) -> st.SearchStrategy:
         iface = st.sampled_from([interfaces[path], interfaces[path],
-                                 "org.ovirt.mom1.NoSuchInterface", INTROSPECTABLE])
+                                 NO_SUCH_INTERFACE, INTROSPECTABLE])
         name = st.one_of(st.sampled_from(paths[path]), st.sampled_from(paths[path]), TEXT)
         key = ("Properties", "read")
         return st.one_of(
@@ -805,7 +806,7 @@ def expect_properties(call: Call, ctx: Context, *, nobody: bool) -> list[Outcome
     if not call.right_signature:
         return no_change(*SIGNATURE_ERRORS)
     iface, name = call.body[0], (call.body[1] if len(call.body) > 1 else None)
-    ours = iface.startswith(MOM_PREFIX) and iface != "org.ovirt.mom1.NoSuchInterface"
+    ours = iface.startswith(MOM_PREFIX) and iface != NO_SUCH_INTERFACE
     if not ours:
         if iface == INTROSPECTABLE:  # a standard interface: no properties
             return no_change(None) if call.member == "GetAll" else no_change(UNKNOWN_PROPERTY)
@@ -1001,7 +1002,7 @@ def _fuzz(world: World, started: float) -> None:
     guest_paths: list[str] = []
     deadline = time.monotonic() + 60
     while len(guest_paths) < 1 + len(EXTRA_GUESTS):
-        reply = world.root.call(Call(MANAGER_PATH, "org.freedesktop.DBus.ObjectManager",
+        reply = world.root.call(Call(MANAGER_PATH, OBJECT_MANAGER_INTERFACE,
                                      "GetManagedObjects", "", [], ("", "")))
         objects = decode("a{oa{sa{sv}}}", reply["body"])[0]
         guest_paths = sorted(p for p, ifaces in objects.items() if GUEST_INTERFACE in ifaces)

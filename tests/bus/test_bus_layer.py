@@ -19,9 +19,14 @@ from dbus_next.service import dbus_property, method
 from momservice.bus import errors
 from momservice.bus.access import MomInterface, current_message, public, requires
 from momservice.bus.connection import MomMessageBus
+from momservice import contract
+from momservice.contract import BUS_NAME, PROPERTIES_INTERFACE
 from momservice.hypervisor import HypervisorError
 from momservice.policy import PolicyError
 from tests.helpers.private_bus import PrivateSystemBus, skip_reason
+
+#: A test interface under our bus name.
+PROBE = f"{BUS_NAME}.Probe"
 
 
 def test_an_exported_method_without_declared_access_is_refused() -> None:
@@ -46,12 +51,12 @@ def test_a_writable_property_needs_an_action() -> None:
 
 
 @pytest.mark.parametrize("raised, name", [
-    (PolicyError("bad", 3), errors.POLICY_SYNTAX),
-    (ValueError("out of range"), errors.INVALID_ARGUMENT),
-    (KeyError("no guest x"), errors.NOT_FOUND),
-    (HypervisorError("refused"), errors.FAILED),
-    (OSError(13, "Permission denied"), errors.FAILED),
-    (RuntimeError("a bug"), errors.FAILED),
+    (PolicyError("bad", 3), contract.POLICY_SYNTAX),
+    (ValueError("out of range"), contract.INVALID_ARGUMENT),
+    (KeyError("no guest x"), contract.NOT_FOUND),
+    (HypervisorError("refused"), contract.FAILED),
+    (OSError(13, "Permission denied"), contract.FAILED),
+    (RuntimeError("a bug"), contract.FAILED),
 ])
 def test_every_exception_maps_to_a_contract_error(raised, name) -> None:
     error = errors.to_dbus_error(raised)
@@ -66,7 +71,7 @@ class Allow:
     async def check(self, message: Message | None, action: str) -> None:
         self.seen.append((message.sender if message else "", action))
         if action == "deny":
-            raise DBusError(errors.ACCESS_DENIED, "no")
+            raise DBusError(contract.ACCESS_DENIED, "no")
 
 
 class Probe(MomInterface):
@@ -110,28 +115,28 @@ def test_replies_carry_named_errors_and_know_the_caller(tmp_path: Path) -> None:
 
     async def body(address: str) -> dict:
         server = await MomMessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
-        server.export("/probe", Probe("org.ovirt.mom1.Probe", authorizer))
+        server.export("/probe", Probe(PROBE, authorizer))
         # Our bus policy lets anyone send to org.ovirt.mom1, and only root own it.
-        await server.request_name("org.ovirt.mom1")
+        await server.request_name(BUS_NAME)
         client = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
 
         async def call(interface: str, member: str, signature: str = "",
                        body: list | None = None) -> Message:
-            return await client.call(Message(destination="org.ovirt.mom1", path="/probe",
+            return await client.call(Message(destination=BUS_NAME, path="/probe",
                                              interface=interface, member=member,
                                              signature=signature, body=body or []))
         replies = {
-            "boom": await call("org.ovirt.mom1.Probe", "Boom"),
-            "caller": await call("org.ovirt.mom1.Probe", "Caller"),
-            "change": await call("org.ovirt.mom1.Probe", "Change"),
-            "forbidden": await call("org.ovirt.mom1.Probe", "Forbidden"),
-            "get": await call("org.freedesktop.DBus.Properties", "Get", "ss",
-                              ["org.ovirt.mom1.Probe", "Broken"]),
-            "set": await call("org.freedesktop.DBus.Properties", "Set", "ssv",
-                              ["org.ovirt.mom1.Probe", "Broken",
+            "boom": await call(PROBE, "Boom"),
+            "caller": await call(PROBE, "Caller"),
+            "change": await call(PROBE, "Change"),
+            "forbidden": await call(PROBE, "Forbidden"),
+            "get": await call(PROPERTIES_INTERFACE, "Get", "ss",
+                              [PROBE, "Broken"]),
+            "set": await call(PROPERTIES_INTERFACE, "Set", "ssv",
+                              [PROBE, "Broken",
                                Variant("s", "x")]),
-            "set_wrong_type": await call("org.freedesktop.DBus.Properties", "Set", "ssv",
-                                         ["org.ovirt.mom1.Probe", "Broken", Variant("i", 1)]),
+            "set_wrong_type": await call(PROPERTIES_INTERFACE, "Set", "ssv",
+                                         [PROBE, "Broken", Variant("i", 1)]),
         }
         replies["client"] = client.unique_name
         client.disconnect()
@@ -144,13 +149,13 @@ def test_replies_carry_named_errors_and_know_the_caller(tmp_path: Path) -> None:
         reply = replies[key]
         assert reply.message_type == MessageType.ERROR, key
         assert "Traceback" not in str(reply.body) and "File \"" not in str(reply.body), reply.body
-    assert replies["boom"].error_name == errors.FAILED
+    assert replies["boom"].error_name == contract.FAILED
     assert "internal detail" not in str(replies["boom"].body)
-    assert replies["get"].error_name == errors.FAILED
-    assert replies["set"].error_name == errors.INVALID_ARGUMENT
+    assert replies["get"].error_name == contract.FAILED
+    assert replies["set"].error_name == contract.INVALID_ARGUMENT
     # A value of the wrong type never reaches the setter: the standard error.
     assert replies["set_wrong_type"].error_name == "org.freedesktop.DBus.Error.InvalidArgs"
-    assert replies["forbidden"].error_name == errors.ACCESS_DENIED
+    assert replies["forbidden"].error_name == contract.ACCESS_DENIED
     assert replies["caller"].body == [replies["client"]]
     assert replies["change"].body == ["changed"]
     # The authorizer saw the real caller for each guarded call.

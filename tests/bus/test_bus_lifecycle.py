@@ -14,9 +14,10 @@ import pytest
 from dbus_next import BusType, Message, MessageType
 from dbus_next.aio import MessageBus
 
-from momservice.bus.names import MANAGER_INTERFACE, MANAGER_PATH
+from momservice.contract import (ACCESS_DENIED, BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH,
+                                 PROPERTIES_INTERFACE)
 from tests.helpers.libvirt_node import guest_specs, node_uri, write_node_xml
-from tests.helpers.momd_process import BUS_NAME, Momd, momd_config
+from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.private_bus import mom_service_file, skip_reason, system_bus_with_polkit
 
 _reason = skip_reason()
@@ -42,7 +43,7 @@ def policy_names(address: str) -> list[str]:
         try:
             reply = await bus.call(Message(
                 destination=BUS_NAME, path=MANAGER_PATH,
-                interface="org.freedesktop.DBus.Properties", member="Get", signature="ss",
+                interface=PROPERTIES_INTERFACE, member="Get", signature="ss",
                 body=[MANAGER_INTERFACE, "PolicyNames"]))
             return reply.body[0].value
         finally:
@@ -92,17 +93,18 @@ def test_bus_activation_starts_momd_on_the_first_call(tmp_path: Path) -> None:
         assert set(reply.body[0]) == {"00-defines", "02-balloon", "03-ksm"}
         assert system.bus.name_has_owner(BUS_NAME)
         assert system.bus.activated_pids()
-    assert "on the bus as org.ovirt.mom1" in (tmp_path / "activated.log").read_text()
+    assert f"on the bus as {BUS_NAME}" in (tmp_path / "activated.log").read_text()
 
 
-NOBODY_SET_POLICY = r'''
+# Spelled out: nobody may not read the checkout to import the contract.
+NOBODY_SET_POLICY = f'''
 import asyncio
 from dbus_next import BusType, Message, MessageType
 from dbus_next.aio import MessageBus
 async def main():
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-    r = await bus.call(Message(destination="org.ovirt.mom1", path="/org/ovirt/mom1",
-                               interface="org.ovirt.mom1.Manager", member="SetPolicy",
+    r = await bus.call(Message(destination={BUS_NAME!r}, path={MANAGER_PATH!r},
+                               interface={MANAGER_INTERFACE!r}, member="SetPolicy",
                                signature="ss", body=["30-nobody", "1"]))
     print(r.error_name if r.message_type == MessageType.ERROR else "allowed")
 asyncio.run(main())
@@ -122,7 +124,7 @@ def test_without_polkit_only_root_may_change_anything(tmp_path: Path) -> None:
                 assert reply.message_type == MessageType.METHOD_RETURN, reply.body
             result = python_as_nobody(NOBODY_SET_POLICY, system.bus.client_env())
             assert result.returncode == 0, result.stderr
-            assert result.stdout.strip() == "org.freedesktop.DBus.Error.AccessDenied"
+            assert result.stdout.strip() == ACCESS_DENIED
             assert "30-nobody" not in policy_names(system.address)
         finally:
             momd.stop()

@@ -21,8 +21,13 @@ import pytest
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
 
-from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
-                                  MANAGER_INTERFACE, MANAGER_PATH, guest_path)
+from momservice import contract
+from momservice.contract import BUS_NAME as MOM
+from momservice.contract import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
+                                 INTROSPECTABLE_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH,
+                                 guest_path)
+from momservice.contract import OBJECT_MANAGER_INTERFACE as OBJECT_MANAGER
+from momservice.contract import PROPERTIES_INTERFACE as PROPS
 from tests.helpers.ksm_sysfs import saved_real_ksm
 from tests.helpers.libvirt_node import GuestSpec, domain_xml
 from tests.helpers.momd_process import Momd, momd_config
@@ -30,9 +35,6 @@ from tests.helpers.as_nobody import python_as_nobody
 from tests.helpers.private_bus import skip_reason
 from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 
-MOM = "org.ovirt.mom1"
-PROPS = "org.freedesktop.DBus.Properties"
-OBJECT_MANAGER = "org.freedesktop.DBus.ObjectManager"
 
 _reason = skip_reason() or (None if find_libvirtd() else "libvirtd is not installed")
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
@@ -134,15 +136,19 @@ def test_dbus_test_default_guest_is_published(system, momd) -> None:
 
 # -- nobody: reads work, every change is refused -------------------------------------
 
+# nobody may not read the checkout (a clone under /root): the script gets
+# the contract's names spelled out instead of importing them.
 NOBODY_CALLS = r'''
 import asyncio, json, sys
 from dbus_next import BusType, Message, MessageFlag, MessageType, Variant
 from dbus_next.aio import MessageBus
-M, H, G = "/org/ovirt/mom1", "/org/ovirt/mom1/host", sys.argv[1]
-MI, HI, GI = "org.ovirt.mom1.Manager", "org.ovirt.mom1.Host", "org.ovirt.mom1.Guest"
-P = "org.freedesktop.DBus.Properties"
+''' + f'''
+M, H, G = {MANAGER_PATH!r}, {HOST_PATH!r}, sys.argv[1]
+MI, HI, GI = {MANAGER_INTERFACE!r}, {HOST_INTERFACE!r}, {GUEST_INTERFACE!r}
+P, OM, INTRO, MOM = {PROPS!r}, {OBJECT_MANAGER!r}, {INTROSPECTABLE_INTERFACE!r}, {MOM!r}
+''' + r'''
 CALLS = [
-    ("read", M, "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", "", []),
+    ("read", M, OM, "GetManagedObjects", "", []),
     ("read", M, P, "GetAll", "s", [MI]),
     ("read", H, P, "GetAll", "s", [HI]),
     ("read", G, P, "GetAll", "s", [GI]),
@@ -150,7 +156,7 @@ CALLS = [
     ("read", M, MI, "GetPolicy", "s", ["02-balloon"]),
     ("read", H, HI, "GetHistory", "s", ["mem_free"]),
     ("read", G, GI, "GetHistory", "s", ["balloon_cur"]),
-    ("read", M, "org.freedesktop.DBus.Introspectable", "Introspect", "", []),
+    ("read", M, INTRO, "Introspect", "", []),
     ("write", M, MI, "SetPolicy", "ss", ["99-nobody", "(defvar x 1)"]),
     ("write", M, MI, "DeletePolicy", "s", ["02-balloon"]),
     ("write", M, MI, "ReloadPolicies", "", []),
@@ -167,7 +173,7 @@ async def main():
     for kind, path, iface, member, sig, body in CALLS:
         for interactive in ((False, True) if kind == "write" else (False,)):
             flags = MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if interactive else MessageFlag.NONE
-            r = await bus.call(Message(destination="org.ovirt.mom1", path=path, interface=iface,
+            r = await bus.call(Message(destination=MOM, path=path, interface=iface,
                                        member=member, signature=sig, body=body, flags=flags))
             out.append({"kind": kind, "member": member, "interactive": interactive,
                         "error": r.error_name if r.message_type == MessageType.ERROR else None,
@@ -194,8 +200,8 @@ def test_nobody_reads_everything_and_changes_nothing(system, momd) -> None:
     for o in writes:
         # polkit asks for an admin password: without the interactive flag
         # the caller is told so; with it (and no agent) it is denied.
-        expected = ("org.freedesktop.DBus.Error.AccessDenied" if o["interactive"]
-                    else "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
+        expected = (contract.ACCESS_DENIED if o["interactive"]
+                    else contract.INTERACTIVE_AUTHORIZATION_REQUIRED)
         assert o["error"] == expected, o
         assert "Traceback" not in o["text"]
     after = (ok(call(system, MANAGER_PATH, MANAGER_INTERFACE, "GetPolicies"))[0],
@@ -213,19 +219,19 @@ def test_nobody_reads_everything_and_changes_nothing(system, momd) -> None:
 def test_root_manages_policies(system, momd) -> None:
     name, text = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss",
                             ["10-site", "(defvar a 1)\n(if 1 2)\n"]))
-    assert name == "org.ovirt.mom1.Error.PolicySyntax" and "line 2" in text
+    assert name == contract.POLICY_SYNTAX and "line 2" in text
     assert "10-site" not in prop(system, MANAGER_PATH, MANAGER_INTERFACE, "PolicyNames")
 
     # Parses, fails once evaluated: refused, and nothing about the service moved.
     last_error = prop(system, MANAGER_PATH, MANAGER_INTERFACE, "LastPolicyError")
     name, text = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss",
                             ["zz", "(defvar x (<< 1 100000))"]))
-    assert name == "org.ovirt.mom1.Error.PolicyFailed", text
+    assert name == contract.POLICY_FAILED, text
     assert "zz" in text and "line 1" in text
     assert "zz" not in prop(system, MANAGER_PATH, MANAGER_INTERFACE, "PolicyNames")
     assert prop(system, MANAGER_PATH, MANAGER_INTERFACE, "LastPolicyError") == last_error
     name, _ = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "GetPolicy", "s", ["zz"]))
-    assert name == "org.ovirt.mom1.Error.NotFound"
+    assert name == contract.NOT_FOUND
 
     ok(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss",
             ["10-site", "(defvar site_marker 1)\n"]))
@@ -233,10 +239,10 @@ def test_root_manages_policies(system, momd) -> None:
     assert ok(call(system, MANAGER_PATH, MANAGER_INTERFACE, "GetPolicy", "s",
                    ["10-site"]))[0] == "(defvar site_marker 1)\n"
     name, _ = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "GetPolicy", "s", ["nope"]))
-    assert name == "org.ovirt.mom1.Error.NotFound"
+    assert name == contract.NOT_FOUND
     name, _ = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss",
                          ["../escape", "1"]))
-    assert name == "org.ovirt.mom1.Error.InvalidArgument"
+    assert name == contract.INVALID_ARGUMENT
 
     ok(call(system, MANAGER_PATH, MANAGER_INTERFACE, "DeletePolicy", "s", ["10-site"]))
     assert "10-site" not in prop(system, MANAGER_PATH, MANAGER_INTERFACE, "PolicyNames")
@@ -254,11 +260,11 @@ def test_root_parameters_verbosity_and_evaluation(system, momd) -> None:
     assert params["balloonEnabled"].value is False and params["ksmEnabled"].value == 0
     name, _ = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetParameters", "a{sv}",
                          [{"bad name": Variant("x", 1)}]))
-    assert name == "org.ovirt.mom1.Error.InvalidArgument"
+    assert name == contract.INVALID_ARGUMENT
     # 03-ksm multiplies ksm_free_share: a string there fails every evaluation.
     name, text = error(call(system, MANAGER_PATH, MANAGER_INTERFACE, "SetParameters", "a{sv}",
                             [{"ksm_free_share": Variant("s", "lots")}]))
-    assert name == "org.ovirt.mom1.Error.PolicyFailed", text
+    assert name == contract.POLICY_FAILED, text
     assert "03-ksm" in text
     assert "ksm_free_share" not in prop(system, MANAGER_PATH, MANAGER_INTERFACE, "Parameters")
 
@@ -267,7 +273,7 @@ def test_root_parameters_verbosity_and_evaluation(system, momd) -> None:
     assert prop(system, MANAGER_PATH, MANAGER_INTERFACE, "Verbosity") == "warning"
     name, _ = error(call(system, MANAGER_PATH, PROPS, "Set", "ssv",
                          [MANAGER_INTERFACE, "Verbosity", Variant("s", "chatty")]))
-    assert name == "org.ovirt.mom1.Error.InvalidArgument"
+    assert name == contract.INVALID_ARGUMENT
     ok(call(system, MANAGER_PATH, PROPS, "Set", "ssv",
             [MANAGER_INTERFACE, "Verbosity", Variant("s", "debug")]))
 
@@ -291,12 +297,12 @@ def test_root_moves_a_balloon_and_properties_follow(system, momd, domain_conn) -
                what="BalloonCurrent to follow")
     name, text = error(call(system, path, GUEST_INTERFACE, "SetBalloonTarget", "t",
                             [maximum * 2]))
-    assert name == "org.ovirt.mom1.Error.InvalidArgument"
+    assert name == contract.INVALID_ARGUMENT
     assert dom.info()[2] == target
     history = ok(call(system, path, GUEST_INTERFACE, "GetHistory", "s", ["balloon_cur"]))[0]
     assert history and all(t > 0 for t, _ in history)
     name, _ = error(call(system, path, GUEST_INTERFACE, "GetHistory", "s", ["no_such_field"]))
-    assert name == "org.ovirt.mom1.Error.NotFound"
+    assert name == contract.NOT_FOUND
 
 
 def test_root_sets_the_real_ksm(system, momd) -> None:
@@ -309,10 +315,10 @@ def test_root_sets_the_real_ksm(system, momd) -> None:
                    what="KsmPagesToScan")
         name, _ = error(call(system, HOST_PATH, HOST_INTERFACE, "SetKsm", "a{sv}",
                              [{"run": Variant("u", 7)}]))
-        assert name == "org.ovirt.mom1.Error.InvalidArgument"
+        assert name == contract.INVALID_ARGUMENT
         name, _ = error(call(system, HOST_PATH, HOST_INTERFACE, "SetKsm", "a{sv}",
                              [{"colour": Variant("s", "blue")}]))
-        assert name == "org.ovirt.mom1.Error.InvalidArgument"
+        assert name == contract.INVALID_ARGUMENT
 
 
 # -- signals -----------------------------------------------------------------------
@@ -392,12 +398,12 @@ def test_introspection_carries_doc_strings(system, momd) -> None:
                               "--dest", MOM, "--object-path", path],
                              capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
-        assert "@org.freedesktop.DBus.DocString" in out.stdout
-    xml = ok(call(system, MANAGER_PATH, "org.freedesktop.DBus.Introspectable", "Introspect"))[0]
+        assert f"@{contract.DOC_ANNOTATION}" in out.stdout
+    xml = ok(call(system, MANAGER_PATH, INTROSPECTABLE_INTERFACE, "Introspect"))[0]
     for member in ("SetPolicy", "EvaluateNow", "PolicyNames", "ControlsApplied", "Verbosity"):
         start = xml.index(f'name="{member}"')
         end = xml.index("</", start)
-        assert "org.freedesktop.DBus.DocString" in xml[start:end], member
+        assert contract.DOC_ANNOTATION in xml[start:end], member
     busctl = subprocess.run(["busctl", f"--address={system.address}", "introspect", MOM,
                              MANAGER_PATH], capture_output=True, text=True, timeout=30)
     assert busctl.returncode == 0 and ".SetPolicy" in busctl.stdout, busctl.stderr

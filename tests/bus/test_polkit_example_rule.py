@@ -20,8 +20,10 @@ import subprocess
 
 import pytest
 
-from momservice.bus.names import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH,
-                                  MANAGER_INTERFACE, MANAGER_PATH, guest_path)
+from momservice.contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, BUS_NAME,
+                                 GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
+                                 MANAGER_PATH, PROPERTIES_INTERFACE, guest_path)
+from momservice.contract import INTERACTIVE_AUTHORIZATION_REQUIRED as NEEDS_AUTHENTICATION
 from momservice.simulator.simulation import guest_uuid
 from tests.helpers.momd_process import REPO, Momd, momd_config
 from tests.helpers.polkit_view import PolkitView, unavailable_reason
@@ -30,10 +32,9 @@ from tests.helpers.private_bus import Polkitd, PrivateSystemBus, SystemBusWithPo
 
 EXAMPLE = REPO / "polkit" / "50-org.ovirt.mom1-manage.rules.example"
 RULE_NAME = "50-org.ovirt.mom1-manage.rules"
-# What an unprivileged caller gets when no rule grants the action: the
-# actions' default (auth_admin) needs a password, and gdbus does not allow
-# interaction.
-NEEDS_AUTHENTICATION = "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+# What an unprivileged caller gets when no rule grants the action
+# (NEEDS_AUTHENTICATION): the actions' default (auth_admin) needs a
+# password, and gdbus does not allow interaction.
 GUEST = guest_path(guest_uuid("sim-guest-01"))
 
 _reason = skip_reason() or unavailable_reason()
@@ -44,8 +45,7 @@ pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
 def extended(text: str) -> str:
     """The rule with the group also granted control-balloon and control-ksm,
     done as its comment says: uncomment those lines."""
-    lines = ['        // , "org.ovirt.mom1.control-balloon"',
-             '        // , "org.ovirt.mom1.control-ksm"']
+    lines = [f'        // , "{ACTION_CONTROL_BALLOON}"', f'        // , "{ACTION_CONTROL_KSM}"']
     for line in lines:
         assert text.count(line + "\n") == 1, line
         text = text.replace(line, line.replace("// ", ""))
@@ -88,7 +88,7 @@ def host(request, tmp_path_factory):
 def gdbus(system, path: str, method: str, *args: str, as_root: bool = False
           ) -> tuple[bool, str]:
     """Call ``method`` as nobody (or root): (succeeded, output)."""
-    argv = ["gdbus", "call", "--address", system.address, "--dest", "org.ovirt.mom1",
+    argv = ["gdbus", "call", "--address", system.address, "--dest", BUS_NAME,
             "--object-path", path, "--method", method, *args]
     out = subprocess.run(argv if as_root else nobody_command(argv), env=nobody_env(),
                          cwd="/", capture_output=True, text=True, timeout=60)
@@ -101,7 +101,7 @@ def refused(result: tuple[bool, str]) -> bool:
 
 
 def policy_names(system) -> str:
-    ok, output = gdbus(system, MANAGER_PATH, "org.freedesktop.DBus.Properties.Get",
+    ok, output = gdbus(system, MANAGER_PATH, f"{PROPERTIES_INTERFACE}.Get",
                        MANAGER_INTERFACE, "PolicyNames", as_root=True)
     assert ok, output
     return output

@@ -21,6 +21,9 @@ from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, method, signal
 
+from momservice.contract import ACTIONS, MANAGER_PATH
+from momservice.contract import BUS_NAME as MOM
+
 from tests.helpers.as_nobody import (
     nobody_command,
     nobody_env,
@@ -41,9 +44,6 @@ from tests.helpers.private_bus import (
 _reason = skip_reason()
 pytestmark = pytest.mark.skipif(_reason is not None, reason=_reason or "")
 
-MOM = "org.ovirt.mom1"
-ACTIONS = ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
-           "org.ovirt.mom1.control-ksm")
 ALLOW_USER_INTERACTION = 1
 
 # polkit's PolkitImplicitAuthorization values (EnumerateActions).
@@ -142,7 +142,7 @@ def test_our_actions_are_registered_with_their_defaults(system, run):
 
 
 def test_unknown_action_is_an_error(system, run):
-    result = run(_check(system.address, "org.ovirt.mom1.no-such-action", 0), 20)
+    result = run(_check(system.address, f"{MOM}.no-such-action", 0), 20)
     assert result[0] == "error"
 
 
@@ -264,7 +264,7 @@ def _readline(process: subprocess.Popen, timeout: float) -> str:
 
 class _Probe(ServiceInterface):
     def __init__(self) -> None:
-        super().__init__("org.ovirt.mom1.Test")
+        super().__init__(f"{MOM}.Test")
 
     @method()
     def Echo(self, text: "s") -> "s":  # noqa: F821 (dbus-next signature)
@@ -275,14 +275,15 @@ class _Probe(ServiceInterface):
         return "poked"
 
 
-_NOBODY_CLIENT = textwrap.dedent("""
+# nobody may not read the checkout: the names come spelled out in a header.
+_NOBODY_CLIENT = f"MOM, PATH = {MOM!r}, {MANAGER_PATH!r}\n" + textwrap.dedent("""
     import asyncio, json, sys
     from dbus_next import Message, MessageType
     from dbus_next.aio import MessageBus
     from dbus_next.constants import BusType
 
     async def call(bus, **kw):
-        reply = await bus.call(Message(destination="org.ovirt.mom1", **kw))
+        reply = await bus.call(Message(destination=MOM, **kw))
         return reply.error_name if reply.message_type == MessageType.ERROR else "ok"
 
     async def main():
@@ -291,17 +292,17 @@ _NOBODY_CLIENT = textwrap.dedent("""
         reply = await bus.call(Message(
             destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
             interface="org.freedesktop.DBus", member="RequestName",
-            signature="su", body=["org.ovirt.mom1", 0]))
+            signature="su", body=[MOM, 0]))
         out["own"] = reply.error_name if reply.message_type == MessageType.ERROR else reply.body[0]
-        out["method"] = await call(bus, path="/org/ovirt/mom1", interface="org.ovirt.mom1.Test",
+        out["method"] = await call(bus, path=PATH, interface=MOM + ".Test",
                                    member="Echo", signature="s", body=["hi"])
-        out["introspect"] = await call(bus, path="/org/ovirt/mom1",
+        out["introspect"] = await call(bus, path=PATH,
                                        interface="org.freedesktop.DBus.Introspectable",
                                        member="Introspect")
-        out["properties"] = await call(bus, path="/org/ovirt/mom1",
+        out["properties"] = await call(bus, path=PATH,
                                        interface="org.freedesktop.DBus.Properties",
-                                       member="GetAll", signature="s", body=["org.ovirt.mom1.Test"])
-        out["peer"] = await call(bus, path="/org/ovirt/mom1",
+                                       member="GetAll", signature="s", body=[MOM + ".Test"])
+        out["peer"] = await call(bus, path=PATH,
                                  interface="org.freedesktop.DBus.Peer", member="Ping")
         got = asyncio.get_running_loop().create_future()
         def on_message(msg):
@@ -311,7 +312,7 @@ _NOBODY_CLIENT = textwrap.dedent("""
         await bus.call(Message(
             destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
             interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-            body=["type='signal',sender='org.ovirt.mom1'"]))
+            body=[f"type='signal',sender='{MOM}'"]))
         print(json.dumps(out), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         try:
@@ -328,7 +329,7 @@ def test_only_root_owns_mom_and_everyone_may_call_it(system):
         bus = await MessageBus(bus_address=system.address).connect()
         try:
             probe = _Probe()
-            bus.export("/org/ovirt/mom1", probe)
+            bus.export(MANAGER_PATH, probe)
             await bus.request_name(MOM)  # raises unless root may own it
             python = nobody_python()
             client = await asyncio.create_subprocess_exec(
@@ -371,14 +372,14 @@ def test_bus_activation_runs_the_exec_line_against_this_bus(tmp_path, run):
         async def main():
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
             open({str(marker)!r}, "w").write(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
-            await bus.request_name("org.ovirt.mom1")
+            await bus.request_name({MOM!r})
             await bus.wait_for_disconnect()
         asyncio.run(main())
     """))
     text = mom_service_file(f"{sys.executable} {script}")
     assert f"Exec={sys.executable} {script}" in text.splitlines()
     assert "SystemdService=momd.service" in text.splitlines()
-    bus = PrivateSystemBus(tmp_path / "bus", service_files={"org.ovirt.mom1.service": text})
+    bus = PrivateSystemBus(tmp_path / "bus", service_files={f"{MOM}.service": text})
     with bus:
         async def ping():
             conn = await MessageBus(bus_address=bus.address).connect()

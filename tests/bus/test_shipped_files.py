@@ -12,15 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from momservice.contract import ACTIONS
+from momservice.contract import BUS_NAME as MOM
+
 REPO = Path(__file__).resolve().parents[2]
 BUS_CONF = REPO / "dbus" / "org.ovirt.mom1.conf"
 SERVICE_FILE = REPO / "dbus" / "org.ovirt.mom1.service"
 POLICY = REPO / "polkit" / "org.ovirt.mom1.policy"
 UNIT = REPO / "systemd" / "momd.service"
-
-MOM = "org.ovirt.mom1"
-ACTIONS = ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
-           "org.ovirt.mom1.control-ksm")
 
 
 def _unit_entries(path: Path) -> dict[str, list[tuple[str, str]]]:

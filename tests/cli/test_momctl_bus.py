@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from momservice.cli import exitcodes
+from momservice.contract import BUS_NAME, GUEST_PATH_PREFIX, MANAGER_PATH, guest_path
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.libvirt_node import domain_xml, guest_specs, node_uri, write_node_xml
 from tests.helpers.as_nobody import nobody_python, run_as_nobody
@@ -31,7 +32,6 @@ from tests.helpers.private_bus import (PrivateSystemBus, mom_service_file, skip_
                                        system_bus_with_polkit)
 
 REPO = Path(__file__).resolve().parents[2]
-MOM = "org.ovirt.mom1"
 GUESTS = guest_specs(4)
 GiB = 1024 * 1024
 
@@ -169,15 +169,14 @@ def test_guests(system, momd):
     assert [g["Name"] for g in data] == [g.name for g in GUESTS]
     for got, spec in zip(data, GUESTS):
         assert got["UUID"] == spec.uuid
-        assert got["path"] == "/org/ovirt/mom1/guest/" + spec.uuid.replace("-", "_")
+        assert got["path"] == guest_path(spec.uuid)
         assert got["BalloonMaximum"] == spec.memory_kib
 
 
 def test_guest_by_name_and_uuid(system, momd):
     spec = GUESTS[2]
     out = ok(momctl(system, "guest", spec.name))
-    assert out.splitlines()[0] == f"{spec.name}  /org/ovirt/mom1/guest/" \
-        + spec.uuid.replace("-", "_")
+    assert out.splitlines()[0] == f"{spec.name}  {guest_path(spec.uuid)}"
     assert re.search(rf"^  UUID +{spec.uuid}$", out, re.M), out
     assert re.search(r"^  BalloonMaximum +3\.0 GiB \(3145728 KiB\)$", out, re.M), out
     assert "Statistics:" in out and "balloon_max" in out
@@ -337,10 +336,10 @@ def test_evaluate(system, momd):
     paths = {o["path"] for o in data["objects"]}
     # Names, not only paths: every guest path is named after its guest.
     for o in data["objects"]:
-        if o["path"].startswith("/org/ovirt/mom1/guest/"):
+        if o["path"].startswith(GUEST_PATH_PREFIX):
             assert o["name"] in {g.name for g in GUESTS}
     assert names - {"host"} <= {g.name for g in GUESTS}
-    assert all(p.startswith("/org/ovirt/mom1/") for p in paths)
+    assert all(p.startswith(MANAGER_PATH + "/") for p in paths)
     for o in data["objects"]:
         if o["name"] in out:
             assert f"\n{o['name']}:\n" in out
@@ -461,7 +460,7 @@ def test_not_running(tmp_path):
 
 
 def test_activation_failure_is_not_running(tmp_path):
-    files = {f"{MOM}.service": mom_service_file("/bin/false")}
+    files = {f"{BUS_NAME}.service": mom_service_file("/bin/false")}
     with PrivateSystemBus(tmp_path / "bus", polkit_conf=False, service_files=files) as bus:
         err = failed(momctl(bus, "status"), exitcodes.NOT_RUNNING)
         assert "momd" in err

@@ -13,15 +13,18 @@ import time
 import pytest
 from dbus_next import Message, MessageType, Variant
 
+from momservice import contract
 from momservice.cli import exitcodes
-from momservice.cli.bus_client import (GUEST_IFACE, HOST_PATH, MANAGER_PATH, MomctlError,
-                                       describe_dbus_error, find_guest, guest_path, unwrap)
+from momservice.cli.bus_client import MomctlError, describe_dbus_error, find_guest, unwrap
 from momservice.cli.bus_commands import (controls_lines, evaluation_summary, guest_detail_lines,
-                                         guest_row, guest_table, kib_text, ksm_lines,
-                                         object_names, parse_params, status_lines)
+                                         guest_row, guest_table, ksm_lines, object_names,
+                                         parse_params, status_lines)
 from momservice.cli.formatting import (format_age, format_duration_us, format_kib,
                                        format_table, format_timestamp_us, format_value,
-                                       ksm_setting, param_variant, parse_size, to_json)
+                                       kib_text, ksm_setting, param_variant, parse_size,
+                                       to_json)
+from momservice.contract import (GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
+                                 MANAGER_PATH, guest_path)
 from momservice.cli.momctl import build_parser, main
 from momservice.cli.monitor import MonitorState
 from momservice.cli.policy_tools import UsageError
@@ -280,7 +283,7 @@ def test_guest_table_sorted_by_name():
 def test_guest_detail_lines():
     lines = guest_detail_lines(guest_path("u-1"), _guest(Controls={"balloon_target": GiB}))
     text = "\n".join(lines)
-    assert lines[0] == "guest-0001  /org/ovirt/mom1/guest/u_1"
+    assert lines[0] == f"guest-0001  {guest_path('u-1')}"
     assert "BalloonCurrent  1.0 GiB (1048576 KiB)" in text
     assert "BalloonTarget   none" in text
     assert "StatsAge        1.2 s" in text or "StatsAge        1.3 s" in text
@@ -330,7 +333,7 @@ def test_ksm_lines():
 
 def test_evaluate_output_names_objects():
     objects = {MANAGER_PATH: {}, HOST_PATH: {},
-               guest_path("u-1"): {GUEST_IFACE: _guest("web", "u-1")}}
+               guest_path("u-1"): {GUEST_INTERFACE: _guest("web", "u-1")}}
     names = object_names(objects)
     lines = controls_lines({guest_path("u-1"): {"balloon_target": GiB},
                             HOST_PATH: {"ksm_run": 1}}, names)
@@ -348,7 +351,6 @@ def test_find_guest_by_name_uuid_or_path():
     with pytest.raises(MomctlError) as info:
         find_guest(guests, "nope")
     assert info.value.code == exitcodes.NOT_FOUND
-    assert guest_path("a-b-c") == "/org/ovirt/mom1/guest/a_b_c"
 
 
 # -- monitor state ---------------------------------------------------------------------
@@ -357,24 +359,24 @@ def test_find_guest_by_name_uuid_or_path():
 def test_monitor_state_follows_signals():
     state = MonitorState()
     state.load({"Version": "1", "GuestCount": 1}, {"MemTotal": GiB},
-               {HOST_PATH: {}, guest_path("a"): {GUEST_IFACE: _guest("alpha", "a")}})
-    assert state.properties_changed(guest_path("a"), GUEST_IFACE,
+               {HOST_PATH: {}, guest_path("a"): {GUEST_INTERFACE: _guest("alpha", "a")}})
+    assert state.properties_changed(guest_path("a"), GUEST_INTERFACE,
                                     {"BalloonCurrent": Variant("t", 512 * 1024)}, [])
     assert state.guests[guest_path("a")]["BalloonCurrent"] == 512 * 1024
-    assert state.properties_changed(HOST_PATH, "org.ovirt.mom1.Host",
+    assert state.properties_changed(HOST_PATH, HOST_INTERFACE,
                                     {"MemFree": Variant("t", 5)}, [])
     assert state.host["MemFree"] == 5
     # Unknown object, or only invalidated: the caller must fetch.
-    assert not state.properties_changed(guest_path("zz"), GUEST_IFACE, {}, [])
-    assert not state.properties_changed(HOST_PATH, "org.ovirt.mom1.Host", {}, ["MemFree"])
+    assert not state.properties_changed(guest_path("zz"), GUEST_INTERFACE, {}, [])
+    assert not state.properties_changed(HOST_PATH, HOST_INTERFACE, {}, ["MemFree"])
 
-    assert state.interfaces_added(guest_path("b"), {GUEST_IFACE: {
+    assert state.interfaces_added(guest_path("b"), {GUEST_INTERFACE: {
         "Name": Variant("s", "beta"), "BalloonCurrent": Variant("t", GiB)}})
-    assert not state.interfaces_added("/org/ovirt/mom1/other", {"x.Y": {}})
+    assert not state.interfaces_added(f"{MANAGER_PATH}/other", {"x.Y": {}})
     text = "\n".join(state.lines())
     assert "alpha" in text and "beta" in text and "2 guests" in text
-    assert state.interfaces_removed(guest_path("a"), [GUEST_IFACE, "org.freedesktop.DBus.Peer"])
-    assert not state.interfaces_removed(guest_path("a"), [GUEST_IFACE])
+    assert state.interfaces_removed(guest_path("a"), [GUEST_INTERFACE, "org.freedesktop.DBus.Peer"])
+    assert not state.interfaces_removed(guest_path("a"), [GUEST_INTERFACE])
     text = "\n".join(state.lines())
     assert "alpha" not in text and "beta" in text and "1 guests" in text
     state.running = False
@@ -404,12 +406,12 @@ def test_exit_codes_are_distinct_and_documented():
     ("org.freedesktop.DBus.Error.AccessDenied", exitcodes.ACCESS_DENIED, "as root"),
     ("org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
      exitcodes.ACCESS_DENIED, "agent"),
-    ("org.ovirt.mom1.Error.NotFound", exitcodes.NOT_FOUND, "not found"),
+    (contract.NOT_FOUND, exitcodes.NOT_FOUND, "not found"),
     ("org.freedesktop.DBus.Error.UnknownObject", exitcodes.NOT_FOUND, "not found"),
-    ("org.ovirt.mom1.Error.InvalidArgument", exitcodes.INVALID_ARGUMENT, "invalid argument"),
+    (contract.INVALID_ARGUMENT, exitcodes.INVALID_ARGUMENT, "invalid argument"),
     ("org.freedesktop.DBus.Error.InvalidArgs", exitcodes.INVALID_ARGUMENT, "invalid argument"),
-    ("org.ovirt.mom1.Error.PolicySyntax", exitcodes.POLICY_ERROR, "policy error"),
-    ("org.ovirt.mom1.Error.Failed", exitcodes.FAILED, "failed"),
+    (contract.POLICY_SYNTAX, exitcodes.POLICY_ERROR, "policy error"),
+    (contract.FAILED, exitcodes.FAILED, "failed"),
     ("org.freedesktop.DBus.Error.NoReply", exitcodes.FAILED, "NoReply"),
     ("com.example.Whatever", exitcodes.FAILED, "com.example.Whatever"),
 ])
@@ -432,12 +434,12 @@ def test_error_reply_message_becomes_momctl_error():
         async def call(self, msg):
             assert msg.flags == 4  # ALLOW_INTERACTIVE_AUTHORIZATION
             return Message(message_type=MessageType.ERROR, reply_serial=1,
-                           error_name="org.ovirt.mom1.Error.PolicySyntax",
+                           error_name=contract.POLICY_SYNTAX,
                            signature="s", body=["p:2: unbalanced parenthesis"])
 
     client = MomClient(FakeBus(), "fake")  # type: ignore[arg-type]
     with pytest.raises(MomctlError) as info:
-        asyncio.run(client.call(MANAGER_PATH, "org.ovirt.mom1.Manager", "SetPolicy", "ss",
+        asyncio.run(client.call(MANAGER_PATH, MANAGER_INTERFACE, "SetPolicy", "ss",
                                 ["p", "("], interactive=True))
     assert info.value.code == exitcodes.POLICY_ERROR
     assert "p:2: unbalanced parenthesis" in str(info.value)

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from momservice.contract import BUS_NAME
+
 REPO = Path(__file__).resolve().parents[2]
-BUS_NAME = "org.ovirt.mom1"
 
 
 def momd_config(tmp: Path, uri: str, *, engine_interval: float = 30,

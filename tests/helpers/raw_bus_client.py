@@ -38,6 +38,7 @@ from dbus_next.signature import SignatureTree, SignatureType
 # socket buffer fills up (BlockingIOError), which a pipelined burst does;
 # this one waits for the socket instead.
 from momservice.bus.connection import MomMessageBus
+from momservice.contract import BUS_NAME
 
 #: Per call, and generous: a loaded machine is slow, not broken.
 CALL_TIMEOUT = 120.0
@@ -68,7 +69,7 @@ def _decode_type(t: SignatureType, value: Any) -> Any:
     token = t.token
     if token == "v":
         signature, inner = value
-        tree = SignatureTree._get(signature)
+        tree = SignatureTree(signature)
         return Variant(tree, _decode_type(tree.types[0], inner))
     if token == "a":
         child = t.children[0]
@@ -87,13 +88,13 @@ def _decode_type(t: SignatureType, value: Any) -> Any:
 
 def encode(signature: str, body: list) -> list:
     """A message body (Python values, Variants) as JSON-able values."""
-    types = SignatureTree._get(signature).types
+    types = SignatureTree(signature).types
     return [_encode_type(t, v) for t, v in zip(types, body)]
 
 
 def decode(signature: str, body: list) -> list:
     """The inverse of :func:`encode`: a body dbus-next can marshal."""
-    types = SignatureTree._get(signature).types
+    types = SignatureTree(signature).types
     return [_decode_type(t, v) for t, v in zip(types, body)]
 
 
@@ -105,7 +106,7 @@ async def _one(bus: MessageBus, call: dict, window: asyncio.Semaphore) -> dict:
 async def _call(bus: MessageBus, call: dict) -> dict:
     flags = (MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION if call.get("interactive")
              else MessageFlag.NONE)
-    message = Message(destination=call.get("destination", "org.ovirt.mom1"),
+    message = Message(destination=call.get("destination", BUS_NAME),
                       path=call["path"], interface=call.get("interface"),
                       member=call["member"], signature=call["signature"],
                       body=decode(call["signature"], call["body"]), flags=flags)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 
+from momservice.contract import BUS_NAME, MANAGER_INTERFACE
+from momservice.contract import HOST_PATH as HOST_OBJECT
+from momservice.contract import MANAGER_PATH as MANAGER
 from tests.helpers.systemd_host import SystemdHost
-
-BUS_NAME = "org.ovirt.mom1"
-MANAGER = "/org/ovirt/mom1"
-HOST_OBJECT = "/org/ovirt/mom1/host"
 
 
 class Bus:
@@ -31,7 +30,7 @@ class Bus:
                              user=user, check=check, timeout=60)
 
     def manager(self, method: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return self.call(MANAGER, f"org.ovirt.mom1.Manager.{method}", *args, **kwargs)
+        return self.call(MANAGER, f"{MANAGER_INTERFACE}.{method}", *args, **kwargs)
 
 
 def gvariant_string(text: str) -> str:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from momservice.contract import (BUS_NAME, GUEST_INTERFACE, HOST_INTERFACE, MANAGER_INTERFACE,
+                                 guest_path)
 from tests.helpers import ksm_sysfs
 from tests.helpers.guest_image import (GuestImage, GuestImageError, SerialConsole, domain_xml,
                                        ensure_guest_image)
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.timeout(900)
 
 GUEST = "db1"
 GUEST_UUID = "6d6f6d00-7379-7374-0000-0000000000db"
-GUEST_OBJECT = f"/org/ovirt/mom1/guest/{GUEST_UUID.replace('-', '_')}"
+GUEST_OBJECT = guest_path(GUEST_UUID)
 GUEST_MIB = 512
 EXAMPLE_RULE = Path(__file__).resolve().parents[2] / "polkit" / \
     "50-org.ovirt.mom1-manage.rules.example"
@@ -74,10 +76,10 @@ def db1(installed_host):
         # momd may be running already (the .deb starts it): either way it
         # must pick the guest up.
         bus = Bus(host)
-        bus.get("org.ovirt.mom1.Manager", "Version")
+        bus.get(MANAGER_INTERFACE, "Version")
         wait_active(host)
         host.wait_for("db1 on the bus", lambda: GUEST_OBJECT in host.run(
-            ["busctl", "tree", "--list", "org.ovirt.mom1"]).stdout, timeout=120)
+            ["busctl", "tree", "--list", BUS_NAME]).stdout, timeout=120)
         yield host
     finally:
         virsh(host, "destroy", GUEST, check=False)
@@ -104,8 +106,8 @@ def test_guest_messages_carry_guest_name_and_uuid(db1):
     # Moving db1's balloon by hand (as root) is a guest-related message too.
     bus = Bus(db1)
     target = (GUEST_MIB - 64) * 1024
-    bus.call(GUEST_OBJECT, "org.ovirt.mom1.Guest.SetBalloonTarget", f"uint64 {target}")
-    db1.wait_for("BalloonTarget", lambda: bus.get("org.ovirt.mom1.Guest", "BalloonTarget",
+    bus.call(GUEST_OBJECT, f"{GUEST_INTERFACE}.SetBalloonTarget", f"uint64 {target}")
+    db1.wait_for("BalloonTarget", lambda: bus.get(GUEST_INTERFACE, "BalloonTarget",
                                                   path=GUEST_OBJECT) == target)
 
     entries = db1.wait_for("entries with GUEST_NAME=db1", lambda: momd_journal(db1, f"GUEST_NAME={GUEST}"))
@@ -119,7 +121,7 @@ def test_guest_messages_carry_guest_name_and_uuid(db1):
 
 def test_policy_errors_carry_mom_policy(db1):
     bus = Bus(db1)
-    names = bus.get("org.ovirt.mom1.Manager", "PolicyNames")
+    names = bus.get(MANAGER_INTERFACE, "PolicyNames")
     db1.run(["install", "-D", "-m", "0644", "/dev/stdin", "/etc/mom/policy.d/60-broken.policy"],
             input="(defvar fine 1)\n(defvar broken (+ 1\n")
     try:
@@ -128,7 +130,7 @@ def test_policy_errors_carry_mom_policy(db1):
                                lambda: momd_journal(db1, "MOM_POLICY=60-broken"))
         assert all(e.get("_SYSTEMD_UNIT") == "momd.service" for e in entries)
         # The last good set stays active.
-        assert bus.get("org.ovirt.mom1.Manager", "PolicyNames") == names
+        assert bus.get(MANAGER_INTERFACE, "PolicyNames") == names
     finally:
         db1.run(["rm", "-f", "/etc/mom/policy.d/60-broken.policy"])
         db1.run(["systemctl", "reload", "momd.service"])
@@ -147,17 +149,17 @@ def _changes(real_ksm: dict[str, int]) -> list[tuple[str, str, tuple[str, ...]]]
     """(object, method, GVariant arguments) of every call that changes something."""
     ksm = ", ".join(f"'{k}': <uint32 {v}>" for k, v in real_ksm.items())
     return [
-        (MANAGER, "org.ovirt.mom1.Manager.SetPolicy",
+        (MANAGER, f"{MANAGER_INTERFACE}.SetPolicy",
          (gvariant_string("intruder"), gvariant_string("(defvar intruder 1)"))),
-        (MANAGER, "org.ovirt.mom1.Manager.DeletePolicy", (gvariant_string("02-balloon"),)),
-        (MANAGER, "org.ovirt.mom1.Manager.ReloadPolicies", ()),
-        (MANAGER, "org.ovirt.mom1.Manager.ResetPolicies", ()),
-        (MANAGER, "org.ovirt.mom1.Manager.SetParameters", ("{'balloonEnabled': <false>}",)),
-        (MANAGER, "org.ovirt.mom1.Manager.EvaluateNow", ("false",)),
+        (MANAGER, f"{MANAGER_INTERFACE}.DeletePolicy", (gvariant_string("02-balloon"),)),
+        (MANAGER, f"{MANAGER_INTERFACE}.ReloadPolicies", ()),
+        (MANAGER, f"{MANAGER_INTERFACE}.ResetPolicies", ()),
+        (MANAGER, f"{MANAGER_INTERFACE}.SetParameters", ("{'balloonEnabled': <false>}",)),
+        (MANAGER, f"{MANAGER_INTERFACE}.EvaluateNow", ("false",)),
         (MANAGER, "org.freedesktop.DBus.Properties.Set",
-         ("'org.ovirt.mom1.Manager'", "'Verbosity'", "<'debug'>")),
-        (HOST_OBJECT, "org.ovirt.mom1.Host.SetKsm", (f"{{{ksm}}}",)),
-        (GUEST_OBJECT, "org.ovirt.mom1.Guest.SetBalloonTarget",
+         (f"'{MANAGER_INTERFACE}'", "'Verbosity'", "<'debug'>")),
+        (HOST_OBJECT, f"{HOST_INTERFACE}.SetKsm", (f"{{{ksm}}}",)),
+        (GUEST_OBJECT, f"{GUEST_INTERFACE}.SetBalloonTarget",
          (f"uint64 {(GUEST_MIB - 32) * 1024}",)),
     ]
 
@@ -167,12 +169,12 @@ REFUSED = ("org.freedesktop.DBus.Error.AccessDenied",
 
 
 def _state(bus: Bus) -> dict:
-    manager = "org.ovirt.mom1.Manager"
+    manager = MANAGER_INTERFACE
     return {
         "policies": bus.manager("GetPolicies").stdout,
         "parameters": bus.get(manager, "Parameters"),
         "verbosity": bus.get(manager, "Verbosity"),
-        "balloon_target": bus.get("org.ovirt.mom1.Guest", "BalloonTarget", path=GUEST_OBJECT),
+        "balloon_target": bus.get(GUEST_INTERFACE, "BalloonTarget", path=GUEST_OBJECT),
     }
 
 
@@ -185,7 +187,7 @@ def _ksm_now() -> dict[str, int]:
 def test_unprivileged_caller_refused_every_change(db1):
     bus = Bus(db1)
     # Reading is open to everyone: nobody reaches momd at all.
-    assert bus.get("org.ovirt.mom1.Manager", "Version", user="nobody")
+    assert bus.get(MANAGER_INTERFACE, "Version", user="nobody")
     before, ksm_before = _state(bus), _ksm_now()
     asked = {k: v + 11 for k, v in ksm_before.items()} or {"pages_to_scan": 99}
 
@@ -222,13 +224,13 @@ def test_example_rule_lets_its_group_manage_policies(db1):
         # polkitd reloads its rules on its own, asynchronously.
         db1.wait_for("the rule in force", lambda: bus.manager(
             "SetPolicy", name, text, user=user, check=False).returncode == 0, timeout=60)
-        assert "by-group" in bus.get("org.ovirt.mom1.Manager", "PolicyNames")
+        assert "by-group" in bus.get(MANAGER_INTERFACE, "PolicyNames")
         bus.manager("DeletePolicy", name, user=user)
-        assert "by-group" not in bus.get("org.ovirt.mom1.Manager", "PolicyNames")
+        assert "by-group" not in bus.get(MANAGER_INTERFACE, "PolicyNames")
         # Outside the group, or beyond manage-policy: still refused.
         outsider = bus.manager("SetPolicy", name, text, user="momoutsider", check=False)
         assert outsider.returncode != 0 and any(n in outsider.stderr for n in REFUSED)
-        balloon = bus.call(GUEST_OBJECT, "org.ovirt.mom1.Guest.SetBalloonTarget",
+        balloon = bus.call(GUEST_OBJECT, f"{GUEST_INTERFACE}.SetBalloonTarget",
                            f"uint64 {(GUEST_MIB - 32) * 1024}", user=user, check=False)
         assert balloon.returncode != 0 and any(n in balloon.stderr for n in REFUSED)
     finally:

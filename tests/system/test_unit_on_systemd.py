@@ -9,6 +9,7 @@ import stat
 
 import pytest
 
+from momservice.contract import BUS_NAME, HOST_INTERFACE, MANAGER_INTERFACE
 from tests.helpers import ksm_sysfs
 from tests.system.momd_on_host import (HOST_OBJECT, MANAGER, gvariant_string, main_pid,
                                        wait_active)
@@ -22,14 +23,14 @@ POLICY_TEXT = "# set over the bus by the system tests\n(defvar systest_marker 7)
 def test_first_bus_call_activates_momd(installed_host, bus):
     host = installed_host
     assert host.show("momd.service", "Type") == "dbus"
-    assert host.show("momd.service", "BusName") == "org.ovirt.mom1"
+    assert host.show("momd.service", "BusName") == BUS_NAME
     # The .deb's maintainer scripts may have started it already: stopped,
     # the next call must bring it back on its own.
     host.run(["systemctl", "stop", "momd.service"])
     assert host.show("momd.service", "ActiveState") in ("inactive", "failed")
     before = int(host.show("momd.service", "NRestarts") or 0)
 
-    version = bus.get("org.ovirt.mom1.Manager", "Version")
+    version = bus.get(MANAGER_INTERFACE, "Version")
 
     assert isinstance(version, str) and version
     assert host.show("momd.service", "ActiveState") == "active"
@@ -37,15 +38,15 @@ def test_first_bus_call_activates_momd(installed_host, bus):
     # Activated once, not started by a restart loop.
     assert int(host.show("momd.service", "NRestarts")) == before
     activation = host.run(["journalctl", "--no-pager", "-b", "-u", "dbus.service"]).stdout
-    assert "Activating via systemd: service name='org.ovirt.mom1'" in activation
+    assert f"Activating via systemd: service name='{BUS_NAME}'" in activation
 
 
 def test_status_text_shows_momds_status(installed_host, bus):
     host = installed_host
     wait_active(host)
     status = host.wait_for("a StatusText", lambda: host.show("momd.service", "StatusText"))
-    count = bus.get("org.ovirt.mom1.Manager", "GuestCount")
-    connected = bus.get("org.ovirt.mom1.Manager", "Connected")
+    count = bus.get(MANAGER_INTERFACE, "GuestCount")
+    connected = bus.get(MANAGER_INTERFACE, "Connected")
     match = re.match(r"(\d+) guests?, (connected|disconnected)", status)
     assert match, status
     assert int(match.group(1)) == count
@@ -57,18 +58,18 @@ def test_reload_keeps_it_up_and_rereads_the_policy_files(installed_host, bus):
     pid = wait_active(host)
     host.run(["install", "-D", "-m", "0644", "/dev/stdin", "/etc/mom/policy.d/50-reloaded.policy"],
              input="(defvar reloaded_marker 1)\n")
-    assert "50-reloaded" not in bus.get("org.ovirt.mom1.Manager", "PolicyNames")
+    assert "50-reloaded" not in bus.get(MANAGER_INTERFACE, "PolicyNames")
 
     host.run(["systemctl", "reload", "momd.service"])
 
     assert host.show("momd.service", "ActiveState") == "active"
     assert main_pid(host) == pid
     host.wait_for("the reloaded policy file", lambda: "50-reloaded" in
-                  bus.get("org.ovirt.mom1.Manager", "PolicyNames"))
+                  bus.get(MANAGER_INTERFACE, "PolicyNames"))
     host.run(["rm", "/etc/mom/policy.d/50-reloaded.policy"])
     host.run(["systemctl", "reload", "momd.service"])
     host.wait_for("the policy file gone", lambda: "50-reloaded" not in
-                  bus.get("org.ovirt.mom1.Manager", "PolicyNames"))
+                  bus.get(MANAGER_INTERFACE, "PolicyNames"))
     assert main_pid(host) == pid
 
 
@@ -83,7 +84,7 @@ def test_restart_keeps_the_policies_set_over_the_bus(installed_host, bus):
     assert new_pid != pid
     got = bus.manager("GetPolicy", gvariant_string(POLICY_NAME)).stdout
     assert "systest_marker 7" in got
-    assert POLICY_NAME in bus.get("org.ovirt.mom1.Manager", "PolicyNames")
+    assert POLICY_NAME in bus.get(MANAGER_INTERFACE, "PolicyNames")
 
 
 def test_state_dir_written(installed_host, bus):
@@ -102,8 +103,8 @@ def test_libvirtd_of_the_host_reached_on_qemu_system(installed_host, bus):
     host = installed_host
     wait_active(host)
     assert host.show("libvirtd.service", "ActiveState") == "active"
-    assert bus.get("org.ovirt.mom1.Manager", "HypervisorURI") == "qemu:///system"
-    assert host.wait_for("Connected", lambda: bus.get("org.ovirt.mom1.Manager", "Connected"))
+    assert bus.get(MANAGER_INTERFACE, "HypervisorURI") == "qemu:///system"
+    assert host.wait_for("Connected", lambda: bus.get(MANAGER_INTERFACE, "Connected"))
 
 
 def test_ksm_knobs_written_through_the_sandbox(installed_host, bus):
@@ -119,7 +120,7 @@ def test_ksm_knobs_written_through_the_sandbox(installed_host, bus):
               "pages_to_scan": 77 if before["pages_to_scan"] != 77 else 78}
 
     def set_ksm(values: dict[str, int]) -> None:
-        bus.call(HOST_OBJECT, "org.ovirt.mom1.Host.SetKsm",
+        bus.call(HOST_OBJECT, f"{HOST_INTERFACE}.SetKsm",
                  "{" + ", ".join(f"'{k}': <uint32 {v}>" for k, v in values.items()) + "}")
     try:
         set_ksm(wanted)
@@ -197,7 +198,7 @@ def test_watchdog_keeps_a_healthy_momd_and_restarts_a_stopped_one(installed_host
         assert main_pid(host) == pid
         assert host.show("momd.service", "ActiveState") == "active"
         assert int(host.show("momd.service", "NRestarts")) == restarts
-        assert bus.get("org.ovirt.mom1.Manager", "Version")
+        assert bus.get(MANAGER_INTERFACE, "Version")
 
         # Stopped: no more pings, so systemd kills it and starts a new one.
         host.run(["kill", f"-{signal.SIGSTOP.value}", str(pid)])
@@ -207,7 +208,7 @@ def test_watchdog_keeps_a_healthy_momd_and_restarts_a_stopped_one(installed_host
         assert int(host.show("momd.service", "NRestarts")) == restarts + 1
         log = host.run(["journalctl", "--no-pager", "-b", "-u", "momd.service"]).stdout
         assert "Watchdog timeout" in log, log[-3000:]
-        assert bus.get("org.ovirt.mom1.Manager", "Version")
+        assert bus.get(MANAGER_INTERFACE, "Version")
     finally:
         host.run(["rm", "-rf", "/etc/systemd/system/momd.service.d/50-systest-watchdog.conf"])
         host.run(["systemctl", "daemon-reload"])

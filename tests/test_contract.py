@@ -1,0 +1,110 @@
+"""The contract module and the field catalogue against docs/dbus-api.md.
+
+Everything else imports its names from ``momservice.contract`` and
+``momservice.fields``, so a changed name would go unnoticed there: these
+tests spell the documented names once more, on purpose, as the contract
+states them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+from momservice import contract, fields
+from momservice.bus.interfaces import GuestInterface, HostInterface, ManagerInterface
+from momservice.cli.bus_commands import GUEST_HEADERS, GUEST_ORDER, GUEST_STAT_KIB, KSM_PROPERTIES
+
+# The typed properties of docs/dbus-api.md, with their types.
+HOST_PROPERTIES = {
+    "MemTotal": "t", "MemFree": "t", "MemUnused": "t", "AnonPages": "t", "SwapTotal": "t",
+    "SwapUsed": "t", "SwapIn": "t", "SwapOut": "t", "CpuCount": "u",
+    "MemoryPressureSome": "d", "MemoryPressureFull": "d", "KsmRun": "u",
+    "KsmPagesToScan": "u", "KsmSleepMillisecs": "u", "KsmMergeAcrossNodes": "u",
+    "KsmPagesShared": "t", "KsmPagesSharing": "t", "KsmPagesUnshared": "t",
+    "KsmPagesVolatile": "t", "KsmFullScans": "t", "KsmShareable": "t", "KsmdCpuUsage": "d",
+    "Statistics": "a{sv}", "Controls": "a{sv}",
+}
+GUEST_PROPERTIES = {
+    "Name": "s", "UUID": "s", "Pid": "u", "BalloonCurrent": "t", "BalloonMaximum": "t",
+    "BalloonMinimum": "t", "MemAvailable": "t", "MemUnused": "t", "MemUsable": "t",
+    "DiskCaches": "t", "SwapIn": "t", "SwapOut": "t", "MajorFaults": "t", "MinorFaults": "t",
+    "Rss": "t", "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
+    "Controls": "a{sv}",
+}
+MANAGER_PROPERTIES = {
+    "Version": "s", "HypervisorURI": "s", "Connected": "b", "Controllers": "as", "DryRun": "b",
+    "PolicyNames": "as", "Parameters": "a{sv}", "LastEvaluation": "t",
+    "LastEvaluationDuration": "t", "LastPolicyError": "s", "GuestCount": "u", "Verbosity": "s",
+}
+
+
+def test_names_are_the_documented_ones():
+    assert contract.BUS_NAME == "org.ovirt.mom1"
+    assert contract.MANAGER_PATH == "/org/ovirt/mom1"
+    assert contract.HOST_PATH == "/org/ovirt/mom1/host"
+    assert contract.guest_path("6f1c-0b8e") == "/org/ovirt/mom1/guest/6f1c_0b8e"
+    assert (contract.MANAGER_INTERFACE, contract.HOST_INTERFACE, contract.GUEST_INTERFACE) == (
+        "org.ovirt.mom1.Manager", "org.ovirt.mom1.Host", "org.ovirt.mom1.Guest")
+    assert contract.ERRORS == (
+        "org.ovirt.mom1.Error.PolicySyntax", "org.ovirt.mom1.Error.PolicyFailed",
+        "org.ovirt.mom1.Error.InvalidArgument", "org.ovirt.mom1.Error.NotFound",
+        "org.ovirt.mom1.Error.Failed", "org.freedesktop.DBus.Error.AccessDenied",
+        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
+    assert contract.ACTIONS == ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
+                                "org.ovirt.mom1.control-ksm")
+
+
+def test_contract_and_catalogue_import_without_dbus_next():
+    code = ("import sys, momservice.contract, momservice.fields; "
+            "print(sorted(m for m in sys.modules if m.startswith('dbus_next')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def _introspected(cls: type, *args: str) -> dict[str, str]:
+    entity = SimpleNamespace(props={}, latest={})
+    service = SimpleNamespace(engine=SimpleNamespace(guests={"u": entity}))
+    interface = cls(service, None, *args).introspect()
+    return {p.name: p.signature for p in interface.properties}
+
+
+def test_bus_properties_have_the_documented_names_and_types():
+    assert _introspected(HostInterface) == HOST_PROPERTIES
+    assert _introspected(GuestInterface, "u") == GUEST_PROPERTIES
+    assert _introspected(ManagerInterface) == MANAGER_PROPERTIES
+
+
+def test_property_doc_strings_come_from_the_catalogue():
+    host = {p.name: p.doc for p in HostInterface.PROPERTIES}
+    guest = {p.name: p.doc for p in GuestInterface.PROPERTIES}
+    assert host["MemTotal"] == "Total memory, KiB (policy name mem_available)."
+    assert host["KsmRun"] == \
+        "KSM run state: 0 stopped, 1 running, 2 unmerging (policy name ksm_run)."
+    assert guest["StatsAge"] == \
+        "Time since the guest last reported, seconds (policy name stats_age)."
+    for docs, rows in ((host, fields.HOST_STATISTICS), (guest, fields.GUEST_STATISTICS)):
+        for field in rows:
+            if field.prop is not None and field.unit is not None:
+                assert f", {field.unit.word} (policy name {field.name})." in docs[field.prop]
+
+
+def test_momctl_columns_and_units_come_from_the_catalogue():
+    assert GUEST_HEADERS == ("NAME", "CURRENT", "MAX", "MIN", "FREE", "SWAP IN/OUT", "TARGET")
+    assert GUEST_ORDER[:7] == ("Name", "UUID", "Pid", "BalloonCurrent", "BalloonMaximum",
+                               "BalloonMinimum", "BalloonTarget")
+    assert set(GUEST_ORDER) == set(GUEST_PROPERTIES) - {"Statistics", "Controls"}
+    assert GUEST_STAT_KIB == {"balloon_cur", "balloon_max", "balloon_min", "mem_available",
+                              "mem_unused", "mem_usable", "disk_caches", "rss", "swap_in",
+                              "swap_out", "swap_total", "swap_usage", "balloon_target"}
+    assert KSM_PROPERTIES == tuple(p for p in HOST_PROPERTIES if p.startswith("Ksm"))
+
+
+def test_catalogue_rows_are_unique():
+    for rows in (fields.HOST_STATISTICS, fields.GUEST_CATALOGUE):
+        names = [f.name for f in rows]
+        props = [f.prop for f in rows if f.prop]
+        assert len(names) == len(set(names)) and len(props) == len(set(props))
