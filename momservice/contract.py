@@ -36,6 +36,8 @@ INTROSPECTABLE_INTERFACE = "org.freedesktop.DBus.Introspectable"
 OBJECT_MANAGER_INTERFACE = "org.freedesktop.DBus.ObjectManager"
 #: The annotation that carries a member's doc string in introspection data.
 DOC_ANNOTATION = "org.freedesktop.DBus.DocString"
+#: The annotation that says whether a property's changes are signalled.
+EMITS_CHANGED_ANNOTATION = "org.freedesktop.DBus.Property.EmitsChangedSignal"
 
 # -- error names -------------------------------------------------------------------
 

@@ -37,7 +37,9 @@ class Field:
     ``Statistics`` dictionary), ``signature`` that property's type;
     ``states`` names the values 0, 1, ... of an enumeration; ``label`` is
     momctl's column heading for it, where ``momctl guests`` has a column;
-    an ``optional`` guest statistic may be missing from a complete sample.
+    an ``optional`` guest statistic may be missing from a complete sample;
+    a property that is not ``signalled`` changes without PropertiesChanged
+    (clients read it when they need it).
     """
 
     name: str
@@ -48,6 +50,7 @@ class Field:
     states: tuple[str, ...] = ()
     label: str = ""
     optional: bool = False
+    signalled: bool = True
 
     def description(self) -> str:
         """What it means, with its unit and the names of its values."""
@@ -138,8 +141,10 @@ GUEST_STATISTICS: tuple[Field, ...] = (
           optional=True),
     Field("host_minor_faults", None, "t", None, "Minor page faults of the QEMU process",
           optional=True),
+    # It moves every second of every guest: signalling it would make each
+    # guest emit PropertiesChanged every cycle, whether anything changed or not.
     Field("stats_age", "StatsAge", "d", SECONDS, "Time since the guest last reported",
-          optional=True),
+          optional=True, signalled=False),
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,
                        "Balloon target last applied (0 if none)", label="TARGET")
@@ -166,6 +171,9 @@ GUEST_PROPERTIES: tuple[str, ...] = tuple(f.name for f in GUEST_IDENTITY)
 
 #: Controls a policy may request, per kind of entity.
 GUEST_CONTROLS: frozenset[str] = frozenset(f.name for f in GUEST_CONTROL_FIELDS)
+#: Fields whose changes alone are no reason for a PropertiesChanged.
+UNSIGNALLED_FIELDS: frozenset[str] = frozenset(
+    f.name for f in HOST_STATISTICS + GUEST_CATALOGUE if not f.signalled)
 HOST_CONTROLS: frozenset[str] = frozenset({
     "ksm_run", "ksm_pages_to_scan", "ksm_sleep_millisecs",
     "ksm_merge_across_nodes",

@@ -22,7 +22,8 @@ against the installed dbus-next.
   malformed signatures and is not in the contract).
 
 It also adds ``org.freedesktop.DBus.DocString`` annotations, taken from
-the docstrings of our interfaces, to the introspection data, and answers
+the docstrings of our interfaces, and ``EmitsChangedSignal`` ``false`` on
+the properties an interface does not signal, to the introspection data, and answers
 GetManagedObjects in one synchronous pass (dbus-next collects each
 property through a callback, which with a thousand guests is the slow part).
 """
@@ -39,7 +40,8 @@ from dbus_next import DBusError, ErrorType, Message, MessageType, Variant
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, _Property
 
-from ..contract import DOC_ANNOTATION, MANAGER_PATH, OBJECT_MANAGER_INTERFACE
+from ..contract import (DOC_ANNOTATION, EMITS_CHANGED_ANNOTATION, MANAGER_PATH,
+                        OBJECT_MANAGER_INTERFACE)
 from .errors import to_dbus_error
 
 #: The private methods of dbus-next (0.2.3) this module overrides or calls,
@@ -250,12 +252,16 @@ def _first_paragraph(doc: str) -> str:
 
 def _annotate(element: ET.Element, cls: type) -> None:
     docs = member_docs(cls)
+    # Published interfaces name the properties they change without a signal.
+    unsignalled = cls.unsignalled() if hasattr(cls, "unsignalled") else frozenset()
     if cls.__doc__:
         _add_doc(element, _first_paragraph(cls.__doc__), first=True)
     for child in element:
         doc = docs.get(child.get("name", ""))
         if doc and child.tag in ("method", "property", "signal"):
             _add_doc(child, doc)
+        if child.tag == "property" and child.get("name") in unsignalled:
+            child.append(ET.Element("annotation", name=EMITS_CHANGED_ANNOTATION, value="false"))
 
 
 def _add_doc(element: ET.Element, doc: str, first: bool = False) -> None:

@@ -183,7 +183,7 @@ def statistic_props(fields: tuple[Field, ...],
     """The typed properties of catalogue rows, each read from the newest ``sample``."""
     def row(field: Field) -> Prop:
         return Prop(field.prop, field.signature, lambda i: sample(i).get(field.name),
-                    f"{field.description()} (policy name {field.name}).")
+                    f"{field.description()} (policy name {field.name}).", field.signalled)
     return tuple(row(f) for f in fields if f.prop)
 
 

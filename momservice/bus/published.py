@@ -14,17 +14,20 @@ from typing import Any, Callable, ClassVar
 from dbus_next import PropertyAccess, Variant
 from dbus_next.service import dbus_property
 
+from ..fields import UNSIGNALLED_FIELDS
 from .access import MomInterface
 
 
 @dataclass(frozen=True)
 class Prop:
-    """One read-only property: name, D-Bus signature, reader, doc string."""
+    """One read-only property: name, D-Bus signature, reader, doc string, and
+    whether its changes are signalled (PropertiesChanged)."""
 
     name: str
     signature: str
     read: Callable[[Any], Any]
     doc: str
+    signalled: bool = True
 
 
 def _coerce(signature: str, value: Any) -> Any:
@@ -91,18 +94,29 @@ class Published(MomInterface):
         super().__init__(name, authorizer)
         self._published: dict[str, Any] = {}
 
+    @classmethod
+    def unsignalled(cls) -> frozenset[str]:
+        """The properties whose changes go out without PropertiesChanged."""
+        return frozenset(p.name for p in cls.PROPERTIES if not p.signalled)
+
     def values(self) -> dict[str, Any]:
-        """Every table property's current value, as the bus would send it."""
-        return {p.name: _coerce(p.signature, p.read(self)) for p in self.PROPERTIES}
+        """Every signalled table property's current value, as the bus would send it."""
+        return {p.name: _coerce(p.signature, p.read(self))
+                for p in self.PROPERTIES if p.signalled}
 
     def mark_published(self) -> None:
         """Take the current values as known to clients (InterfacesAdded carried them)."""
         self._published = self.values()
 
     def publish_changes(self) -> dict[str, Any]:
-        """Emit one PropertiesChanged with what changed since the last call."""
+        """Emit one PropertiesChanged with what changed since the last call.
+
+        A dictionary (``Statistics``) counts as changed only when an entry
+        other than an unsignalled field's did; it then goes out whole.
+        """
         current = self.values()
-        changed = {k: v for k, v in current.items() if self._published.get(k, _UNSET) != v}
+        changed = {k: v for k, v in current.items()
+                   if _compared(self._published.get(k, _UNSET)) != _compared(v)}
         self._published = current
         if changed:
             self.emit_properties_changed(changed)
@@ -110,3 +124,9 @@ class Published(MomInterface):
 
 
 _UNSET = object()
+
+
+def _compared(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in UNSIGNALLED_FIELDS}
+    return value

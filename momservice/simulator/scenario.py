@@ -266,11 +266,12 @@ def generated(*, guests: int = 8, overcommit: float = 1.5, seed: int = 1,
                                initial_cache_share=0.12,
                                min_guarantee_mib=guest_mib // 8 if i % 4 == 3 else 0))
     if host_mib is None:
-        host_mib = int(guests * guest_mib / overcommit)
+        host_mib = host_mib_for(guests * guest_mib, overcommit, Scenario.host_overhead_mib)
     else:
         host_mib = int(_number(host_mib, "host_mib", "", integer=True, minimum=256))
+    ratio = guests * guest_mib / max(1, host_mib - Scenario.host_overhead_mib)
     description = (f"{guests} guests of {guest_mib} MiB on a {host_mib} MiB host "
-                   f"({guests * guest_mib / host_mib:.2f}x overcommitted)")
+                   f"({ratio:.2f}x overcommitted)")
     return _with_settings(Scenario(name="generated", host_memory_mib=host_mib,
                                    guests=tuple(specs), seed=int(seed),
                                    description=description), settings, "")
@@ -307,9 +308,8 @@ def from_traces(directory: str | Path, *, guests: int = 8, overcommit: float = 1
         memory = max(256, math.ceil(load.trace.provisioned_kib / 1024))
         specs.append(GuestSpec(name=f"trace-{i + 1:02d}-{path.stem}", memory_mib=memory,
                                workload=load))
-    overhead = Scenario.host_overhead_mib
     total = sum(g.memory_mib for g in specs)
-    host_mib = int(total / overcommit) + overhead
+    host_mib = host_mib_for(total, overcommit, Scenario.host_overhead_mib)
     shortest = min(g.workload.trace.duration for g in specs if g.workload.trace)
     if shortest <= 0:
         raise ValueError(f"traces {directory}: a trace has a single sample")
@@ -344,6 +344,15 @@ def default_scenario() -> Scenario:
     return replace(generated(guests=8, overcommit=1.5, seed=1), name="default")
 
 
+def host_mib_for(guests_mib: float, ratio: float, overhead_mib: int) -> int:
+    """The host memory (MiB) of guests holding ``guests_mib`` at most,
+    ``ratio`` times overcommitted: ``ratio`` is the ratio of the guests'
+    memory to what the host has for them, its own overhead aside.  The one
+    meaning of "overcommit" in scenario files, URIs and the safe-overcommit
+    search alike."""
+    return math.ceil(guests_mib / ratio) + overhead_mib
+
+
 def with_overcommit(scenario: Scenario, ratio: float) -> Scenario:
     """``scenario`` on a host sized for ``ratio``: only the host's memory changes.
 
@@ -354,7 +363,7 @@ def with_overcommit(scenario: Scenario, ratio: float) -> Scenario:
     """
     ratio = _number(ratio, "overcommit", "", positive=True)
     guests_mib = sum(g.memory_mib for g in scenario.guests)
-    host_mib = math.ceil(guests_mib / ratio) + scenario.host_overhead_mib
+    host_mib = host_mib_for(guests_mib, ratio, scenario.host_overhead_mib)
     return replace(scenario, host_memory_mib=host_mib,
                    description=f"{scenario.description} (host sized for {ratio:g}x: "
                                f"{host_mib} MiB)".lstrip())
@@ -441,15 +450,16 @@ def parse_scenario(data: Mapping[str, Any], *, context: str = "scenario",
     _unknown(host, _HOST_KEYS, where)
     if ("memory_mib" in host) == ("overcommit" in host):
         raise ValueError(f"{where}: give exactly one of memory_mib and overcommit")
+    overhead = _number(host.get("overhead_mib", 1024), "overhead_mib", where,
+                       integer=True, minimum=0)
     if "memory_mib" in host:
         memory = _number(host["memory_mib"], "memory_mib", where, integer=True, minimum=256)
     else:
         ratio = _number(host["overcommit"], "overcommit", where, positive=True)
-        memory = int(sum(g.memory_mib for g in guests) / ratio)
+        memory = host_mib_for(sum(g.memory_mib for g in guests), ratio, overhead)
     fields: dict[str, Any] = {
         "host_memory_mib": int(memory),
-        "host_overhead_mib": _number(host.get("overhead_mib", 1024), "overhead_mib", where,
-                                     integer=True, minimum=0),
+        "host_overhead_mib": overhead,
         "host_swap_mib": _number(host.get("swap_mib", 4096), "swap_mib", where,
                                  integer=True, minimum=0),
         "host_cache_mib": _number(host.get("cache_mib", 512), "cache_mib", where,

@@ -390,6 +390,51 @@ def test_properties_changed_carries_only_what_changed(system, momd, domain_conn)
     assert not any({"Name", "UUID", "BalloonMaximum"} & c for c in changed)
 
 
+def test_a_guest_whose_statistics_do_not_change_emits_nothing(system, momd, domain_conn) -> None:
+    # The test driver's guests report the same figures every time; only
+    # StatsAge moves, and it is not signalled.
+    path = guest_path(domain_conn.lookupByName("test").UUIDString())
+
+    async def watch() -> tuple[list[Message], list[float]]:
+        bus = await _connect(system)
+        seen: list[Message] = []
+        bus.add_message_handler(lambda m: seen.append(m) if m.message_type ==
+                                MessageType.SIGNAL and m.member == "PropertiesChanged" else None)
+        await bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+            body=[f"type='signal',sender='{MOM}',path='{path}',interface='{PROPS}'"]))
+        await asyncio.sleep(1.0)        # what an earlier test changed settles
+
+        async def last_evaluation() -> int:
+            return (await _call(bus, MANAGER_PATH, PROPS, "Get", "ss",
+                                [MANAGER_INTERFACE, "LastEvaluation"])).body[0].value
+        # A window of several collections without an evaluation (the
+        # policies may move this guest's balloon, which is a real change).
+        for _ in range(5):
+            before = await last_evaluation()
+            seen.clear()
+            ages = []
+            for _ in range(4):
+                ages.append((await _call(bus, path, PROPS, "Get", "ss",
+                                         [GUEST_INTERFACE, "StatsAge"])).body[0].value)
+                await asyncio.sleep(0.5)
+            if await last_evaluation() == before:
+                break
+        bus.disconnect()
+        return seen, ages
+
+    seen, ages = asyncio.run(watch())
+    assert len(set(ages)) > 1, ages     # it does move...
+    assert seen == [], [m.body for m in seen]   # ...and nothing says so
+    xml = ok(call(system, path, INTROSPECTABLE_INTERFACE, "Introspect"))[0]
+    start = xml.index('<property name="StatsAge"')
+    element = xml[start:xml.index("</property>", start)]
+    assert f'<annotation name="{contract.EMITS_CHANGED_ANNOTATION}" value="false"' in element
+    other = xml.index('<property name="BalloonCurrent"')
+    assert contract.EMITS_CHANGED_ANNOTATION not in xml[other:xml.index("</property>", other)]
+
+
 # -- introspection -------------------------------------------------------------------
 
 def test_introspection_carries_doc_strings(system, momd) -> None:

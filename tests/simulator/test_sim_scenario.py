@@ -17,7 +17,8 @@ def test_generated_uri():
     s = parse_uri("sim:///?guests=8&overcommit=1.5&seed=3&step=2")
     assert len(s.guests) == 8 and s.seed == 3 and s.step == 2.0
     total = sum(g.memory_mib for g in s.guests)
-    assert total / s.host_memory_mib == pytest.approx(1.5, rel=1e-3)
+    # The ratio of the guests' memory to what the host has for them.
+    assert total / (s.host_memory_mib - s.host_overhead_mib) == pytest.approx(1.5, rel=1e-3)
     assert len({g.name for g in s.guests}) == 8
     kinds = {g.workload.kind for g in s.guests}
     assert "spike" in kinds and len(kinds) >= 3
@@ -36,7 +37,8 @@ def test_default_uri_is_the_default_scenario():
         assert parse_uri(uri) == default_scenario()
     s = default_scenario()
     assert len(s.guests) == 8
-    assert sum(g.memory_mib for g in s.guests) / s.host_memory_mib == pytest.approx(1.5, 1e-3)
+    assert sum(g.memory_mib for g in s.guests) / (s.host_memory_mib - s.host_overhead_mib) \
+        == pytest.approx(1.5, 1e-3)
     spikes = [g.workload for g in s.guests if g.workload.kind == "spike"]
     assert len(spikes) == 1 and spikes[0].params["at"] < 60
     assert parse_uri("sim:///?step=1").step == 1.0
@@ -150,7 +152,9 @@ def test_uri_names_a_file_and_overrides_some_settings(tmp_path):
 def test_overcommit_instead_of_host_memory(tmp_path):
     text = GOOD.replace("memory_mib = 8192", "overcommit = 2")
     s = load_scenario(write(tmp_path, text))
-    assert s.host_memory_mib == (2048 + 3 * 1024) // 2
+    # Overcommit as everywhere: the guests' memory over what the host has
+    # for them, the host's overhead (overhead_mib = 512 here) on top.
+    assert s.host_memory_mib == (2048 + 3 * 1024) // 2 + 512
 
 
 @pytest.mark.parametrize("change, key", [
