@@ -260,7 +260,7 @@ def test_roomy_host_moves_no_balloon_down():
                   for i in range(4)]
         return host_stats(10 * GiB, free, 6 * GiB), guests
 
-    host, guests = state(0.08 * 10 * GiB)
+    host, guests = state(0.09 * 10 * GiB)
     assert Round(guests).evaluate(load_defaults(), host, guests) == {}
     host, guests = state(0.03 * 10 * GiB)
     targets = Round(guests).evaluate(load_defaults(), host, guests)
