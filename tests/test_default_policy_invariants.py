@@ -30,6 +30,8 @@ GiB = 1024 * MiB
 #: Rounds the balloons of a random host get to settle (each tight round
 #: takes a share of the way; a few suffice).
 SETTLE_ROUNDS = 30
+#: balloon_host_reserve of 02-balloon.policy (checked against the file below).
+HOST_RESERVE = 0.02
 
 
 def load_defaults() -> PolicySet:
@@ -210,7 +212,7 @@ def test_page_cache_goes_before_working_sets(state):
     host, guests = state
     host["mem_free"] = 0.0          # as tight as it gets
     host["mem_pressure_some"] = 30.0
-    budget = sum(g.rss for g in guests) * 0.95 - 0.05 * host["mem_available"]
+    budget = sum(g.rss for g in guests) * 0.95 - HOST_RESERVE * host["mem_available"]
     needs = sum(min(g.maximum, max(g.minimum, g.used + max(64 * MiB, 0.08 * g.maximum)))
                 for g in guests)
     if needs > budget:
@@ -272,3 +274,59 @@ def test_guests_limit_caps_the_balloons_on_a_roomy_host(state, share):
     # Without the limit the same roomy host takes nothing from anyone.
     assert all(t >= g.cur for g in guests
                for t in [Round(guests).evaluate(policies, host, guests).get(g.name, g.cur)])
+
+
+def test_host_reserve_is_the_policys():
+    """The page-cache test above computes the budget with the policy's reserve."""
+    text = (POLICY_DIR / "02-balloon.policy").read_text()
+    assert f"(defvar balloon_host_reserve {HOST_RESERVE})" in text
+
+
+def test_roomy_host_moves_no_balloon_down():
+    """A host with more than the tight share free leaves balloons above
+    their targets alone (memory a guest has not touched costs it nothing),
+    and asks for them down once it is below."""
+    def state(free):
+        guests = [SimGuest(f"g{i}", 4 * GiB, 0, 4 * GiB, 512 * MiB, 1 * GiB, 1536 * MiB)
+                  for i in range(4)]
+        return host_stats(10 * GiB, free, 6 * GiB), guests
+
+    host, guests = state(0.09 * 10 * GiB)
+    assert Round(guests).evaluate(load_defaults(), host, guests) == {}
+    host, guests = state(0.03 * 10 * GiB)
+    targets = Round(guests).evaluate(load_defaults(), host, guests)
+    assert set(targets) == {g.name for g in guests}
+    assert all(t < 4 * GiB for t in targets.values())
+
+
+def tight_round(rounds: Round, policies: PolicySet, guests: list[SimGuest]) -> dict:
+    """One round on a host whose budget covers every working set but not
+    every maximum (16 GiB of guests on 7 GiB, nothing free)."""
+    host = host_stats(7 * GiB, 0.0, sum(g.rss for g in guests), mem_pressure_some=30.0)
+    return rounds.evaluate(policies, host, guests)
+
+
+def test_unseen_burst_is_held_like_a_seen_one():
+    """A guest that never showed a peak is held, when the budget allows, as
+    high (as a share of its maximum) as the guest that did: the next burst
+    may be its first."""
+    policies = load_defaults()
+    burst = SimGuest("burst", 4 * GiB, 0, 4 * GiB, 3 * GiB, 0, 3 * GiB)
+    quiet = SimGuest("quiet", 4 * GiB, 0, 4 * GiB, 512 * MiB, 0, 1 * GiB)
+    others = [SimGuest(f"o{i}", 4 * GiB, 0, 4 * GiB, 512 * MiB, 0, 1 * GiB) for i in range(2)]
+    guests = [burst, quiet, *others]
+    rounds = Round(guests)
+    # The burst is seen on a host with room to spare: nothing moves.
+    roomy = host_stats(32 * GiB, 26 * GiB, sum(g.rss for g in guests))
+    assert rounds.evaluate(policies, roomy, guests) == {}
+    # It is over; then the host gets tight.
+    burst.used, burst.rss = 512 * MiB, 3 * GiB
+    targets = tight_round(rounds, policies, guests)
+    assert set(targets) == {g.name for g in guests}
+    # Everyone gets its working set and a share of the same peak level.
+    for g in guests:
+        assert targets[g.name] > g.used
+    assert abs(targets["quiet"] - targets["burst"]) < 0.01 * GiB
+    # Its own peak (working set and headroom, 840 MiB) would have left it
+    # hardly more than that: the budget would have gone to the burst's peak.
+    assert targets["quiet"] > 1 * GiB
