@@ -3,7 +3,7 @@
 
 Starts, all inside one temporary folder and without root: a private
 D-Bus daemon, momd on the simulated hypervisor (``sim://``, the default
-scenario: 8 guests overcommitted 1.75x, one of them spiking after a while)
+scenario: 8 guests overcommitted 1.9x, one of them spiking after a while)
 with the shipped policies, and ``momctl monitor`` in the foreground.
 Ctrl-C, or RUN_SECONDS=N in the environment, stops everything; no process
 is left behind and the folder is removed.
@@ -23,9 +23,9 @@ from pathlib import Path
 from momservice.contract import BUS_NAME
 
 REPO = Path(__file__).resolve().parent.parent
-# 1.75x: enough that the shipped policies must move balloons at once (at
-# 1.5x this host has room for every guest and they leave it alone).
-DEFAULT_URI = "sim:///?guests=8&overcommit=1.75&seed=1"
+# 1.9x: enough that the shipped policies must move balloons at once (at
+# 1.75x this host has room enough and they leave the balloons alone).
+DEFAULT_URI = "sim:///?guests=8&overcommit=1.9&seed=1"
 
 # A bus for this demo alone: unlike the system bus, anyone on it may own
 # any name, so momd needs no root here.
