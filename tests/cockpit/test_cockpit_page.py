@@ -15,6 +15,7 @@ as nobody, whom polkit refuses every change.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ import pytest
 from momservice.simulator.simulation import guest_uuid
 from tests.helpers import cockpit_ws
 from tests.helpers.cockpit_ws import CockpitWs, chromium_path, staged_page
+from tests.helpers.libvirt_node import domain_xml, guest_specs
 from tests.helpers.momd_process import REPO, Momd, momd_config
 from tests.helpers.private_bus import skip_reason as bus_skip_reason
 from tests.helpers.private_bus import system_bus_with_polkit
@@ -382,30 +384,72 @@ def test_without_administrative_access_the_page_is_read_only_and_says_so(browser
         watched.close()
 
 
-def test_load_time_with_100_guests(browser, tmp_path, measure):
-    """Measured, not asserted: from navigation until all 100 rows and the host are shown."""
-    with system_bus_with_polkit(tmp_path / "bus") as system:
-        momd = _momd(system, tmp_path, "sim:///?guests=100&seed=3")
+@contextlib.contextmanager
+def page_on(tmp: Path, uri: str):
+    """A bus of its own (the module's momd owns the name on the shared one),
+    momd on ``uri`` and Cockpit serving the page: yields (system, ws)."""
+    with system_bus_with_polkit(tmp / "bus") as system:
+        momd = _momd(system, tmp, uri)
         try:
             with staged_page() as data_dir, \
-                    CockpitWs(data_dir, system.client_env(), tmp_path / "cockpit-ws.log") as ws:
-                watched = WatchedPage(browser, ws.page_url())
-                try:
-                    times = []
-                    for _ in range(3):
-                        start = time.monotonic()
-                        watched.page.goto(ws.page_url())
-                        watched.page.wait_for_function(
-                            "() => document.querySelectorAll('#guest-rows tr').length === 100 && "
-                            "document.getElementById('host-mem-total').dataset.kib !== undefined && "
-                            "!document.querySelector('#guest-rows tr .guest-age').textContent.startsWith('–')")
-                        times.append(time.monotonic() - start)
-                    rows = guest_rows(watched.page)
-                    assert len({r["name"] for r in rows}) == 100
-                    watched.assert_clean()
-                finally:
-                    watched.close()
+                    CockpitWs(data_dir, system.client_env(), tmp / "cockpit-ws.log") as ws:
+                yield system, ws
         finally:
             momd.stop()
+
+
+def test_guests_appear_and_disappear_as_the_hypervisor_reports_them(browser, private_libvirtd,
+                                                                     tmp_path):
+    """InterfacesAdded / InterfacesRemoved: a guest started on a private
+    libvirtd (test driver) gets its row, and loses it when destroyed."""
+    import libvirt
+
+    uri = private_libvirtd.uri()
+    spec = guest_specs(1, prefix="newcomer")[0]
+    with page_on(tmp_path, uri) as (system, ws):
+        watched = WatchedPage(browser, ws.page_url())
+        conn = libvirt.open(uri)
+        try:
+            watched.open()
+            page = watched.page
+            before = page.eval_on_selector_all("#guest-rows tr", "rows => rows.map(r => r.dataset.name)")
+            assert spec.name not in before
+            domain = conn.createXML(domain_xml(spec), 0)
+            page.wait_for_selector(f"#guest-rows tr[data-name='{spec.name}']")
+            # Its statistics follow with momd's next collection.
+            page.wait_for_function(
+                "([name, kib]) => document.querySelector(`#guest-rows tr[data-name='${name}'] "
+                ".guest-balloon`).dataset.maximum === String(kib)", arg=[spec.name, spec.memory_kib])
+            domain.destroy()
+            page.wait_for_selector(f"#guest-rows tr[data-name='{spec.name}']", state="detached")
+            assert page.eval_on_selector_all("#guest-rows tr", "rows => rows.map(r => r.dataset.name)") \
+                == before
+            watched.assert_clean()
+        finally:
+            conn.close()
+            watched.close()
+
+
+def test_load_time_with_100_guests(browser, tmp_path, measure):
+    """Measured, not asserted: from navigation until all 100 rows and the host are shown."""
+    with page_on(tmp_path, "sim:///?guests=100&seed=3") as (system, ws):
+        watched = WatchedPage(browser, ws.page_url())
+        try:
+            times = []
+            for _ in range(3):
+                start = time.monotonic()
+                watched.page.goto(ws.page_url())
+                watched.page.wait_for_function(
+                    "() => document.querySelectorAll('#guest-rows tr').length === 100 && "
+                    "document.getElementById('host-mem-total').dataset.kib !== undefined && "
+                    "!document.querySelector('#guest-rows tr .guest-age').textContent.startsWith('–')")
+                times.append(time.monotonic() - start)
+            rows = guest_rows(watched.page)
+            assert len({r["name"] for r in rows}) == 100
+            shot = tmp_path / "cockpit-100-guests.png"
+            watched.page.screenshot(path=str(shot))
+            watched.assert_clean()
+        finally:
+            watched.close()
     measure("page load with 100 guests (first, then reloads)",
             ", ".join(f"{t:.2f} s" for t in times) + f"; median {statistics.median(times):.2f} s")
