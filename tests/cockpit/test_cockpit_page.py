@@ -231,7 +231,7 @@ def test_a_balloon_change_shows_up_without_reload(tab, host):
     assert page.evaluate("window.momTestMarker") == "still the same page"
 
 
-def test_a_guests_page_plots_its_history(tab, host):
+def test_a_guests_page_plots_its_history(tab, host, keep_artifact):
     tab.open()
     page = tab.page
     page.click("#guest-rows tr[data-name='sim-guest-01'] a")
@@ -245,6 +245,9 @@ def test_a_guests_page_plots_its_history(tab, host):
         "() => Number(document.querySelector('#chart-guest-memory polyline.mom-s-free').dataset.points) >= 3")
     page.wait_for_function(
         "() => Number(document.querySelector('#chart-guest-swap polyline').dataset.points) >= 3")
+    shot = host.tmp / "cockpit-guest.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep_artifact(shot)
     page.click("text=All guests")
     page.wait_for_selector("#page-overview:not([hidden])")
 
@@ -362,7 +365,8 @@ def read_only_ws(host):
 
 
 def test_without_administrative_access_the_page_is_read_only_and_says_so(browser, host,
-                                                                        read_only_ws):
+                                                                        read_only_ws,
+                                                                        keep_artifact):
     watched = WatchedPage(browser, read_only_ws.page_url())
     try:
         watched.open()
@@ -379,6 +383,9 @@ def test_without_administrative_access_the_page_is_read_only_and_says_so(browser
         for button in ("#evaluate-dry-run", "#policies-reset", "#policies-reload", "#policy-delete",
                        "#param-form button[type=submit]"):
             assert page.is_disabled(button), button
+        shot = host.tmp / "cockpit-read-only.png"
+        page.screenshot(path=str(shot), full_page=True)
+        keep_artifact(shot)
         watched.assert_clean()
     finally:
         watched.close()
@@ -387,13 +394,13 @@ def test_without_administrative_access_the_page_is_read_only_and_says_so(browser
 @contextlib.contextmanager
 def page_on(tmp: Path, uri: str):
     """A bus of its own (the module's momd owns the name on the shared one),
-    momd on ``uri`` and Cockpit serving the page: yields (system, ws)."""
+    momd on ``uri`` and Cockpit serving the page: yields (system, momd, ws)."""
     with system_bus_with_polkit(tmp / "bus") as system:
         momd = _momd(system, tmp, uri)
         try:
             with staged_page() as data_dir, \
                     CockpitWs(data_dir, system.client_env(), tmp / "cockpit-ws.log") as ws:
-                yield system, ws
+                yield system, momd, ws
         finally:
             momd.stop()
 
@@ -406,7 +413,7 @@ def test_guests_appear_and_disappear_as_the_hypervisor_reports_them(browser, pri
 
     uri = private_libvirtd.uri()
     spec = guest_specs(1, prefix="newcomer")[0]
-    with page_on(tmp_path, uri) as (system, ws):
+    with page_on(tmp_path, uri) as (system, _, ws):
         watched = WatchedPage(browser, ws.page_url())
         conn = libvirt.open(uri)
         try:
@@ -430,9 +437,25 @@ def test_guests_appear_and_disappear_as_the_hypervisor_reports_them(browser, pri
             watched.close()
 
 
+def test_the_page_says_when_momd_stops(browser, tmp_path):
+    with page_on(tmp_path, URI) as (system, momd, ws):
+        watched = WatchedPage(browser, ws.page_url())
+        try:
+            watched.open()
+            page = watched.page
+            page.wait_for_selector("#guest-rows tr")
+            assert page.is_hidden("#service-error")
+            momd.stop()
+            page.wait_for_selector("#service-error:not([hidden])")
+            assert "momd is not running" in page.text_content("#service-error")
+            watched.assert_clean()
+        finally:
+            watched.close()
+
+
 def test_load_time_with_100_guests(browser, tmp_path, measure):
     """Measured, not asserted: from navigation until all 100 rows and the host are shown."""
-    with page_on(tmp_path, "sim:///?guests=100&seed=3") as (system, ws):
+    with page_on(tmp_path, "sim:///?guests=100&seed=3") as (system, _, ws):
         watched = WatchedPage(browser, ws.page_url())
         try:
             times = []
