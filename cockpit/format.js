@@ -17,8 +17,9 @@
         return `${v.toFixed(digits)} ${UNITS[i]}`;
     }
 
+    /* Counters are whole numbers; chart axes ask for fractions of them. */
     function count(value) {
-        return typeof value === "number" && isFinite(value) ? value.toLocaleString("en") : "–";
+        return typeof value === "number" && isFinite(value) ? Math.round(value).toLocaleString("en") : "–";
     }
 
     function percent(value) {
