@@ -192,6 +192,11 @@ def test_every_guest_and_the_host_figures_appear(tab, host, keep_artifact):
         assert row["maximum"] == guest["BalloonMaximum"]
         assert kib_text(guest["BalloonMaximum"]) in row["label"]
         assert row["age"].endswith(" s"), row
+        assert row["free"] != "–" and row["free"].endswith("iB"), row
+    # Every figure of the host, KSM and the service has its value.
+    figures = page.eval_on_selector_all(".mom-figures dd", "dds => dds.map(d => [d.id, d.textContent])")
+    unset = [id_ for id_, text in figures if text in ("", "–") and not id_.startswith("guest-")]
+    assert not unset, unset
     status = momctl_json(host.system, "status")
     assert int(page.get_attribute("#host-mem-total", "data-kib")) == status["host"]["MemTotal"]
     assert page.text_content("#host-mem-total") == kib_text(HOST_MIB * 1024)
