@@ -196,12 +196,15 @@
         return row;
     }
 
+    /* guest-9 before guest-10. */
+    const byName = (a, b) => a.localeCompare(b, undefined, { numeric: true });
+
     /* Rows stay sorted by name; a guest is placed when it appears. */
     function placeRow(row, name) {
         const body = $("guest-rows");
         let before = null;
         for (const other of body.children) {
-            if (other !== row.tr && (other.dataset.name || "").localeCompare(name) > 0) {
+            if (other !== row.tr && byName(other.dataset.name || "", name) > 0) {
                 before = other;
                 break;
             }
@@ -669,7 +672,7 @@
                 body.replaceChildren();
                 let changes = 0, controls = 0;
                 const paths = Object.keys(result).sort((a, b) =>
-                    (a === HOST_PATH ? -1 : b === HOST_PATH ? 1 : this.objectName(a).localeCompare(this.objectName(b))));
+                    (a === HOST_PATH ? -1 : b === HOST_PATH ? 1 : byName(this.objectName(a), this.objectName(b))));
                 for (const path of paths) {
                     for (const [control, variant] of Object.entries(result[path]).sort()) {
                         const next = F.plain(variant);
