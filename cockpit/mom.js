@@ -732,8 +732,12 @@
         });
         client.addEventListener("owner", (event, owner) => {
             show("service-error", owner === null ? "momd is not running (no owner of org.ovirt.mom1 on the system bus)." : "", "danger");
-            if (owner === null)
+            if (owner === null) {
                 setText("service-state", "momd is not running");
+                // What was shown is momd's no more: no guest is managed.
+                for (const path of [...rows.keys()])
+                    removeRow(path);
+            }
         });
 
         manager = client.proxy(MANAGER_IFACE, ROOT_PATH);

@@ -442,7 +442,7 @@ def test_guests_appear_and_disappear_as_the_hypervisor_reports_them(browser, pri
             watched.close()
 
 
-def test_the_page_says_when_momd_stops(browser, tmp_path):
+def test_the_page_says_when_momd_stops_and_follows_its_restart(browser, tmp_path):
     with page_on(tmp_path, URI) as (system, momd, ws):
         watched = WatchedPage(browser, ws.page_url())
         try:
@@ -453,6 +453,15 @@ def test_the_page_says_when_momd_stops(browser, tmp_path):
             momd.stop()
             page.wait_for_selector("#service-error:not([hidden])")
             assert "momd is not running" in page.text_content("#service-error")
+            page.wait_for_selector("#guest-rows tr", state="detached")
+            # Started again: the page follows without a reload.
+            again = _momd(system, tmp_path, URI)
+            try:
+                page.wait_for_selector("#service-error", state="hidden")
+                page.wait_for_function(
+                    f"() => document.querySelectorAll('#guest-rows tr').length === {len(GUESTS)}")
+            finally:
+                again.stop()
             watched.assert_clean()
         finally:
             watched.close()
