@@ -349,10 +349,10 @@ def test_evaluate_now_dry_run_shows_what_would_change(tab, host, tmp_path):
         rows = page.eval_on_selector_all("#evaluation-rows tr", """rows => rows.map(tr => ({
             object: tr.dataset.object, control: tr.dataset.control,
             next: tr.lastElementChild.textContent }))""")
-        guest_rows_ = [r for r in rows if r["control"] == "balloon_target"]
+        balloon_rows = [r for r in rows if r["control"] == "balloon_target"]
         on_bus = bus_guests(host.system)
-        assert sorted(r["object"] for r in guest_rows_) == list(GUESTS)
-        for row in guest_rows_:
+        assert sorted(r["object"] for r in balloon_rows) == list(GUESTS)
+        for row in balloon_rows:
             assert row["next"] == kib_text(on_bus[row["object"]]["BalloonMaximum"] - 65536)
         assert "dry run" in page.text_content("#evaluate-message")
         # A dry run: nothing was applied.

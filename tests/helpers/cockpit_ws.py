@@ -16,6 +16,7 @@ puts it under ``$(DATADIR)``), followed by /usr/share for Cockpit's own
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -111,6 +112,7 @@ class CockpitWs:
         return f"http://127.0.0.1:{self.port}"
 
     def page_url(self, fragment: str = "") -> str:
+        """The page itself, outside Cockpit's shell (which needs a login)."""
         return f"{self.url}/cockpit/@localhost/{PAGE_NAME}/index.html{fragment}"
 
     def start(self, timeout: float = 30.0) -> None:
@@ -155,7 +157,7 @@ class CockpitWs:
         return False
 
     def manifests(self) -> dict:
-        import json
+        """What the bridge says Cockpit's packages are (the shell builds its menu from it)."""
         with urllib.request.urlopen(f"{self.url}/cockpit/@localhost/manifests.json",
                                     timeout=10) as response:
             return json.load(response)
