@@ -90,6 +90,8 @@ RUNTIME_MODULES := dbus_next libvirt libvirtaio pyudev systemd.daemon systemd.jo
 # own environment (with DESTDIR, that one is not the one being installed).
 PIP_INSTALL_ARGS ?= --no-deps --ignore-installed --no-warn-script-location
 INSTALL    ?= install
+# The Cockpit page: a manifest, its HTML, scripts and styles (no build step).
+COCKPIT_FILES := $(sort $(wildcard cockpit/*.json cockpit/*.html cockpit/*.js cockpit/*.css))
 
 # Debian's own Python installs with its "posix_local" layout, which puts a
 # --prefix under <prefix>/local: for it, PREFIX=/usr/local means --prefix=/usr
@@ -140,6 +142,10 @@ install: $(if $(DESTDIR),,runtime-deps)
 		if [ -L "$$f" ]; then ln -sfn "$$(readlink "$$f")" $(DESTDIR)$(POLICYDIR)/mom/"$${f##*/}"; \
 		else $(INSTALL) -m 0644 "$$f" $(DESTDIR)$(POLICYDIR)/mom/; fi; \
 	done
+# The Cockpit page ("Memory" in Cockpit's menu): Cockpit's bridge looks for
+# packages in <XDG data dir>/cockpit/, /usr/share among them.
+	$(INSTALL) -d $(DESTDIR)$(DATADIR)/cockpit/mom
+	$(INSTALL) -m 0644 $(COCKPIT_FILES) $(DESTDIR)$(DATADIR)/cockpit/mom/
 # Installed for this machine: momd must start, not die at its first import
 # (a pyenv INSTALL_PYTHON, a PREFIX outside its path).
 	@if [ -z "$(DESTDIR)" ]; then \
@@ -166,7 +172,7 @@ install: $(if $(DESTDIR),,runtime-deps)
 VERSION   := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' momservice/__init__.py)
 DIST      ?= dist
 DEB       := $(DIST)/mom_$(VERSION)_all.deb
-DEB_TREE  := pyproject.toml README.md momservice debian dbus polkit systemd policies
+DEB_TREE  := pyproject.toml README.md momservice debian dbus polkit systemd policies cockpit
 # The directories too: adding or removing a file changes its directory.
 DEB_FILES := $(shell find $(DEB_TREE) -name __pycache__ -prune -o -print)
 # Debian's own tools, whatever comes first on PATH here (pybuild runs

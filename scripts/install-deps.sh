@@ -52,7 +52,10 @@ test_packages() {
     # Build tools and headers for the C extensions (libvirt-python,
     # systemd-python), and what the integration tests run: a private D-Bus
     # daemon, polkit, a libvirt daemon with the QEMU driver, and QEMU itself
-    # booting a busybox guest.  libvirt-daemon-system is deliberately absent:
+    # booting a busybox guest; Cockpit's web server and bridge and Chromium
+    # for the Cockpit page's browser tests (Playwright drives Debian's
+    # chromium: its own browser download cannot be reached).
+    # libvirt-daemon-system is deliberately absent:
     # it enables and starts system services, while the tests start their own
     # daemons.
     packages=(
@@ -69,6 +72,9 @@ test_packages() {
         qemu-system-x86
         qemu-utils
         busybox-static
+        cockpit-ws
+        cockpit-bridge
+        chromium
     )
     # Python headers: a pyenv or self-built Python ships its own; only a
     # Debian Python needs python3-dev. Likewise Debian's Python needs

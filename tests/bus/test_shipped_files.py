@@ -20,6 +20,7 @@ BUS_CONF = REPO / "dbus" / "org.ovirt.mom1.conf"
 SERVICE_FILE = REPO / "dbus" / "org.ovirt.mom1.service"
 POLICY = REPO / "polkit" / "org.ovirt.mom1.policy"
 UNIT = REPO / "systemd" / "momd.service"
+COCKPIT_DIR = REPO / "cockpit"
 
 
 def _unit_entries(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -211,6 +212,12 @@ def test_make_install_puts_every_file_in_place(tmp_path):
     shipped = dest / "usr/share/mom/policies"
     assert sorted(p.name for p in shipped.iterdir()) == \
         sorted(p.name for p in (REPO / "policies").glob("*.policy")) + ["mom"]
+    # The Cockpit page, every file of cockpit/ as it is.
+    page = dest / "usr/share/cockpit/mom"
+    assert sorted(p.name for p in page.iterdir()) == sorted(p.name for p in COCKPIT_DIR.iterdir())
+    for path in page.iterdir():
+        assert path.read_bytes() == (COCKPIT_DIR / path.name).read_bytes(), path.name
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
     # MoM's optional set: its own balloon policy, the rest the defaults'
     # files, so that selecting it changes the balloon algorithm only.
     mom = shipped / "mom"
@@ -237,3 +244,26 @@ def test_make_install_substitutes_the_prefix(tmp_path):
     # The bus and polkit only look in /usr/share, whatever the prefix.
     assert f"{dest}/usr/share/dbus-1/system.d/org.ovirt.mom1.conf" in result.stdout
     assert f"{dest}/usr/share/polkit-1/actions/org.ovirt.mom1.policy" in result.stdout
+
+
+# --------------------------------------------------------------------------
+# cockpit/
+
+
+def test_cockpit_page_files_are_all_shipped_and_named():
+    """What index.html loads is in cockpit/ (Cockpit's own base1 aside), and
+    nothing is loaded inline: Cockpit's content security policy refuses it."""
+    import json
+    import re
+    html = (COCKPIT_DIR / "index.html").read_text()
+    loaded = re.findall(r'<(?:script|link)\b[^>]*?(?:src|href)="([^"]+)"', html)
+    assert "../base1/cockpit.js" in loaded
+    ours = [name for name in loaded if not name.startswith("../base1/")]
+    assert ours and all((COCKPIT_DIR / name).is_file() for name in ours), ours
+    assert not re.search(r"<script\b(?![^>]*\bsrc=)", html), "inline script"
+    assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", html), "inline style or handler"
+    manifest = json.loads((COCKPIT_DIR / "manifest.json").read_text())
+    assert manifest["menu"]["index"]["label"] == "Memory"
+    # The .deb ships the same directory (debian/mom.install).
+    lines = (REPO / "debian" / "mom.install").read_text().splitlines()
+    assert "cockpit/* usr/share/cockpit/mom" in lines
