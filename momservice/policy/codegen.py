@@ -1,0 +1,876 @@
+"""Write a checked policy as Python source and compile it, once per set.
+
+Each top-level expression becomes a function ``t<N>(E)`` and each ``def``
+a function ``u<N>(E, L, *args)`` (``L`` is the caller's line); the set
+calls them with a fresh ``Env`` per evaluation.  The code keeps the
+language's semantics (policy-language.md) with far less interpretation:
+
+* Dynamic scoping.  A variable lives in a Python local when no function of
+  the set could see it: a name is *free* in a function body when a
+  reference to it (read, ``set``, call head, dotted base) is not resolved
+  by a binding the body makes itself on every path to it.  Free names
+  live in ``E.b`` wherever they are bound, as before; every other
+  ``let``, parameter, ``with`` item and ``defvar`` below the global scope
+  is a local.  A local that a ``defvar`` may or may not have bound yet
+  holds ``UNBOUND`` until it runs, and a reference then falls back to the
+  next binding outwards, as the scope stack would.
+* Statements, not nested expressions: every intermediate value goes to a
+  temporary, so deep expressions cost no Python nesting; ``if``, ``let``
+  and ``with`` nest blocks, and code nested deeper than Python allows
+  moves into a closure defined at the top of its function.
+* Errors are raised with the message and line the language defines, from
+  exception handlers that cost nothing when nothing fails.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from .builtins import (ARITHMETIC_ERRORS, BINARY_OPERATORS, BUILTINS, ENTITY_METHODS,
+                       MAX_INT_BITS, MAX_SEQUENCE, SEQUENCE_OPERATORS, operand_error)
+from .entity import Entity
+from .errors import PolicyBudgetError, PolicyError, PolicyLimitError
+from .runtime import UNBOUND, Builtin, Env, UserFunction, show
+
+# Deeper than this (indentation, nested try/for blocks) the rest of a
+# function's code moves into a closure: Python refuses 100 indentation
+# levels and 20 nested blocks.
+MAX_INDENT = 40
+MAX_BLOCKS = 10
+
+_HUGE = 1 << MAX_INT_BITS  # an int at or beyond it has more than MAX_INT_BITS bits
+_NO_CONTROLS: dict = {}
+
+
+# -- helpers the generated code calls on its slow paths ----------------------
+
+def _operr(symbol: str, x: Any, y: Any, error: Exception, line: int) -> PolicyError:
+    return operand_error(symbol, x, y, error, line)
+
+
+def _capped(env: Env, symbol: str, x: Any, y: Any, result: Any, line: int) -> Any:
+    """Bound a result that is not a float (an int, a string or a list)."""
+    kind = type(result)
+    if kind is int:
+        if result.bit_length() > MAX_INT_BITS:
+            raise operand_error(symbol, x, y, ValueError(
+                f"result larger than {MAX_INT_BITS} bits"), line)
+    elif kind is str or kind is list:
+        if len(result) > MAX_SEQUENCE:
+            raise operand_error(symbol, x, y, ValueError(
+                f"result longer than {MAX_SEQUENCE}"), line)
+        if symbol in SEQUENCE_OPERATORS:
+            env.steps -= len(result)
+            if env.steps < 0:
+                raise PolicyBudgetError("evaluation exceeded its step budget", line)
+    return result
+
+
+def _binary(env: Env, symbol: str, x: Any, y: Any, line: int) -> Any:
+    """Any operator through the general table (products, shifts)."""
+    try:
+        result = BINARY_OPERATORS[symbol](x, y)
+    except ARITHMETIC_ERRORS as e:
+        raise operand_error(symbol, x, y, e, line) from None
+    if symbol in SEQUENCE_OPERATORS and (type(result) is str or type(result) is list):
+        env.steps -= len(result)
+        if env.steps < 0:
+            raise PolicyBudgetError("evaluation exceeded its step budget", line)
+    return result
+
+
+def _cannot_compare(name: str, args: list, line: int) -> PolicyError:
+    return PolicyError(f"{name} cannot compare {', '.join(map(show, args))}", line)
+
+
+def _abs_error(x: Any, line: int) -> PolicyError:
+    return PolicyError(f"abs of {show(x)}", line)
+
+
+def _nargs(fn: UserFunction, given: int, line: int) -> PolicyError:
+    return PolicyError(f"function {fn.name} takes {fn.nparams} argument(s), {given} given",
+                       line)
+
+
+def _attribute(obj: Any, attr: str, name: str, line: int) -> Any:
+    if type(obj) is Entity:
+        try:
+            return obj.stat(attr)
+        except PolicyError as e:
+            e.line = line
+            raise
+    raise PolicyError(f"{name}: {show(obj)} has no attribute {attr}", line)
+
+
+def _stat_avg(obj: Entity, field: str, line: int) -> Any:
+    try:
+        return obj.stat_avg(field)
+    except PolicyError as e:
+        if e.line is None:
+            e.line = line
+        raise
+
+
+def _method(env: Env, obj: Entity, method: str, args: list, line: int) -> Any:
+    try:
+        return ENTITY_METHODS[method](env, obj, args, line)
+    except PolicyError as e:
+        if e.line is None:
+            e.line = line
+        raise
+
+
+def _with_error(name: str, value: Any, line: int) -> PolicyError:
+    return PolicyError(f"with: {name} is {show(value)}, not a list", line)
+
+
+def _depth_error(env: Env, name: str, line: int) -> PolicyError:
+    return PolicyLimitError(f"calls nested deeper than {env.max_depth} in function {name}",
+                            line)
+
+
+NAMESPACE: dict[str, Any] = {
+    "__builtins__": {"type": type, "float": float, "int": int, "str": str, "list": list,
+                     "set": set, "max": max, "min": min, "abs": abs, "len": len,
+                     "IndexError": IndexError, "LookupError": LookupError,
+                     "KeyError": KeyError, "AttributeError": AttributeError,
+                     "TypeError": TypeError, "RecursionError": RecursionError},
+    "_PE": PolicyError, "_BE": PolicyBudgetError, "_LE": PolicyLimitError,
+    "_AE": ARITHMETIC_ERRORS, "_UF": UserFunction, "_BI": Builtin, "_Ent": Entity,
+    "_UNB": UNBOUND, "_H": _HUGE, "_NOC": _NO_CONTROLS,
+    "_operr": _operr, "_capped": _capped, "_binary": _binary,
+    "_cmp": _cannot_compare, "_abserr": _abs_error, "_nargs": _nargs,
+    "_attr": _attribute, "_savg": _stat_avg, "_method": _method,
+    "_witherr": _with_error, "_deptherr": _depth_error,
+    "_B_max": BUILTINS["max"], "_B_min": BUILTINS["min"], "_B_abs": BUILTINS["abs"],
+    "_B_not": BUILTINS["not"], "_B_valid": BUILTINS["valid"],
+}
+
+_INLINE_BUILTINS = frozenset({"max", "min", "abs", "not", "valid"})
+_COMPARISONS = frozenset({"<", ">", "<=", ">=", "==", "!="})
+_IDENT = re.compile(r"[^A-Za-z0-9_]")
+
+
+# -- analysis ---------------------------------------------------------------
+
+def _defvars(ir: tuple, out: set[str]) -> None:
+    """Names a ``defvar`` may bind in the scope whose code ``ir`` is (not
+    looking into the scopes that ``let``, ``with`` and ``def`` open)."""
+    kind = ir[0]
+    if kind == "defvar":
+        out.add(ir[1])
+        _defvars(ir[2], out)
+    elif kind == "block" or kind == "and" or kind == "or":
+        for item in ir[1]:
+            _defvars(item, out)
+    elif kind == "if":
+        _defvars(ir[1], out)
+        _defvars(ir[2], out)
+        _defvars(ir[3], out)
+    elif kind == "op":
+        _defvars(ir[2], out)
+        _defvars(ir[3], out)
+    elif kind == "call":
+        for item in ir[2]:
+            _defvars(item, out)
+    elif kind == "mcall":
+        for item in ir[4]:
+            _defvars(item, out)
+    elif kind == "set":
+        _defvars(ir[2], out)
+
+
+def _has_set(ir: Any) -> bool:
+    if type(ir) is tuple:
+        if ir and ir[0] == "set":
+            return True
+        return any(_has_set(x) for x in ir[1:])
+    if type(ir) is list:
+        return any(_has_set(x) for x in ir)
+    return False
+
+
+class Scope:
+    """One scope of the code being written: what it binds, and how."""
+
+    __slots__ = ("kind", "vars", "definite", "maybe", "frame", "pushed")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind              # "global", "func", "let" or "with"
+        self.vars: dict[str, str] = {}    # local bindings: name -> Python name
+        self.definite: set[str] = set()   # names bound here on every path so far
+        self.maybe: set[str] = set()      # names a defvar may bind here
+        self.frame: str | None = None     # Python name of the set of dynamic defvars
+        self.pushed: list[str] = []       # dynamic names pushed statically
+
+
+class Unit:
+    """The Python function being written for one expression or def body."""
+
+    def __init__(self, pyname: str, is_function: bool) -> None:
+        self.pyname = pyname
+        self.is_function = is_function
+        self.lines: list[str] = []
+        self.indent = 1
+        self.blocks = 0
+        self.chunks: list[list[str]] = []
+        self.scope_vars: set[str] = set()
+        self.touched: set[str] | None = None  # scope vars a closure being written uses
+        self.has_set = False
+
+
+class Generator:
+    """Writes the Python source of one policy, given the set's free names."""
+
+    def __init__(self, policy: str | None, free: frozenset[str]) -> None:
+        self.policy = policy
+        self.dynamic = free
+        self.counter = 0
+        self.consts: dict[str, Any] = {}
+        self.functions: list[str] = []
+        self.user_functions: dict[str, UserFunction] = {}
+        #: Names referenced freely by the def bodies written.
+        self.free: set[str] = set()
+        #: Names bound in locals (a policy binding a name that turns out
+        #: free must be written again).
+        self.local_names: set[str] = set()
+        self.unit: Unit = Unit("", False)
+        self.scopes: list[Scope] = []
+
+    # -- writing lines -------------------------------------------------------
+
+    def emit(self, line: str) -> None:
+        self.unit.lines.append("    " * self.unit.indent + line)
+
+    def temp(self) -> str:
+        self.counter += 1
+        return f"t{self.counter}"
+
+    def var(self, name: str) -> str:
+        self.counter += 1
+        py = f"v{self.counter}_{_IDENT.sub('_', name)[:24]}"
+        self.unit.scope_vars.add(py)
+        return py
+
+    def use(self, py: str) -> str:
+        touched = self.unit.touched
+        if touched is not None:
+            touched.add(py)
+        return py
+
+    def const(self, value: Any) -> str:
+        if value is None:
+            return "None"
+        if type(value) is str or (type(value) is int and value.bit_length() < 64) or \
+                (type(value) is float and math.isfinite(value) and float(repr(value)) == value):
+            return repr(value)
+        self.counter += 1
+        key = f"k{self.counter}"
+        self.consts[key] = value
+        return key
+
+    def stable(self, expr: str) -> str:
+        """A value that a later ``set`` of the same unit cannot change."""
+        if self.unit.has_set and expr in self.unit.scope_vars:
+            t = self.temp()
+            self.emit(f"{t} = {expr}")
+            return t
+        return expr
+
+    # -- units ---------------------------------------------------------------
+
+    def top_level(self, ir: tuple) -> str:
+        self.counter += 1
+        unit = Unit(f"t{self.counter}", False)
+        scope = Scope("global")
+        return self.write_unit(unit, [scope], ir, "(E)", [])
+
+    def function(self, name: str, params: tuple[str, ...], body: tuple, cost: int) -> str:
+        self.counter += 1
+        unit = Unit(f"u{self.counter}", True)
+        self.unit = unit
+        scope = Scope("func")
+        args = []
+        dynamic_params = []
+        for p in params:
+            if p in self.dynamic:
+                arg = f"a{len(args)}"
+                dynamic_params.append((p, arg))
+                scope.pushed.append(p)
+            else:
+                arg = self.var(p)
+                scope.vars[p] = arg
+                self.local_names.add(p)
+            scope.definite.add(p)
+            args.append(arg)
+        header = ["E.steps -= %d" % cost,
+                  "if E.steps < 0: raise _BE('evaluation exceeded its step budget', L)",
+                  f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, L)",
+                  "E.depth += 1"]
+        header += [f"B[{p!r}].append({a})" for p, a in dynamic_params]
+        signature = "(E, L" + "".join(", " + a for a in args) + ")"
+        return self.write_unit(unit, [scope], body, signature, header, name)
+
+    def write_unit(self, unit: Unit, scopes: list[Scope], ir: tuple, signature: str,
+                   header: list[str], function: str | None = None) -> str:
+        saved = self.unit, self.scopes
+        self.unit, self.scopes = unit, scopes
+        unit.has_set = _has_set(ir)
+        scope = scopes[0]
+        try:
+            if function is None:
+                self.open_scope(scope, ir, unit.indent)
+                result = self.gen(ir)
+                self.emit(f"return {result}")
+                body = unit.lines
+            else:
+                unit.indent = 2
+                unit.blocks = 1
+                self.open_scope(scope, ir, 2)
+                result = self.gen(ir)
+                self.emit(f"return {result}")
+                body = ["    B = E.b"] + ["    " + h for h in header] + ["    try:"] + unit.lines
+                located = f"e.located({self.policy!r})" if self.policy is not None else "e"
+                body += ["    except _PE as e:", f"        raise {located}",
+                         "    except RecursionError:",
+                         f"        raise _LE("
+                         f"{_py_str('calls nested too deeply in function ' + function)}, "
+                         f"L, {self.policy!r}) from None",
+                         "    finally:", "        E.depth -= 1"]
+                body += [f"        B[{p!r}].pop()" for p in scope.pushed]
+                if scope.frame:
+                    body += [f"        for n in {scope.frame}: B[n].pop()"]
+            if function is None:
+                body = ["    B = E.b"] + body
+            if unit.chunks:
+                # Closures assign the scope variables: they must exist here.
+                names = sorted(unit.scope_vars - set(_params(signature)))
+                pre = [f"    {' = '.join(names)} = None"] if names else []
+                pre += [line for chunk in unit.chunks for line in chunk]
+                at = 1 if function is None else len(header) + 1
+                body = body[:at] + pre + body[at:]
+            self.functions.append(f"def {unit.pyname}{signature}:\n" + "\n".join(body))
+        finally:
+            self.unit, self.scopes = saved
+        return unit.pyname
+
+    def open_scope(self, scope: Scope, code: Any, indent: int) -> None:
+        """Declare what a scope's defvars may bind; set its locals to UNBOUND."""
+        maybe: set[str] = set()
+        if type(code) is list:
+            for item in code:
+                _defvars(item, maybe)
+        else:
+            _defvars(code, maybe)
+        scope.maybe = maybe
+        if scope.kind == "global":
+            return
+        for name in sorted(maybe):
+            if name in self.dynamic:
+                if scope.frame is None:
+                    scope.frame = self.var("frame")
+                    self.emit(f"{self.use(scope.frame)} = set()")
+            elif name not in scope.vars:
+                scope.vars[name] = py = self.var(name)
+                self.local_names.add(name)
+                self.emit(f"{self.use(py)} = _UNB")
+
+    # -- references ----------------------------------------------------------
+
+    def lookup_steps(self, name: str) -> tuple[list[tuple[bool, str]], bool]:
+        """The local bindings a reference to ``name`` may find, innermost
+        first (definite?, Python name), and whether one surely binds it."""
+        steps: list[tuple[bool, str]] = []
+        if name not in self.dynamic:
+            for scope in reversed(self.scopes):
+                if scope.kind == "global":
+                    break
+                if name in scope.definite:
+                    steps.append((True, scope.vars[name]))
+                    return steps, True
+                if name in scope.maybe:
+                    steps.append((False, scope.vars[name]))
+        if self.unit.is_function:
+            self.free.add(name)
+        return steps, False
+
+    def read(self, name: str, line: int, what: str = "symbol") -> str:
+        steps, sure = self.lookup_steps(name)
+        if sure and len(steps) == 1:
+            return self.use(steps[0][1])
+        t = self.temp()
+        depth = 0
+        for definite, py in steps:
+            self.emit(f"{t} = {self.use(py)}")
+            if definite:
+                break
+            self.emit(f"if {t} is _UNB:")
+            self.unit.indent += 1
+            depth += 1
+        if not sure:
+            self.emit(f"try: {t} = B[{name!r}][-1]")
+            self.emit(f"except IndexError: raise _PE({_py_str(f'undefined {what} {name}')}, "
+                      f"{line}) from None")
+        self.unit.indent -= depth
+        return t
+
+    def ref(self, ir: tuple) -> str:
+        _, base, attrs, full, line = ir
+        obj = self.read(base, line)
+        if not attrs:
+            return obj
+        t = self.temp()
+        if len(attrs) == 1:
+            self.emit(f"try: {t} = {obj}.latest[{attrs[0]!r}]")
+            self.emit(f"except (KeyError, AttributeError): "
+                      f"{t} = _attr({obj}, {attrs[0]!r}, {full!r}, {line})")
+            return t
+        self.emit(f"{t} = {obj}")
+        for attr in attrs:
+            self.emit(f"{t} = _attr({t}, {attr!r}, {full!r}, {line})")
+        return t
+
+    # -- nodes ---------------------------------------------------------------
+
+    def gen(self, ir: tuple) -> str:
+        kind = ir[0]
+        if kind == "const":
+            return self.const(ir[1])
+        if kind == "ref":
+            return self.ref(ir)
+        if kind == "op":
+            return self.op(ir)
+        if kind == "call":
+            return self.call(ir)
+        if kind == "mcall":
+            return self.mcall(ir)
+        if kind == "block":
+            result = "None"
+            for item in ir[1]:
+                result = self.gen(item)
+            return result
+        if kind == "defvar":
+            return self.defvar(ir)
+        if kind == "set":
+            return self.set_(ir)
+        if kind == "def":
+            return self.def_(ir)
+        if kind == "fail":
+            self.emit(f"raise _PE({ir[1]!r}, {ir[2]})")
+            return "None"
+        # The forms that nest Python blocks.
+        unit = self.unit
+        if unit.indent > MAX_INDENT or unit.blocks > MAX_BLOCKS:
+            return self.closure(ir)
+        if kind == "if":
+            return self.if_(ir)
+        if kind == "and" or kind == "or":
+            return self.and_or(ir)
+        if kind == "let":
+            return self.let(ir)
+        return self.with_(ir)
+
+    def closure(self, ir: tuple) -> str:
+        unit = self.unit
+        saved = unit.lines, unit.indent, unit.blocks, unit.touched
+        unit.lines, unit.indent, unit.blocks, unit.touched = [], 2, 0, set()
+        self.counter += 1
+        name = f"c{self.counter}"
+        try:
+            result = self.gen(ir)
+            self.emit(f"return {result}")
+            touched = unit.touched
+            lines = unit.lines
+        finally:
+            unit.lines, unit.indent, unit.blocks, unit.touched = saved
+        if unit.touched is not None:
+            unit.touched |= touched
+        head = [f"    def {name}():"]
+        if touched:
+            head.append(f"        nonlocal {', '.join(sorted(touched))}")
+        unit.chunks.append(head + lines)
+        t = self.temp()
+        self.emit(f"{t} = {name}()")
+        return t
+
+    def op(self, ir: tuple) -> str:
+        _, symbol, a, b, line = ir
+        x = self.stable(self.gen(a))
+        y = self.gen(b)
+        t = self.temp()
+        if symbol in _COMPARISONS or symbol == "/" or symbol == ">>":
+            self.emit(f"try: {t} = {x} {symbol} {y}")
+            self.emit(f"except _AE as e: raise _operr({symbol!r}, {x}, {y}, e, {line}) "
+                      f"from None")
+        elif symbol == "+" or symbol == "-":
+            self.emit(f"try: {t} = {x} {symbol} {y}")
+            self.emit(f"except _AE as e: raise _operr({symbol!r}, {x}, {y}, e, {line}) "
+                      f"from None")
+            self.emit(f"if type({t}) is not float and (type({t}) is not int or "
+                      f"not -_H < {t} < _H): {t} = _capped(E, {symbol!r}, {x}, {y}, {t}, "
+                      f"{line})")
+        elif symbol == "*":
+            self.emit(f"if type({x}) is float or type({y}) is float:")
+            self.emit(f"    try: {t} = {x} * {y}")
+            self.emit(f"    except _AE as e: raise _operr('*', {x}, {y}, e, {line}) from None")
+            self.emit(f"else: {t} = _binary(E, '*', {x}, {y}, {line})")
+        else:
+            self.emit(f"{t} = _binary(E, {symbol!r}, {x}, {y}, {line})")
+        return t
+
+    def call(self, ir: tuple) -> str:
+        _, name, args, line = ir
+        f = self.read(name, line, "function")
+        if f in self.unit.scope_vars:
+            fv = self.temp()
+            self.emit(f"{fv} = {f}")
+            f = fv
+        k = self.temp()
+        self.emit(f"{k} = type({f})")
+        self.emit(f"if {k} is not _UF and {k} is not _BI: "
+                  f"raise _PE({_py_str(name + ' is not a function')}, {line})")
+        values = [self.stable(self.gen(a)) for a in args]
+        n = len(values)
+        listed = ", ".join(values)
+        t = self.temp()
+        els = ""
+        if name in _INLINE_BUILTINS:
+            fast = self.inline_builtin(name, values, t, line)
+            if fast is not None:
+                self.emit(f"if {f} is _B_{name}:")
+                for code in fast:
+                    self.emit("    " + code)
+                els = "el"
+        self.emit(f"{els}if {k} is _UF:")
+        self.emit(f"    if {f}.nparams != {n}: raise _nargs({f}, {n}, {line})")
+        self.emit(f"    {t} = {f}.run(E, {line}{''.join(', ' + v for v in values)})")
+        self.emit("else:")
+        self.emit(f"    {t} = {f}.fn(E, [{listed}], {line})")
+        return t
+
+    @staticmethod
+    def inline_builtin(name: str, values: list[str], t: str, line: int) -> list[str] | None:
+        n = len(values)
+        listed = ", ".join(values)
+        if name in ("max", "min"):
+            if n == 1:
+                return [f"{t} = {values[0]}"]
+            if n > 1:
+                return [f"try: {t} = {name}({listed})",
+                        f"except TypeError: raise _cmp({name!r}, [{listed}], {line}) "
+                        f"from None"]
+            return None
+        if name == "abs" and n == 1:
+            return [f"try: {t} = abs({listed})",
+                    f"except TypeError: raise _abserr({listed}, {line}) from None"]
+        if name == "not" and n == 1:
+            return [f"{t} = not {listed}"]
+        if name == "valid":
+            # A literal operand is decided here (comparing one with "is"
+            # draws a SyntaxWarning).
+            if "None" in values:
+                return [f"{t} = False"]
+            tests = [f"{v} is not None" for v in values if v.isidentifier()]
+            return [f"{t} = " + (" and ".join(tests) if tests else "True")]
+        return None
+
+    def mcall(self, ir: tuple) -> str:
+        _, base, base_name, method, args, line = ir
+        obj = self.gen(base)
+        if obj in self.unit.scope_vars or obj == "None":
+            o = self.temp()
+            self.emit(f"{o} = {obj}")
+            obj = o
+        values = [self.stable(self.gen(a)) for a in args]
+        n = len(values)
+        no_method = _py_str(f"{base_name} has no method {method}")
+        if method not in ENTITY_METHODS:
+            self.emit(f"raise _PE({no_method}, {line})")
+            return "None"
+        self.emit(f"if type({obj}) is not _Ent: raise _PE({no_method}, {line})")
+        t = self.temp()
+        key = args[0][1] if args and args[0][0] == "const" and type(args[0][1]) is str \
+            else None
+        if key is not None:
+            k = repr(key)
+            if method == "Stat" and n == 1:
+                self.emit(f"try: {t} = {obj}.latest[{k}]")
+                self.emit(f"except KeyError: {t} = _attr({obj}, {k}, '', {line})")
+                return t
+            if method == "StatAvg" and n == 1:
+                self.emit(f"try: {t} = {obj}._averages[{k}]")
+                self.emit(f"except KeyError: {t} = _savg({obj}, {k}, {line})")
+                return t
+            if method == "Control" and n == 2:
+                c = self.temp()
+                self.emit(f"{c} = E.controls.get({obj})")
+                self.emit(f"if {c} is None: {c} = E.controls[{obj}] = {{}}")
+                self.emit(f"{c}[{k}] = {t} = {values[1]}")
+                return t
+            if method == "GetControl" and n == 1:
+                self.emit(f"{t} = E.controls.get({obj}, _NOC).get({k})")
+                return t
+            if method == "GetVar" and n == 1:
+                self.emit(f"if E.variables is None: {t} = {obj}.variables.get({k})")
+                self.emit(f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})")
+                return t
+            if method == "SetVar" and n == 2:
+                self.emit(f"{t} = {values[1]}")
+                self.emit(f"if E.variables is None: {obj}.variables[{k}] = {t}")
+                self.emit(f"else: _method(E, {obj}, 'SetVar', [{k}, {t}], {line})")
+                return t
+        self.emit(f"{t} = _method(E, {obj}, {method!r}, [{', '.join(values)}], {line})")
+        return t
+
+    def def_(self, ir: tuple) -> str:
+        _, name, params, body, cost, _index = ir
+        saved_counter_unit = self.unit
+        pyname = self.function(name, params, body, cost)
+        self.unit = saved_counter_unit
+        fn = UserFunction(name, params, cost, self.policy)
+        key = f"U{pyname}"
+        self.user_functions[key] = fn
+        self.consts[key] = fn
+        self.emit(f"E.define_global({name!r}, {key})")
+        return repr(name)
+
+    def defvar(self, ir: tuple) -> str:
+        _, name, value = ir
+        v = self.gen(value)
+        scope = self.scopes[-1]
+        if scope.kind == "global":
+            t = self.temp()
+            self.emit(f"{t} = E.defvar_global({name!r}, {v})")
+            return t
+        if name not in self.dynamic:
+            py = self.use(scope.vars[name])
+            if name not in scope.definite:
+                self.emit(f"if {py} is _UNB: {py} = {v}")
+                scope.definite.add(name)
+            return py
+        t = self.temp()
+        if name in scope.definite:
+            self.emit(f"{t} = B[{name!r}][-1]")
+            return t
+        fr = self.use(scope.frame)
+        self.emit(f"if {name!r} in {fr}: {t} = B[{name!r}][-1]")
+        self.emit("else:")
+        self.emit(f"    {fr}.add({name!r})")
+        self.emit(f"    B[{name!r}].append({v})")
+        self.emit(f"    {t} = {v}")
+        scope.definite.add(name)
+        return t
+
+    def set_(self, ir: tuple) -> str:
+        _, name, value, line = ir
+        v = self.stable(self.gen(value))
+        steps, sure = self.lookup_steps(name)
+        depth = 0
+        for definite, py in steps:
+            py = self.use(py)
+            if definite:
+                self.emit(f"{py} = {v}")
+                break
+            self.emit(f"if {py} is not _UNB: {py} = {v}")
+            self.emit("else:")
+            self.unit.indent += 1
+            depth += 1
+        if not sure:
+            self.emit(f"try: B[{name!r}][-1] = {v}")
+            self.emit(f"except IndexError: raise _PE("
+                      f"{_py_str(f'set of undefined variable {name}')}, {line}) from None")
+        self.unit.indent -= depth
+        if v in self.unit.scope_vars:
+            t = self.temp()
+            self.emit(f"{t} = {v}")
+            return t
+        return v
+
+    def snapshot(self) -> list[set[str]]:
+        return [set(s.definite) for s in self.scopes]
+
+    def restore(self, saved: list[set[str]]) -> None:
+        for scope, definite in zip(self.scopes, saved):
+            scope.definite = definite
+
+    def if_(self, ir: tuple) -> str:
+        _, cond, then, other = ir
+        c = self.gen(cond)
+        t = self.temp()
+        saved = self.snapshot()
+        unit = self.unit
+        self.emit(f"if {c}:")
+        unit.indent += 1
+        self.emit(f"{t} = {self.gen(then)}")
+        unit.indent -= 1
+        self.restore(saved)
+        saved = self.snapshot()
+        self.emit("else:")
+        unit.indent += 1
+        self.emit(f"{t} = {self.gen(other)}")
+        unit.indent -= 1
+        self.restore(saved)
+        return t
+
+    def and_or(self, ir: tuple) -> str:
+        kind, operands = ir
+        t = self.temp()
+        self.emit(f"{t} = {self.gen(operands[0])}")
+        saved = self.snapshot()
+        test = f"if {t}:" if kind == "and" else f"if not {t}:"
+        unit = self.unit
+        for operand in operands[1:]:
+            self.emit(test)
+            unit.indent += 1
+            self.emit(f"{t} = {self.gen(operand)}")
+            unit.indent -= 1
+        self.restore(saved)
+        return t
+
+    def let(self, ir: tuple) -> str:
+        _, bindings, body = ir
+        scope = Scope("let")
+        self.scopes.append(scope)
+        unit = self.unit
+        try:
+            self.open_scope(scope, [value for _, value in bindings] + [body], unit.indent)
+            dynamic = scope.frame is not None or any(n in self.dynamic for n, _ in bindings)
+            if dynamic and scope.frame is None:
+                scope.frame = self.var("frame")
+                self.emit(f"{self.use(scope.frame)} = set()")
+            if dynamic:
+                self.emit("try:")
+                unit.indent += 1
+                unit.blocks += 1
+            for name, value in bindings:
+                v = self.gen(value)
+                if name in self.dynamic:
+                    fr = self.use(scope.frame)
+                    if name in scope.maybe:
+                        self.emit(f"if {name!r} in {fr}: B[{name!r}][-1] = {v}")
+                        self.emit(f"else: {fr}.add({name!r}); B[{name!r}].append({v})")
+                    elif name in scope.definite:
+                        self.emit(f"B[{name!r}][-1] = {v}")
+                    else:
+                        self.emit(f"{fr}.add({name!r}); B[{name!r}].append({v})")
+                else:
+                    py = scope.vars.get(name)
+                    if py is None:
+                        py = scope.vars[name] = self.var(name)
+                        self.local_names.add(name)
+                    self.emit(f"{self.use(py)} = {v}")
+                scope.definite.add(name)
+            result = self.gen(body)
+            if dynamic:
+                t = self.temp()
+                self.emit(f"{t} = {result}")
+                result = t
+                unit.indent -= 1
+                unit.blocks -= 1
+                self.emit("finally:")
+                self.emit(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+            return result
+        finally:
+            self.scopes.pop()
+
+    def with_(self, ir: tuple) -> str:
+        _, source, list_name, item, body, cost, line = ir
+        s = self.gen(source)
+        unit = self.unit
+        self.emit(f"if type({s}) is not list: raise _witherr({list_name!r}, {s}, {line})")
+        r = self.temp()
+        el = self.temp()
+        self.emit(f"{r} = []")
+        self.emit(f"for {el} in {s}:")
+        unit.indent += 1
+        unit.blocks += 1
+        self.emit(f"E.steps -= {cost}")
+        self.emit(f"if E.steps < 0: raise _BE('evaluation exceeded its step budget', {line})")
+        scope = Scope("with")
+        self.scopes.append(scope)
+        try:
+            if item in self.dynamic:
+                self.emit(f"B[{item!r}].append({el})")
+                scope.pushed.append(item)
+            else:
+                py = scope.vars[item] = self.var(item)
+                self.local_names.add(item)
+                self.emit(f"{self.use(py)} = {el}")
+            scope.definite.add(item)
+            self.open_scope(scope, body, unit.indent)
+            self.emit("try:")
+            unit.indent += 1
+            unit.blocks += 1
+            self.emit(f"{r}.append({self.gen(body)})")
+            unit.indent -= 1
+            unit.blocks -= 1
+            located = f"e.located({self.policy!r})" if self.policy is not None else "e"
+            self.emit("except _BE: raise")
+            self.emit("except _PE as e:")
+            self.emit(f"    if type({el}) is not _Ent or {el}.kind != 'guest': raise")
+            self.emit(f"    E.guest_failed({el}, {located})")
+            self.emit(f"    {r}.append(None)")
+            if scope.pushed or scope.frame:
+                self.emit("finally:")
+                for p in scope.pushed:
+                    self.emit(f"    B[{p!r}].pop()")
+                if scope.frame:
+                    self.emit(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+        finally:
+            self.scopes.pop()
+        unit.indent -= 1
+        unit.blocks -= 1
+        return r
+
+
+def _py_str(text: str) -> str:
+    return repr(text)
+
+
+def _params(signature: str) -> list[str]:
+    return [p.strip() for p in signature.strip("()").split(",")]
+
+
+class CompiledPolicy:
+    """One checked policy, ready to be written as Python for a given set.
+
+    ``free`` are the names its def bodies reference freely; ``program``
+    returns its top-level functions for the set's free names (the whole
+    set's), writing and compiling the source at most once per distinct
+    answer that matters to this policy.
+    """
+
+    def __init__(self, policy: str | None, tree: list[tuple], defs: list) -> None:
+        self.policy = policy
+        self.tree = tree
+        self._programs: dict[frozenset[str], list] = {}
+        generator = Generator(policy, frozenset())
+        self._first = generator, [generator.top_level(ir) for ir in tree]
+        self.free: frozenset[str] = frozenset(generator.free)
+        self.local_names: frozenset[str] = frozenset(generator.local_names)
+
+    def program(self, free: frozenset[str]) -> list:
+        """The functions of the top-level expressions, in order."""
+        key = free & self.local_names
+        program = self._programs.get(key)
+        if program is None:
+            if not key and self._first is not None:
+                generator, names = self._first
+            else:
+                generator = Generator(self.policy, key)
+                names = [generator.top_level(ir) for ir in self.tree]
+            program = self._programs[key] = _build(generator, names, self.policy)
+        return program
+
+
+def _build(generator: Generator, names: list[str], policy: str | None) -> list:
+    source = "\n\n".join(generator.functions) + "\n"
+    namespace = dict(NAMESPACE)
+    namespace.update(generator.consts)
+    code = compile(source, f"<policy {policy}>", "exec")
+    exec(code, namespace)  # noqa: S102 -- source written above from a checked tree
+    for key, fn in generator.user_functions.items():
+        fn.run = namespace[key[1:]]
+    return [namespace[n] for n in names]
