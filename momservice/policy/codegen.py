@@ -139,7 +139,7 @@ NAMESPACE: dict[str, Any] = {
                      "TypeError": TypeError, "RecursionError": RecursionError},
     "_PE": PolicyError, "_BE": PolicyBudgetError, "_LE": PolicyLimitError,
     "_AE": ARITHMETIC_ERRORS, "_UF": UserFunction, "_BI": Builtin, "_Ent": Entity,
-    "_UNB": UNBOUND, "_H": _HUGE, "_NOC": _NO_CONTROLS,
+    "_UNB": UNBOUND, "_H": _HUGE, "_NH": -_HUGE, "_NOC": _NO_CONTROLS,
     "_operr": _operr, "_capped": _capped, "_binary": _binary,
     "_cmp": _cannot_compare, "_abserr": _abs_error, "_nargs": _nargs,
     "_attr": _attribute, "_savg": _stat_avg, "_method": _method,
@@ -195,7 +195,8 @@ def _has_set(ir: Any) -> bool:
 class Scope:
     """One scope of the code being written: what it binds, and how."""
 
-    __slots__ = ("kind", "vars", "definite", "maybe", "frame", "pushed")
+    __slots__ = ("kind", "vars", "definite", "maybe", "frame", "pushed", "assigned",
+                 "inits", "needs_init")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind              # "global", "func", "let" or "with"
@@ -204,6 +205,17 @@ class Scope:
         self.maybe: set[str] = set()      # names a defvar may bind here
         self.frame: str | None = None     # Python name of the set of dynamic defvars
         self.pushed: list[str] = []       # dynamic names pushed statically
+        self.assigned: set[str] = set()   # names a defvar of the code so far may have bound
+        #: Where each local defvar name is set to UNBOUND, and the names
+        #: some code tests for UNBOUND (the other lines are dropped).
+        self.inits: dict[str, tuple[list[str], int]] = {}
+        self.needs_init: set[str] = set()
+
+    def close(self) -> None:
+        """Drop the UNBOUND initialisations no code tests."""
+        for name, (lines, index) in self.inits.items():
+            if name not in self.needs_init:
+                lines[index] = ""
 
 
 class Unit:
@@ -331,6 +343,7 @@ class Generator:
                 self.open_scope(scope, ir, 2)
                 result = self.gen(ir)
                 self.emit(f"return {result}")
+                scope.close()
                 body = ["    B = E.b"] + ["    " + h for h in header] + ["    try:"] + unit.lines
                 located = f"e.located({self.policy!r})" if self.policy is not None else "e"
                 body += ["    except _PE as e:", f"        raise {located}",
@@ -375,6 +388,7 @@ class Generator:
             elif name not in scope.vars:
                 scope.vars[name] = py = self.var(name)
                 self.local_names.add(name)
+                scope.inits[name] = (self.unit.lines, len(self.unit.lines))
                 self.emit(f"{self.use(py)} = _UNB")
 
     # -- references ----------------------------------------------------------
@@ -392,6 +406,7 @@ class Generator:
                     return steps, True
                 if name in scope.maybe:
                     steps.append((False, scope.vars[name]))
+                    scope.needs_init.add(name)
         if self.unit.is_function:
             self.free.add(name)
         return steps, False
@@ -509,7 +524,7 @@ class Generator:
             self.emit(f"except _AE as e: raise _operr({symbol!r}, {x}, {y}, e, {line}) "
                       f"from None")
             self.emit(f"if type({t}) is not float and (type({t}) is not int or "
-                      f"not -_H < {t} < _H): {t} = _capped(E, {symbol!r}, {x}, {y}, {t}, "
+                      f"not _NH < {t} < _H): {t} = _capped(E, {symbol!r}, {x}, {y}, {t}, "
                       f"{line})")
         elif symbol == "*":
             self.emit(f"if type({x}) is float or type({y}) is float:")
@@ -527,27 +542,35 @@ class Generator:
             fv = self.temp()
             self.emit(f"{fv} = {f}")
             f = fv
-        k = self.temp()
-        self.emit(f"{k} = type({f})")
-        self.emit(f"if {k} is not _UF and {k} is not _BI: "
-                  f"raise _PE({_py_str(name + ' is not a function')}, {line})")
+        not_a_function = f"raise _PE({_py_str(name + ' is not a function')}, {line})"
+        check = len(self.unit.lines)
+        fast = f"{f} is not _B_{name} and " if name in _INLINE_BUILTINS else ""
+        self.emit(f"if {fast}type({f}) is not _UF and type({f}) is not _BI: {not_a_function}")
         values = [self.stable(self.gen(a)) for a in args]
+        pure = len(self.unit.lines) == check + 1
+        if pure:
+            # Nothing is evaluated between the lookup and the call: the
+            # check can go with the dispatch below.
+            del self.unit.lines[check]
         n = len(values)
         listed = ", ".join(values)
         t = self.temp()
         els = ""
         if name in _INLINE_BUILTINS:
-            fast = self.inline_builtin(name, values, t, line)
-            if fast is not None:
+            inline = self.inline_builtin(name, values, t, line)
+            if inline is not None:
                 self.emit(f"if {f} is _B_{name}:")
-                for code in fast:
+                for code in inline:
                     self.emit("    " + code)
                 els = "el"
-        self.emit(f"{els}if {k} is _UF:")
+        self.emit(f"{els}if type({f}) is _UF:")
         self.emit(f"    if {f}.nparams != {n}: raise _nargs({f}, {n}, {line})")
         self.emit(f"    {t} = {f}.run(E, {line}{''.join(', ' + v for v in values)})")
-        self.emit("else:")
-        self.emit(f"    {t} = {f}.fn(E, [{listed}], {line})")
+        if pure:
+            self.emit(f"elif type({f}) is _BI: {t} = {f}.fn(E, [{listed}], {line})")
+            self.emit(f"else: {not_a_function}")
+        else:
+            self.emit(f"else: {t} = {f}.fn(E, [{listed}], {line})")
         return t
 
     @staticmethod
@@ -647,7 +670,13 @@ class Generator:
         if name not in self.dynamic:
             py = self.use(scope.vars[name])
             if name not in scope.definite:
-                self.emit(f"if {py} is _UNB: {py} = {v}")
+                if name in scope.assigned:
+                    self.emit(f"if {py} is _UNB: {py} = {v}")
+                    scope.needs_init.add(name)
+                else:
+                    # No defvar of the name has run in this scope yet.
+                    self.emit(f"{py} = {v}")
+                scope.assigned.add(name)
                 scope.definite.add(name)
             return py
         t = self.temp()
@@ -763,6 +792,7 @@ class Generator:
                     self.emit(f"{self.use(py)} = {v}")
                 scope.definite.add(name)
             result = self.gen(body)
+            scope.close()
             if dynamic:
                 t = self.temp()
                 self.emit(f"{t} = {result}")
@@ -804,6 +834,7 @@ class Generator:
             unit.indent += 1
             unit.blocks += 1
             self.emit(f"{r}.append({self.gen(body)})")
+            scope.close()
             unit.indent -= 1
             unit.blocks -= 1
             located = f"e.located({self.policy!r})" if self.policy is not None else "e"
@@ -842,7 +873,7 @@ class CompiledPolicy:
     answer that matters to this policy.
     """
 
-    def __init__(self, policy: str | None, tree: list[tuple], defs: list) -> None:
+    def __init__(self, policy: str | None, tree: list[tuple]) -> None:
         self.policy = policy
         self.tree = tree
         self._programs: dict[frozenset[str], list] = {}

@@ -22,6 +22,14 @@ from typing import Any, Callable
 from .errors import PolicyError
 from .parser import Atom, Form, Node, parse
 
+#: Policies compiled lately, by (text, name): the service checks a text
+#: before it builds the set that holds it, a trial set shares its texts
+#: with the active one, and Python's compile() of the generated source is
+#: the dear part of loading a policy.  Compiled policies are immutable.
+CACHE_SIZE = 32
+_cache: dict[tuple[str, str | None], tuple["CompiledPolicy", list[PolicyError]]] = {}
+
+
 def compile_policy(text: str, policy: str | None = None,
                    warnings: list[PolicyError] | None = None) -> "CompiledPolicy":
     """Parse, check and compile a policy text.
@@ -29,15 +37,22 @@ def compile_policy(text: str, policy: str | None = None,
     What fails only when evaluated (see the module's doc) is appended to
     ``warnings`` when a list is given.
     """
-    from .codegen import CompiledPolicy  # codegen imports this module
-    checker = Checker(policy)
-    try:
-        tree = [checker.node(n) for n in parse(text)]
-        compiled = CompiledPolicy(policy, tree, checker.defs)
-    except PolicyError as e:
-        raise e.located(policy) if policy is not None else e
+    key = (text, policy)
+    cached = _cache.pop(key, None)
+    if cached is None:
+        from .codegen import CompiledPolicy  # codegen imports this module
+        checker = Checker(policy)
+        try:
+            tree = [checker.node(n) for n in parse(text)]
+            cached = CompiledPolicy(policy, tree), checker.warnings
+        except PolicyError as e:
+            raise e.located(policy) if policy is not None else e
+        if len(_cache) >= CACHE_SIZE:
+            del _cache[next(iter(_cache))]  # the least recently used
+    _cache[key] = cached
+    compiled, deferred = cached
     if warnings is not None:
-        warnings.extend(checker.warnings)
+        warnings.extend(deferred)
     return compiled
 
 
@@ -73,8 +88,8 @@ class Checker:
         self.policy = policy
         #: Errors deferred to evaluation, each with its line.
         self.warnings: list[PolicyError] = []
-        #: Every def of the text, nested ones included: (name, params, body, weight).
-        self.defs: list[tuple[str, tuple[str, ...], tuple, int]] = []
+        #: How many defs the text has, nested ones included.
+        self.defs = 0
         self.special: dict[str, Callable[[Form], tuple]] = {
             "def": self.def_, "defun": self.def_, "let": self.let,
             "if": self.if_, "with": self.with_, "and": self.and_,
@@ -155,8 +170,8 @@ class Checker:
         body_nodes = items[3:]
         body = self.block([self.node(n) for n in body_nodes])
         cost = sum(weight(n) for n in body_nodes)
-        self.defs.append((name, params, body, cost))
-        return ("def", name, params, body, cost, len(self.defs) - 1)
+        self.defs += 1
+        return ("def", name, params, body, cost, self.defs - 1)
 
     def let(self, form: Form) -> tuple:
         items = form.items
