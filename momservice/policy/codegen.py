@@ -614,38 +614,48 @@ class Generator:
             return "None"
         self.emit(f"if type({obj}) is not _Ent: raise _PE({no_method}, {line})")
         t = self.temp()
-        key = args[0][1] if args and args[0][0] == "const" and type(args[0][1]) is str \
-            else None
-        if key is not None:
-            k = repr(key)
-            if method == "Stat" and n == 1:
-                self.emit(f"try: {t} = {obj}.latest[{k}]")
-                self.emit(f"except KeyError: {t} = _attr({obj}, {k}, '', {line})")
-                return t
-            if method == "StatAvg" and n == 1:
-                self.emit(f"try: {t} = {obj}._averages[{k}]")
-                self.emit(f"except KeyError: {t} = _savg({obj}, {k}, {line})")
-                return t
-            if method == "Control" and n == 2:
-                c = self.temp()
-                self.emit(f"{c} = E.controls.get({obj})")
-                self.emit(f"if {c} is None: {c} = E.controls[{obj}] = {{}}")
-                self.emit(f"{c}[{k}] = {t} = {values[1]}")
-                return t
-            if method == "GetControl" and n == 1:
-                self.emit(f"{t} = E.controls.get({obj}, _NOC).get({k})")
-                return t
-            if method == "GetVar" and n == 1:
-                self.emit(f"if E.variables is None: {t} = {obj}.variables.get({k})")
-                self.emit(f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})")
-                return t
-            if method == "SetVar" and n == 2:
-                self.emit(f"{t} = {values[1]}")
-                self.emit(f"if E.variables is None: {obj}.variables[{k}] = {t}")
-                self.emit(f"else: _method(E, {obj}, 'SetVar', [{k}, {t}], {line})")
-                return t
-        self.emit(f"{t} = _method(E, {obj}, {method!r}, [{', '.join(values)}], {line})")
+        generic = f"{t} = _method(E, {obj}, {method!r}, [{', '.join(values)}], {line})"
+        fast = self.method_fast_path(method, obj, values, t, line) if values else None
+        if fast is None:
+            self.emit(generic)
+            return t
+        if args[0][0] == "const" and type(args[0][1]) is str:
+            for code in fast:
+                self.emit(code)
+        else:
+            # A name computed at run time: the generic path reports a bad one.
+            self.emit(f"if type({values[0]}) is str:")
+            for code in fast:
+                self.emit("    " + code)
+            self.emit(f"else: {generic}")
         return t
+
+    @staticmethod
+    def method_fast_path(method: str, obj: str, values: list[str], t: str,
+                         line: int) -> list[str] | None:
+        """Lines doing what ENTITY_METHODS[method] does for a name string ``k``."""
+        n = len(values)
+        k = values[0]
+        if method == "Stat" and n == 1:
+            return [f"try: {t} = {obj}.latest[{k}]",
+                    f"except KeyError: {t} = _attr({obj}, {k}, '', {line})"]
+        if method == "StatAvg" and n == 1:
+            return [f"try: {t} = {obj}._averages[{k}]",
+                    f"except KeyError: {t} = _savg({obj}, {k}, {line})"]
+        if method == "Control" and n == 2:
+            return [f"{t} = E.controls.get({obj})",
+                    f"if {t} is None: {t} = E.controls[{obj}] = {{}}",
+                    f"{t}[{k}] = {t} = {values[1]}"]
+        if method == "GetControl" and n == 1:
+            return [f"{t} = E.controls.get({obj}, _NOC).get({k})"]
+        if method == "GetVar" and n == 1:
+            return [f"if E.variables is None: {t} = {obj}.variables.get({k})",
+                    f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})"]
+        if method == "SetVar" and n == 2:
+            return [f"{t} = {values[1]}",
+                    f"if E.variables is None: {obj}.variables[{k}] = {t}",
+                    f"else: _method(E, {obj}, 'SetVar', [{k}, {t}], {line})"]
+        return None
 
     def def_(self, ir: tuple) -> str:
         _, name, params, body, cost, _index = ir

@@ -117,6 +117,13 @@ def test_deeply_nested_lets_keep_their_bindings(depth):
     text += "{ (set v0 100) (+ v0 v%d) }" % (depth - 1) + ")" * depth
     assert last_value(text) == 100 + depth - 1
     assert last_value(f"(def f () {text}) (f)") == 100 + depth - 1
+    # The same with every variable seen by a helper (so kept on the scope
+    # stack, each let in a try block) and set by it.
+    names = " ".join(f"v{i}" for i in range(depth))
+    helper = "(def peek () { (set v0 100) (+ v0 v%d) })\n(def all () (list %s))\n" % (
+        depth - 1, names)
+    text = "".join(f"(let ((v{i} {i})) " for i in range(depth)) + "(peek)" + ")" * depth
+    assert last_value(helper + text) == 100 + depth - 1
 
 
 @pytest.mark.parametrize("depth", [30, 60, 150])
