@@ -364,6 +364,8 @@ class Generator:
                 pre += [line for chunk in unit.chunks for line in chunk]
                 at = 1 if function is None else len(header) + 1
                 body = body[:at] + pre + body[at:]
+            if not any("B[" in line for line in body):
+                body.remove("    B = E.b")
             self.functions.append(f"def {unit.pyname}{signature}:\n" + "\n".join(body))
         finally:
             self.unit, self.scopes = saved
@@ -537,11 +539,7 @@ class Generator:
 
     def call(self, ir: tuple) -> str:
         _, name, args, line = ir
-        f = self.read(name, line, "function")
-        if f in self.unit.scope_vars:
-            fv = self.temp()
-            self.emit(f"{fv} = {f}")
-            f = fv
+        f = self.stable(self.read(name, line, "function"))
         not_a_function = f"raise _PE({_py_str(name + ' is not a function')}, {line})"
         check = len(self.unit.lines)
         fast = f"{f} is not _B_{name} and " if name in _INLINE_BUILTINS else ""
@@ -601,11 +599,7 @@ class Generator:
 
     def mcall(self, ir: tuple) -> str:
         _, base, base_name, method, args, line = ir
-        obj = self.gen(base)
-        if obj in self.unit.scope_vars or obj == "None":
-            o = self.temp()
-            self.emit(f"{o} = {obj}")
-            obj = o
+        obj = self.stable(self.gen(base))
         values = [self.stable(self.gen(a)) for a in args]
         n = len(values)
         no_method = _py_str(f"{base_name} has no method {method}")
