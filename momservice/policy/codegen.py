@@ -882,7 +882,8 @@ class CompiledPolicy:
         self.tree = tree
         self._programs: dict[frozenset[str], list] = {}
         generator = Generator(policy, frozenset())
-        self._first = generator, [generator.top_level(ir) for ir in tree]
+        self._first: tuple[Generator, list[str]] | None = \
+            generator, [generator.top_level(ir) for ir in tree]
         self.free: frozenset[str] = frozenset(generator.free)
         self.local_names: frozenset[str] = frozenset(generator.local_names)
 
@@ -897,6 +898,8 @@ class CompiledPolicy:
                 generator = Generator(self.policy, key)
                 names = [generator.top_level(ir) for ir in self.tree]
             program = self._programs[key] = _build(generator, names, self.policy)
+            # The source is not needed any more (the tree can write it again).
+            self._first = None
         return program
 
 

@@ -26,7 +26,7 @@ from .parser import Atom, Form, Node, parse
 #: before it builds the set that holds it, a trial set shares its texts
 #: with the active one, and Python's compile() of the generated source is
 #: the dear part of loading a policy.  Compiled policies are immutable.
-CACHE_SIZE = 32
+CACHE_SIZE = 16
 _cache: dict[tuple[str, str | None], tuple["CompiledPolicy", list[PolicyError]]] = {}
 
 
