@@ -149,6 +149,16 @@ NAMESPACE: dict[str, Any] = {
 }
 
 _INLINE_BUILTINS = frozenset({"max", "min", "abs", "not", "valid"})
+#: A call of a def of the same policy whose body weighs at most this is
+#: written out in place, behind a test that the name still means that def
+#: (a Python call and the argument passing cost as much as a small body).
+INLINE_MAX_WEIGHT = 80
+#: Inlined bodies inlining others, at most this deep.
+INLINE_MAX_DEPTH = 2
+#: Only calls inside a ``with`` body are inlined (they run once per item),
+#: at most this many body nodes per policy: inlining grows the source, and
+#: Python's compile() of the source is most of the time it takes to load.
+INLINE_BUDGET = 300
 _COMPARISONS = frozenset({"<", ">", "<=", ">=", "==", "!="})
 _IDENT = re.compile(r"[^A-Za-z0-9_]")
 
@@ -250,6 +260,30 @@ class Generator:
         self.local_names: set[str] = set()
         self.unit: Unit = Unit("", False)
         self.scopes: list[Scope] = []
+        #: The defs of the policy by name, and each def's UserFunction by index.
+        self.defs: dict[str, list[tuple]] = {}
+        self.runs: dict[str, str] = {}
+        self.inlining: list[str] = []
+        self.inline_budget = INLINE_BUDGET
+        self.loops = 0   # enclosing with bodies, inlined calls included
+
+    def prepare(self, tree: list[tuple]) -> None:
+        """Make the UserFunction of every def first: a call may be written
+        (and inlined) before the def it calls."""
+        stack: list[Any] = list(tree)
+        while stack:
+            node = stack.pop()
+            if type(node) is list:
+                stack.extend(node)
+            elif type(node) is tuple:
+                if node and node[0] == "def":
+                    _, name, params, _body, cost, index = node
+                    key = f"D{index}"
+                    fn = UserFunction(name, params, cost, self.policy)
+                    self.user_functions[key] = fn
+                    self.consts[key] = fn
+                    self.defs.setdefault(name, []).append(node)
+                stack.extend(x for x in node if type(x) is tuple or type(x) is list)
 
     # -- writing lines -------------------------------------------------------
 
@@ -561,6 +595,13 @@ class Generator:
                 for code in inline:
                     self.emit("    " + code)
                 els = "el"
+        target = self.inline_target(name, n)
+        if target is not None:
+            self.emit(f"{els}if {f} is D{target[5]}:")
+            self.unit.indent += 1
+            self.inline(target, f, values, t, line)
+            self.unit.indent -= 1
+            els = "el"
         self.emit(f"{els}if type({f}) is _UF:")
         self.emit(f"    if {f}.nparams != {n}: raise _nargs({f}, {n}, {line})")
         self.emit(f"    {t} = {f}.run(E, {line}{''.join(', ' + v for v in values)})")
@@ -652,16 +693,76 @@ class Generator:
         return None
 
     def def_(self, ir: tuple) -> str:
-        _, name, params, body, cost, _index = ir
-        saved_counter_unit = self.unit
-        pyname = self.function(name, params, body, cost)
-        self.unit = saved_counter_unit
-        fn = UserFunction(name, params, cost, self.policy)
-        key = f"U{pyname}"
-        self.user_functions[key] = fn
-        self.consts[key] = fn
+        _, name, params, body, cost, index = ir
+        saved_unit = self.unit
+        key = f"D{index}"
+        loops, self.loops = self.loops, 0
+        self.runs[key] = self.function(name, params, body, cost)
+        self.unit, self.loops = saved_unit, loops
         self.emit(f"E.define_global({name!r}, {key})")
         return repr(name)
+
+    def inline(self, ir: tuple, f: str, values: list[str], t: str, line: int) -> None:
+        """Write the body of def ``ir`` in place of a call of ``f``: what the
+        call does (budget, depth, a new scope for the parameters, the
+        policy named on errors), without the Python call."""
+        _, name, params, body, cost, index = ir
+        unit = self.unit
+        self.inlining.append(name)
+        saved_scopes = self.scopes
+        scope = Scope("func")
+        self.scopes = [scope]   # dynamic scoping: the caller's locals are not visible
+        try:
+            self.emit(f"E.steps -= {cost}")
+            self.emit(f"if E.steps < 0: raise _BE('evaluation exceeded its step budget', "
+                      f"{line})")
+            self.emit(f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, {line})")
+            self.emit("E.depth += 1")
+            for p, v in zip(params, values):
+                if p in self.dynamic:
+                    self.emit(f"B[{p!r}].append({v})")
+                    scope.pushed.append(p)
+                else:
+                    py = scope.vars[p] = self.var(p)
+                    self.local_names.add(p)
+                    self.emit(f"{self.use(py)} = {v}")
+                scope.definite.add(p)
+            self.emit("try:")
+            unit.indent += 1
+            unit.blocks += 1
+            if _has_set(body):
+                unit.has_set = True
+            self.open_scope(scope, body, unit.indent)
+            self.emit(f"{t} = {self.gen(body)}")
+            scope.close()
+            unit.indent -= 1
+            unit.blocks -= 1
+            located = f"e.located({self.policy!r})" if self.policy is not None else "e"
+            self.emit(f"except _PE as e: raise {located}")
+            self.emit(f"except RecursionError: raise _LE("
+                      f"{_py_str('calls nested too deeply in function ' + name)}, "
+                      f"{line}, {self.policy!r}) from None")
+            self.emit("finally:")
+            self.emit("    E.depth -= 1")
+            for p in scope.pushed:
+                self.emit(f"    B[{p!r}].pop()")
+            if scope.frame:
+                self.emit(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+        finally:
+            self.scopes = saved_scopes
+            self.inlining.pop()
+
+    def inline_target(self, name: str, nargs: int) -> tuple | None:
+        defs = self.defs.get(name)
+        if not defs or len(defs) != 1:
+            return None
+        ir = defs[0]
+        if not self.loops or len(ir[2]) != nargs or ir[4] > INLINE_MAX_WEIGHT or \
+                ir[4] > self.inline_budget or name in self.inlining or \
+                len(self.inlining) >= INLINE_MAX_DEPTH:
+            return None
+        self.inline_budget -= ir[4]
+        return ir
 
     def defvar(self, ir: tuple) -> str:
         _, name, value = ir
@@ -837,7 +938,11 @@ class Generator:
             self.emit("try:")
             unit.indent += 1
             unit.blocks += 1
-            self.emit(f"{r}.append({self.gen(body)})")
+            self.loops += 1
+            try:
+                self.emit(f"{r}.append({self.gen(body)})")
+            finally:
+                self.loops -= 1
             scope.close()
             unit.indent -= 1
             unit.blocks -= 1
@@ -882,6 +987,7 @@ class CompiledPolicy:
         self.tree = tree
         self._programs: dict[frozenset[str], list] = {}
         generator = Generator(policy, frozenset())
+        generator.prepare(tree)
         self._first: tuple[Generator, list[str]] | None = \
             generator, [generator.top_level(ir) for ir in tree]
         self.free: frozenset[str] = frozenset(generator.free)
@@ -896,6 +1002,7 @@ class CompiledPolicy:
                 generator, names = self._first
             else:
                 generator = Generator(self.policy, key)
+                generator.prepare(self.tree)
                 names = [generator.top_level(ir) for ir in self.tree]
             program = self._programs[key] = _build(generator, names, self.policy)
             # The source is not needed any more (the tree can write it again).
@@ -910,5 +1017,5 @@ def _build(generator: Generator, names: list[str], policy: str | None) -> list:
     code = compile(source, f"<policy {policy}>", "exec")
     exec(code, namespace)  # noqa: S102 -- source written above from a checked tree
     for key, fn in generator.user_functions.items():
-        fn.run = namespace[key[1:]]
+        fn.run = namespace[generator.runs[key]]
     return [namespace[n] for n in names]

@@ -150,3 +150,44 @@ def test_a_guest_error_deep_inside_nested_code_spares_the_other_guest():
     assert set(result.guest_errors) == {guests[0]}
     assert "undefined symbol nosuch" in str(result.guest_errors[guests[0]])
     assert result.guest_controls == {guests[1]: {"balloon_target": 1}}
+
+
+# -- calls written out in place (small defs called inside with) --------------
+
+def test_an_inlined_call_follows_the_name_when_it_is_rebound():
+    guests = [make_guest("a"), make_guest("b")]
+    assert last_value("(def f (g) 1) (def h (g) 2) (let ((f h)) (with Guests g (f g)))",
+                      guests) == [2, 2]
+    result = PolicySet({"p": "(def f (g) 1) (let ((f 5)) (with Guests g (f g)))"}).evaluate(
+        make_host(), guests)
+    assert result.error is None
+    assert all("f is not a function" in str(e) for e in result.guest_errors.values())
+    assert set(result.guest_errors) == set(guests)
+
+
+def test_an_inlined_call_keeps_its_own_scope_and_the_callers_dynamic_ones():
+    guests = [make_guest("a")]
+    # The body cannot see the caller's let variable unless it is dynamic
+    # (read by a function), and its parameter shadows the caller's.
+    text = """
+        (def f (g) (+ (g.Prop "pid") k))
+        (let ((k 10)) (with Guests g (f g)))
+    """
+    assert last_value(text, guests) == [11]
+    text = """
+        (defvar x 1)
+        (def f (g) (set x (+ x 1)))
+        (with Guests g { (f g) (f g) x })
+    """
+    assert last_value(text, guests) == [3]
+
+
+def test_an_inlined_call_counts_toward_the_depth_bound_and_names_its_policy():
+    guests = [make_guest("a")]
+    text = "(def f (g) nosuch)\n(with Guests g (f g))"
+    result = PolicySet({"p": text}).evaluate(make_host(), guests)
+    error = result.guest_errors[guests[0]]
+    assert (error.message, error.line, error.policy) == ("undefined symbol nosuch", 1, "p")
+    policies = PolicySet({"p": "(def f (g) 1) (with Guests g (f g))"}, max_depth=0)
+    result = policies.evaluate(make_host(), guests)
+    assert "calls nested deeper than 0 in function f" in str(result.guest_errors[guests[0]])
