@@ -17,6 +17,7 @@ a ``PolicySet`` links its policies (``CompiledPolicy.program``).
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
 from .errors import PolicyError
@@ -28,6 +29,7 @@ from .parser import Atom, Form, Node, parse
 #: the dear part of loading a policy.  Compiled policies are immutable.
 CACHE_SIZE = 16
 _cache: dict[tuple[str, str | None], tuple["CompiledPolicy", list[PolicyError]]] = {}
+_cache_lock = threading.Lock()  # the bus and the engine's threads both load policies
 
 
 def compile_policy(text: str, policy: str | None = None,
@@ -38,7 +40,8 @@ def compile_policy(text: str, policy: str | None = None,
     ``warnings`` when a list is given.
     """
     key = (text, policy)
-    cached = _cache.pop(key, None)
+    with _cache_lock:
+        cached = _cache.pop(key, None)
     if cached is None:
         from .codegen import CompiledPolicy  # codegen imports this module
         checker = Checker(policy)
@@ -47,9 +50,10 @@ def compile_policy(text: str, policy: str | None = None,
             cached = CompiledPolicy(policy, tree), checker.warnings
         except PolicyError as e:
             raise e.located(policy) if policy is not None else e
+    with _cache_lock:
         if len(_cache) >= CACHE_SIZE:
             del _cache[next(iter(_cache))]  # the least recently used
-    _cache[key] = cached
+        _cache[key] = cached
     compiled, deferred = cached
     if warnings is not None:
         warnings.extend(deferred)
