@@ -216,6 +216,35 @@ class Generator:
             return t
         return expr
 
+    def bind(self, scope: Scope, name: str, value: str) -> None:
+        """Bind ``name`` in a scope just opened (parameter, item of with)."""
+        if name in self.dynamic:
+            self.emit(f"B[{name!r}].append({value})")
+            scope.pushed.append(name)
+        else:
+            py = scope.vars[name] = self.var(name)
+            self.local_names.add(name)
+            self.emit(f"{self.use(py)} = {value}")
+        scope.definite.add(name)
+
+    def charge(self, cost: int, line: str) -> None:
+        self.emit(f"E.steps -= {cost}")
+        self.emit(f"if E.steps < 0: raise _BE('evaluation exceeded its step budget', {line})")
+
+    def call_handlers(self, name: str, line: str, scope: Scope) -> list[str]:
+        """The handlers closing a call's try block: errors name the policy,
+        Python's stack running out is a limit error, the scope is popped."""
+        located = f"e.located({self.policy!r})" if self.policy is not None else "e"
+        lines = ["except _PE as e:", f"    raise {located}",
+                 "except RecursionError:",
+                 f"    raise _LE({_py_str('calls nested too deeply in function ' + name)}, "
+                 f"{line}, {self.policy!r}) from None",
+                 "finally:", "    E.depth -= 1"]
+        lines += [f"    B[{p!r}].pop()" for p in scope.pushed]
+        if scope.frame:
+            lines.append(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+        return lines
+
     # -- units ---------------------------------------------------------------
 
     def top_level(self, ir: tuple) -> str:
@@ -270,16 +299,7 @@ class Generator:
                 self.emit(f"return {result}")
                 scope.close()
                 body = ["    B = E.b"] + ["    " + h for h in header] + ["    try:"] + unit.lines
-                located = f"e.located({self.policy!r})" if self.policy is not None else "e"
-                body += ["    except _PE as e:", f"        raise {located}",
-                         "    except RecursionError:",
-                         f"        raise _LE("
-                         f"{_py_str('calls nested too deeply in function ' + function)}, "
-                         f"L, {self.policy!r}) from None",
-                         "    finally:", "        E.depth -= 1"]
-                body += [f"        B[{p!r}].pop()" for p in scope.pushed]
-                if scope.frame:
-                    body += [f"        for n in {scope.frame}: B[n].pop()"]
+                body += ["    " + h for h in self.call_handlers(function, "L", scope)]
             if function is None:
                 body = ["    B = E.b"] + body
             if unit.chunks:
@@ -604,20 +624,11 @@ class Generator:
         scope = Scope("func")
         self.scopes = [scope]   # dynamic scoping: the caller's locals are not visible
         try:
-            self.emit(f"E.steps -= {cost}")
-            self.emit(f"if E.steps < 0: raise _BE('evaluation exceeded its step budget', "
-                      f"{line})")
+            self.charge(cost, str(line))
             self.emit(f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, {line})")
             self.emit("E.depth += 1")
             for p, v in zip(params, values):
-                if p in self.dynamic:
-                    self.emit(f"B[{p!r}].append({v})")
-                    scope.pushed.append(p)
-                else:
-                    py = scope.vars[p] = self.var(p)
-                    self.local_names.add(p)
-                    self.emit(f"{self.use(py)} = {v}")
-                scope.definite.add(p)
+                self.bind(scope, p, v)
             self.emit("try:")
             unit.indent += 1
             unit.blocks += 1
@@ -628,17 +639,8 @@ class Generator:
             scope.close()
             unit.indent -= 1
             unit.blocks -= 1
-            located = f"e.located({self.policy!r})" if self.policy is not None else "e"
-            self.emit(f"except _PE as e: raise {located}")
-            self.emit(f"except RecursionError: raise _LE("
-                      f"{_py_str('calls nested too deeply in function ' + name)}, "
-                      f"{line}, {self.policy!r}) from None")
-            self.emit("finally:")
-            self.emit("    E.depth -= 1")
-            for p in scope.pushed:
-                self.emit(f"    B[{p!r}].pop()")
-            if scope.frame:
-                self.emit(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+            for code in self.call_handlers(name, str(line), scope):
+                self.emit(code)
         finally:
             self.scopes = saved_scopes
             self.inlining.pop()
@@ -812,19 +814,11 @@ class Generator:
         self.emit(f"for {el} in {s}:")
         unit.indent += 1
         unit.blocks += 1
-        self.emit(f"E.steps -= {cost}")
-        self.emit(f"if E.steps < 0: raise _BE('evaluation exceeded its step budget', {line})")
+        self.charge(cost, str(line))
         scope = Scope("with")
         self.scopes.append(scope)
         try:
-            if item in self.dynamic:
-                self.emit(f"B[{item!r}].append({el})")
-                scope.pushed.append(item)
-            else:
-                py = scope.vars[item] = self.var(item)
-                self.local_names.add(item)
-                self.emit(f"{self.use(py)} = {el}")
-            scope.definite.add(item)
+            self.bind(scope, item, el)
             self.open_scope(scope, body, unit.indent)
             self.emit("try:")
             unit.indent += 1
