@@ -528,13 +528,18 @@ class Generator:
         n = len(values)
         listed = ", ".join(values)
         if name in ("max", "min"):
-            if n == 1:
-                return [f"{t} = {values[0]}"]
+            if n == 0:
+                return None
+            # What Python's max and min do, without the call: each operand
+            # replaces the one kept if it compares greater (less).
+            sign = ">" if name == "max" else "<"
+            lines = [f"{t} = {values[0]}"]
             if n > 1:
-                return [f"try: {t} = {name}({listed})",
-                        f"except TypeError: raise _cmp({name!r}, [{listed}], {line}) "
-                        f"from None"]
-            return None
+                lines.append("try:")
+                lines += [f"    if {v} {sign} {t}: {t} = {v}" for v in values[1:]]
+                lines.append(f"except TypeError: raise _cmp({name!r}, [{listed}], {line}) "
+                             f"from None")
+            return lines
         if name == "abs" and n == 1:
             return [f"try: {t} = abs({listed})",
                     f"except TypeError: raise _abserr({listed}, {line}) from None"]

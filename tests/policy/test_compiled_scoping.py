@@ -9,6 +9,8 @@ follows from policy-language.md ("Scopes"), not from an earlier run.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from momservice.policy import Entity, PolicyError, PolicySet
 
@@ -191,3 +193,29 @@ def test_an_inlined_call_counts_toward_the_depth_bound_and_names_its_policy():
     policies = PolicySet({"p": "(def f (g) 1) (with Guests g (f g))"}, max_depth=0)
     result = policies.evaluate(make_host(), guests)
     assert "calls nested deeper than 0 in function f" in str(result.guest_errors[guests[0]])
+
+
+# -- built-ins written out in place --------------------------------------------
+
+_operand = st.one_of(st.integers(-3, 3), st.sampled_from([1.0, -0.0, 0.0, 2.5]),
+                     st.sampled_from(['"a"', '"b"']))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(["max", "min"]), st.lists(_operand, min_size=1, max_size=4))
+def test_written_out_max_and_min_agree_with_python(name, operands):
+    # Ties keep the first operand (max 1 1.0 is the integer 1), strings
+    # compare with strings only: as the language doc's "Python semantics".
+    values = [o.strip('"') if isinstance(o, str) else o for o in operands]
+    text = f"({name} {' '.join(str(o) for o in operands)})"
+    result = PolicySet({"p": text}).evaluate(make_host(), [])
+    try:
+        expected = (max if name == "max" else min)(values)
+    except TypeError:
+        assert isinstance(result.error, PolicyError)
+        assert f"{name} cannot compare" in result.error.message
+        return
+    assert result.error is None, str(result.error)
+    (got,) = result.values
+    assert got == expected and type(got) is type(expected)
+    assert str(got) == str(expected)   # -0.0 stays -0.0
