@@ -1,40 +1,62 @@
-"""Compile a parsed policy into Python closures, once.
+"""Check a parsed policy and turn it into Python source, once.
 
-Each node becomes a function ``f(env) -> value``.  Structure is checked
-here (arity of special forms and operators, shapes of ``def``, ``let`` and
-``with``), so a policy set that compiles can only fail on values at run time.
-One exception, for MoM's sake: a call whose head is not a symbol or an
-operator, such as ``("text")``, fails only when it is evaluated, as under
-MoM, whose policies may carry one in a branch never taken.  It is reported
-as a warning instead.
+Checking happens here (arity of special forms and operators, shapes of
+``def``, ``let`` and ``with``), so a policy set that compiles can only fail
+on values at run time.  One exception, for MoM's sake: a call whose head is
+not a symbol or an operator, such as ``("text")``, fails only when it is
+evaluated, as under MoM, whose policies may carry one in a branch never
+taken.  It is reported as a warning instead.
+
+The checked tree is kept as a small intermediate form (tuples, see
+``Checker``) from which ``codegen`` writes one Python function per
+top-level expression and per ``def``.  Which variables may live in Python
+locals depends on the whole set (scoping is dynamic: a function of another
+policy may read a caller's variable), so the final source is written when
+a ``PolicySet`` links its policies (``CompiledPolicy.program``).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable
 
-from .builtins import (ARITHMETIC_ERRORS, BINARY_OPERATORS, ENTITY_METHODS,
-                       SEQUENCE_OPERATORS, operand_error)
-from .entity import Entity
-from .errors import PolicyBudgetError, PolicyError
+from .errors import PolicyError
 from .parser import Atom, Form, Node, parse
-from .runtime import Builtin, Compiled, Env, UserFunction, show
+
+#: Policies compiled lately, by (text, name): the service checks a text
+#: before it builds the set that holds it, a trial set shares its texts
+#: with the active one, and Python's compile() of the generated source is
+#: the dear part of loading a policy.  Compiled policies are immutable.
+CACHE_SIZE = 16
+_cache: dict[tuple[str, str | None], tuple["CompiledPolicy", list[PolicyError]]] = {}
+_cache_lock = threading.Lock()  # the bus and the engine's threads both load policies
 
 
 def compile_policy(text: str, policy: str | None = None,
-                   warnings: list[PolicyError] | None = None) -> list[Compiled]:
-    """Parse and compile a policy text into its top-level closures.
+                   warnings: list[PolicyError] | None = None) -> "CompiledPolicy":
+    """Parse, check and compile a policy text.
 
     What fails only when evaluated (see the module's doc) is appended to
     ``warnings`` when a list is given.
     """
-    compiler = Compiler(policy)
-    try:
-        compiled = [compiler.node(n) for n in parse(text)]
-    except PolicyError as e:
-        raise e.located(policy) if policy is not None else e
+    key = (text, policy)
+    with _cache_lock:
+        cached = _cache.pop(key, None)
+    if cached is None:
+        from .codegen import CompiledPolicy  # codegen imports this module
+        checker = Checker(policy)
+        try:
+            tree = [checker.node(n) for n in parse(text)]
+            cached = CompiledPolicy(policy, tree), checker.warnings
+        except PolicyError as e:
+            raise e.located(policy) if policy is not None else e
+    with _cache_lock:
+        if len(_cache) >= CACHE_SIZE:
+            del _cache[next(iter(_cache))]  # the least recently used
+        _cache[key] = cached
+    compiled, deferred = cached
     if warnings is not None:
-        warnings.extend(compiler.warnings)
+        warnings.extend(deferred)
     return compiled
 
 
@@ -45,98 +67,79 @@ def weight(node: Node) -> int:
     return 1 + sum(weight(n) for n in node.items)
 
 
-def _const(value: Any) -> Compiled:
-    return lambda env: value
+# Intermediate form: tuples whose first item names the kind of node.
+#   ("const", value)
+#   ("ref", base, attrs, full_name, line)       a symbol, maybe dotted
+#   ("block", [items])
+#   ("op", symbol, a, b, line)
+#   ("call", name, [args], line)
+#   ("mcall", base_ref, base_name, method, [args], line)
+#   ("fail", message, line)                      deferred error
+#   ("def", name, params, body, weight, index)   index into Checker.defs
+#   ("let", [(name, value)], body)
+#   ("if", cond, then, other)
+#   ("with", source_ref, list_name, item, body, cost, line)
+#   ("and", [operands]) / ("or", [operands])
+#   ("defvar", name, value) / ("set", name, value, line)
+
+NIL = ("const", None)
 
 
-class Compiler:
-    """Turns the nodes of one named policy into closures."""
+class Checker:
+    """Checks the nodes of one named policy and builds their intermediate form."""
 
     def __init__(self, policy: str | None) -> None:
         self.policy = policy
         #: Errors deferred to evaluation, each with its line.
         self.warnings: list[PolicyError] = []
-        self.special: dict[str, Callable[[Form], Compiled]] = {
+        #: How many defs the text has, nested ones included.
+        self.defs = 0
+        self.special: dict[str, Callable[[Form], tuple]] = {
             "def": self.def_, "defun": self.def_, "let": self.let,
             "if": self.if_, "with": self.with_, "and": self.and_,
             "or": self.or_, "defvar": self.defvar, "set": self.set_,
             "setq": self.set_,
         }
 
-    # -- atoms ------------------------------------------------------------
-
-    def node(self, node: Node) -> Compiled:
+    def node(self, node: Node) -> tuple:
         if isinstance(node, Atom):
             return self.atom(node)
         if node.bracket == "{":
             return self.block([self.node(n) for n in node.items])
         return self.call(node)
 
-    def atom(self, atom: Atom) -> Compiled:
+    def atom(self, atom: Atom) -> tuple:
         if atom.kind in ("num", "str"):
-            return _const(atom.value)
+            return ("const", atom.value)
         if atom.kind == "op":
             raise PolicyError(f"operator {atom.value} used as a value", atom.line)
         return self.symbol(atom.value, atom.line)
 
-    def symbol(self, name: str, line: int) -> Compiled:
+    def symbol(self, name: str, line: int) -> tuple:
         if name == "nil":
-            return _const(None)
+            return NIL
         base, *attrs = name.split(".")
         if not base or "" in attrs:
             raise PolicyError(f"malformed symbol {name}", line)
+        return ("ref", base, tuple(attrs), name, line)
 
-        def lookup(env: Env) -> Any:
-            stack = env.b.get(base)
-            if stack:
-                return stack[-1]
-            raise PolicyError(f"undefined symbol {base}", line)
-
-        if not attrs:
-            return lookup
-        if len(attrs) == 1:
-            attr = attrs[0]
-
-            def read_one(env: Env) -> Any:
-                obj = lookup(env)
-                if type(obj) is Entity:
-                    try:
-                        return obj.latest[attr]
-                    except KeyError:
-                        pass
-                return _attribute(obj, attr, name, line)
-            return read_one
-
-        def read_chain(env: Env) -> Any:
-            obj = lookup(env)
-            for attr in attrs:
-                obj = _attribute(obj, attr, name, line)
-            return obj
-        return read_chain
-
-    def block(self, items: list[Compiled]) -> Compiled:
+    @staticmethod
+    def block(items: list[tuple]) -> tuple:
         if not items:
-            return _const(None)
+            return NIL
         if len(items) == 1:
             return items[0]
-        *init, last = items
+        return ("block", items)
 
-        def block(env: Env) -> Any:
-            for item in init:
-                item(env)
-            return last(env)
-        return block
-
-    # -- calls ------------------------------------------------------------
-
-    def call(self, form: Form) -> Compiled:
+    def call(self, form: Form) -> tuple:
         if not form.items:
             raise PolicyError("empty call", form.line)
         head = form.items[0]
         if not isinstance(head, Atom) or head.kind not in ("sym", "op"):
-            return self.deferred_error(
-                PolicyError("a call must start with a symbol or an operator", form.line,
-                            self.policy))
+            error = PolicyError("a call must start with a symbol or an operator", form.line,
+                                self.policy)
+            self.warnings.append(error)
+            return ("fail", error.message, error.line)
         if head.kind == "op":
             return self.operator(head.value, form)
         name = head.value
@@ -145,96 +148,19 @@ class Compiler:
             return special(form)
         args = [self.node(n) for n in form.items[1:]]
         if "." in name:
-            return self.method_call(name, args, form.line)
-        return self.function_call(name, args, form.line)
+            base_name, method = name.rsplit(".", 1)
+            base = self.symbol(base_name, form.line)
+            return ("mcall", base, base_name, method, args, form.line)
+        return ("call", name, args, form.line)
 
-    def deferred_error(self, error: PolicyError) -> Compiled:
-        """A node that raises ``error`` when evaluated, noted as a warning now."""
-        self.warnings.append(error)
-
-        def fail(env: Env) -> Any:
-            raise PolicyError(error.message, error.line)
-        return fail
-
-    def operator(self, symbol: str, form: Form) -> Compiled:
-        line = form.line
+    def operator(self, symbol: str, form: Form) -> tuple:
         if len(form.items) != 3:
             raise PolicyError(
                 f"operator {symbol} takes exactly 2 operands, {len(form.items) - 1} given",
-                line)
-        op = BINARY_OPERATORS[symbol]
-        a = self.node(form.items[1])
-        b = self.node(form.items[2])
+                form.line)
+        return ("op", symbol, self.node(form.items[1]), self.node(form.items[2]), form.line)
 
-        def apply(env: Env) -> Any:
-            x = a(env)
-            y = b(env)
-            try:
-                return op(x, y)
-            except ARITHMETIC_ERRORS as e:
-                raise operand_error(symbol, x, y, e, line) from None
-
-        if symbol not in SEQUENCE_OPERATORS:
-            return apply
-
-        def apply_and_charge(env: Env) -> Any:
-            result = apply(env)
-            if type(result) is str or type(result) is list:
-                env.charge(len(result), line)
-            return result
-        return apply_and_charge
-
-    def function_call(self, name: str, args: list[Compiled], line: int) -> Compiled:
-        # Calls with one or two arguments are most of a policy's calls:
-        # evaluating those without building a list through a loop is
-        # measurably faster per guest.
-        if len(args) == 1:
-            (a,) = args
-
-            def evaluate_args(env: Env) -> list:
-                return [a(env)]
-        elif len(args) == 2:
-            a, b = args
-
-            def evaluate_args(env: Env) -> list:
-                return [a(env), b(env)]
-        else:
-            def evaluate_args(env: Env) -> list:
-                return [arg(env) for arg in args]
-
-        def call(env: Env) -> Any:
-            stack = env.b.get(name)
-            if not stack:
-                raise PolicyError(f"undefined function {name}", line)
-            fn = stack[-1]
-            if type(fn) is UserFunction:
-                return env.call(fn, evaluate_args(env), line)
-            if type(fn) is Builtin:
-                return fn.fn(env, evaluate_args(env), line)
-            raise PolicyError(f"{name} is not a function", line)
-        return call
-
-    def method_call(self, name: str, args: list[Compiled], line: int) -> Compiled:
-        base_name, method = name.rsplit(".", 1)
-        base = self.symbol(base_name, line)
-
-        def call(env: Env) -> Any:
-            obj = base(env)
-            values = [a(env) for a in args]
-            fn = ENTITY_METHODS.get(method)
-            if fn is None or type(obj) is not Entity:
-                raise PolicyError(f"{base_name} has no method {method}", line)
-            try:
-                return fn(env, obj, values, line)
-            except PolicyError as e:
-                if e.line is None:
-                    e.line = line
-                raise
-        return call
-
-    # -- special forms ------------------------------------------------------
-
-    def def_(self, form: Form) -> Compiled:
+    def def_(self, form: Form) -> tuple:
         items = form.items
         if len(items) < 4:
             raise PolicyError("def needs a name, a parameter list and a body", form.line)
@@ -246,15 +172,12 @@ class Compiler:
         if len(set(params)) != len(params):
             raise PolicyError(f"def {name}: a parameter is named twice", form.line)
         body_nodes = items[3:]
-        fn = UserFunction(name, params, self.block([self.node(n) for n in body_nodes]),
-                          sum(weight(n) for n in body_nodes), self.policy)
+        body = self.block([self.node(n) for n in body_nodes])
+        cost = sum(weight(n) for n in body_nodes)
+        self.defs += 1
+        return ("def", name, params, body, cost, self.defs - 1)
 
-        def define(env: Env) -> str:
-            env.define_global(name, fn)
-            return name
-        return define
-
-    def let(self, form: Form) -> Compiled:
+    def let(self, form: Form) -> tuple:
         items = form.items
         if len(items) < 2 or not isinstance(items[1], Form) or items[1].bracket == "{":
             raise PolicyError("let needs a list of bindings like ((name value) ...)", form.line)
@@ -264,32 +187,16 @@ class Compiler:
                 raise PolicyError("a let binding must be (name value)", form.line)
             bindings.append((_plain_symbol(pair.items[0], "a let binding must start with a name"),
                              self.node(pair.items[1])))
-        body = self.block([self.node(n) for n in items[2:]])
+        return ("let", bindings, self.block([self.node(n) for n in items[2:]]))
 
-        def let(env: Env) -> Any:
-            frame: set[str] = set()
-            env.frames.append(frame)
-            try:
-                for name, value in bindings:
-                    v = value(env)
-                    if name in frame:
-                        env.b[name][-1] = v
-                    else:
-                        frame.add(name)
-                        env.push(name, v)
-                return body(env)
-            finally:
-                env.close_scope()
-        return let
-
-    def if_(self, form: Form) -> Compiled:
+    def if_(self, form: Form) -> tuple:
         if len(form.items) != 4:
             raise PolicyError(f"if takes exactly 3 arguments, {len(form.items) - 1} given",
                               form.line)
         cond, then, other = (self.node(n) for n in form.items[1:])
-        return lambda env: then(env) if cond(env) else other(env)
+        return ("if", cond, then, other)
 
-    def with_(self, form: Form) -> Compiled:
+    def with_(self, form: Form) -> tuple:
         items = form.items
         line = form.line
         if len(items) != 4:
@@ -300,93 +207,29 @@ class Compiler:
         list_name = items[1].value
         source = self.symbol(list_name, line)
         item = _plain_symbol(items[2], "with needs a symbol naming the item")
-        frame = frozenset((item,))
         body = self.node(items[3])
-        cost = weight(items[3])
-        policy = self.policy
+        return ("with", source, list_name, item, body, weight(items[3]), line)
 
-        def with_(env: Env) -> list:
-            seq = source(env)
-            if type(seq) is not list:
-                raise PolicyError(f"with: {list_name} is {show(seq)}, not a list", line)
-            results = []
-            for element in seq:
-                env.charge(cost, line)
-                env.push(item, element)
-                env.frames.append(frame)
-                try:
-                    results.append(body(env))
-                except PolicyBudgetError:
-                    raise
-                except PolicyError as e:
-                    # A guest's error costs only that guest its controls.
-                    if type(element) is not Entity or element.kind != "guest":
-                        raise
-                    env.guest_failed(element, e.located(policy) if policy else e)
-                    results.append(None)
-                finally:
-                    env.close_scope()
-            return results
-        return with_
+    def and_(self, form: Form) -> tuple:
+        return ("and", self._at_least_one(form, "and"))
 
-    def and_(self, form: Form) -> Compiled:
-        operands = self._at_least_one(form, "and")
+    def or_(self, form: Form) -> tuple:
+        return ("or", self._at_least_one(form, "or"))
 
-        def and_(env: Env) -> Any:
-            value = None
-            for operand in operands:
-                value = operand(env)
-                if not value:
-                    return value
-            return value
-        return and_
-
-    def or_(self, form: Form) -> Compiled:
-        operands = self._at_least_one(form, "or")
-
-        def or_(env: Env) -> Any:
-            value = None
-            for operand in operands:
-                value = operand(env)
-                if value:
-                    return value
-            return value
-        return or_
-
-    def _at_least_one(self, form: Form, name: str) -> list[Compiled]:
+    def _at_least_one(self, form: Form, name: str) -> list[tuple]:
         if len(form.items) < 2:
             raise PolicyError(f"{name} takes at least 1 operand", form.line)
         return [self.node(n) for n in form.items[1:]]
 
-    def defvar(self, form: Form) -> Compiled:
+    def defvar(self, form: Form) -> tuple:
         name, value = self._name_and_value(form, "defvar")
+        return ("defvar", name, value)
 
-        def defvar(env: Env) -> Any:
-            v = value(env)
-            frame = env.frames[-1]
-            if name in frame:
-                return env.b[name][-1]
-            if type(frame) is frozenset:
-                frame = env.frames[-1] = set(frame)
-            frame.add(name)
-            env.push(name, v)
-            return v
-        return defvar
-
-    def set_(self, form: Form) -> Compiled:
+    def set_(self, form: Form) -> tuple:
         name, value = self._name_and_value(form, "set")
-        line = form.line
+        return ("set", name, value, form.line)
 
-        def set_(env: Env) -> Any:
-            v = value(env)
-            stack = env.b.get(name)
-            if not stack:
-                raise PolicyError(f"set of undefined variable {name}", line)
-            stack[-1] = v
-            return v
-        return set_
-
-    def _name_and_value(self, form: Form, what: str) -> tuple[str, Compiled]:
+    def _name_and_value(self, form: Form, what: str) -> tuple[str, Any]:
         if len(form.items) != 3:
             raise PolicyError(f"{what} takes a name and a value, {len(form.items) - 1} given",
                               form.line)
@@ -401,15 +244,4 @@ class Compiler:
 def _plain_symbol(node: Node, message: str) -> str:
     if isinstance(node, Atom) and node.kind == "sym" and "." not in node.value:
         return node.value
-    line = node.line
-    raise PolicyError(message, line)
-
-
-def _attribute(obj: Any, attr: str, name: str, line: int) -> Any:
-    if type(obj) is Entity:
-        try:
-            return obj.stat(attr)
-        except PolicyError as e:
-            e.line = line
-            raise
-    raise PolicyError(f"{name}: {show(obj)} has no attribute {attr}", line)
+    raise PolicyError(message, node.line)

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .builtins import BUILTINS
+from .codegen import CompiledPolicy
 from .compiler import compile_policy
 from .entity import Entity
 from .errors import PolicyError, PolicyLimitError, PolicyTrialError
-from .runtime import Compiled, Env
+from .runtime import Env
 
 #: Step budget of one evaluation, in evaluated nodes (roughly): a runaway
 #: policy ends in well under a second, while 1000 guests running the shipped
@@ -55,8 +56,8 @@ class PolicySet:
         self.max_steps = max_steps
         self.max_depth = max_depth
         self._texts: dict[str, str] = {}
-        self._compiled: dict[str, list[Compiled]] = {}
-        self._program: list[tuple[str, list[Compiled]]] = []
+        self._compiled: dict[str, CompiledPolicy] = {}
+        self._program: list[tuple[str, list]] = []
         if policies:
             self.replace(policies)
 
@@ -114,7 +115,12 @@ class PolicySet:
         self._reorder()
 
     def _reorder(self) -> None:
-        self._program = [(name, self._compiled[name]) for name in sorted(self._compiled)]
+        # A variable that a function anywhere in the set reads from its
+        # caller must stay visible to it (dynamic scoping): the names the
+        # def bodies reference freely decide which bindings may be locals.
+        free = frozenset().union(*(c.free for c in self._compiled.values()))
+        self._program = [(name, self._compiled[name].program(free))
+                         for name in sorted(self._compiled)]
 
     def evaluate(self, host: Entity, guests: Iterable[Entity],
                  params: Mapping[str, Any] | None = None, *,
@@ -125,7 +131,8 @@ class PolicySet:
         ``Guests`` for this round.  A ``trial`` leaves the entities as they
         were: what the policy stores with ``SetVar`` is kept for this run only.
         """
-        managed = [g for g in guests if g.is_complete()]
+        # is_complete() without the call: asked for every guest, every time.
+        managed = [g for g in guests if g._complete]
         bindings: dict[str, Any] = dict(BUILTINS)
         if params:
             bindings.update(params)

@@ -1,36 +1,49 @@
 """The evaluation state of one run of a policy set, and the values it handles.
 
-Scoping is dynamic, implemented with shallow binding: every name maps to a
-stack of values, the innermost binding on top, and each open scope (a
-frame) remembers the names it bound so closing it pops exactly those.  A
-lookup is then one dict access whatever the depth of the scope stack.
+Scoping is dynamic.  Variables that a function of the set could see from
+its caller live in ``Env.b``, shallow-bound: every name maps to a stack of
+values, the innermost binding on top, so a lookup is one dict access
+whatever the depth of the scope stack.  Variables no other function can
+see are Python locals of the generated code (see ``codegen``).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any, Callable
 
 from .entity import Entity
-from .errors import PolicyBudgetError, PolicyError, PolicyLimitError
+from .errors import PolicyError
 
-Compiled = Callable[["Env"], Any]
+
+class Unbound:
+    """The value of a generated local whose ``defvar`` has not run yet."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unbound>"
+
+
+UNBOUND = Unbound()
 
 
 class UserFunction:
-    """A function made by ``def``: parameters, compiled body, and its cost.
+    """A function made by ``def``: parameters, generated code, and its cost.
 
-    ``weight`` is the size of the body in nodes: each call charges it to the
-    step budget, so the budget tracks the work done, not just the calls.
+    ``run(env, line, *args)`` is the generated Python function; it charges
+    ``weight`` (the size of the body in nodes) to the step budget on each
+    call, so the budget tracks the work done, not just the calls.
     """
 
-    __slots__ = ("name", "params", "frame", "body", "weight", "policy")
+    __slots__ = ("name", "params", "nparams", "run", "weight", "policy")
 
-    def __init__(self, name: str, params: tuple[str, ...], body: Compiled,
-                 weight: int, policy: str | None) -> None:
+    def __init__(self, name: str, params: tuple[str, ...], weight: int,
+                 policy: str | None) -> None:
         self.name = name
         self.params = params
-        self.frame = frozenset(params)
-        self.body = body
+        self.nparams = len(params)
+        self.run: Callable[..., Any] | None = None
         self.weight = weight
         self.policy = policy
 
@@ -52,16 +65,20 @@ class Builtin:
 
 
 class Env:
-    """Everything one evaluation changes: bindings, frames, budget, requests."""
+    """Everything one evaluation changes: bindings, budget, requests."""
 
-    __slots__ = ("b", "frames", "steps", "depth", "max_depth", "controls",
+    __slots__ = ("b", "gframe", "steps", "depth", "max_depth", "controls",
                  "failed", "messages", "variables")
 
     def __init__(self, bindings: dict[str, Any], *, max_steps: int,
                  max_depth: int, keep_variables: bool = True) -> None:
-        self.b: dict[str, list] = {name: [value] for name, value in bindings.items()}
-        # The global frame is mutable: defvar and def add to it.
-        self.frames: list[set[str] | frozenset[str]] = [set(self.b)]
+        # A missing name reads as an empty stack: the generated code's
+        # lookups need no membership test, and IndexError means unbound.
+        self.b: defaultdict[str, list] = defaultdict(list)
+        for name, value in bindings.items():
+            self.b[name] = [value]
+        #: Names bound in the global scope (defvar and def add to it).
+        self.gframe: set[str] = set(bindings)
         self.steps = max_steps
         self.depth = 0
         self.max_depth = max_depth
@@ -73,71 +90,22 @@ class Env:
         self.variables: dict[Entity, dict[str, Any]] | None = \
             None if keep_variables else {}
 
-    def push(self, name: str, value: Any) -> None:
-        stack = self.b.get(name)
-        if stack is None:
-            self.b[name] = [value]
-        else:
-            stack.append(value)
-
-    def close_scope(self) -> None:
-        b = self.b
-        for name in self.frames.pop():
-            b[name].pop()
-
     def define_global(self, name: str, value: Any) -> None:
         """Bind in the global scope, beneath any inner bindings of the name."""
-        gframe = self.frames[0]
-        stack = self.b.get(name)
-        if name in gframe:
+        stack = self.b[name]
+        if name in self.gframe:
             stack[0] = value  # global bindings always sit at the bottom
         else:
-            gframe.add(name)
-            if stack is None:
-                self.b[name] = [value]
-            else:
-                stack.insert(0, value)
+            self.gframe.add(name)
+            stack.insert(0, value)
 
-    def charge(self, weight: int, line: int) -> None:
-        self.steps -= weight
-        if self.steps < 0:
-            raise PolicyBudgetError("evaluation exceeded its step budget", line)
-
-    def call(self, fn: UserFunction, args: list, line: int) -> Any:
-        params = fn.params
-        if len(args) != len(params):
-            raise PolicyError(
-                f"function {fn.name} takes {len(params)} argument(s), "
-                f"{len(args)} given", line)
-        self.steps -= fn.weight
-        if self.steps < 0:
-            raise PolicyBudgetError("evaluation exceeded its step budget", line)
-        if self.depth >= self.max_depth:
-            raise PolicyLimitError(
-                f"calls nested deeper than {self.max_depth} in function {fn.name}",
-                line)
-        b = self.b
-        for name, value in zip(params, args):
-            stack = b.get(name)
-            if stack is None:
-                b[name] = [value]
-            else:
-                stack.append(value)
-        self.frames.append(fn.frame)
-        self.depth += 1
-        try:
-            return fn.body(self)
-        except PolicyError as e:
-            raise e.located(fn.policy)
-        except RecursionError:
-            # Deeply nested bodies can exhaust Python's stack before the
-            # depth bound: the innermost call knows the line to blame.
-            raise PolicyLimitError(f"calls nested too deeply in function {fn.name}",
-                                   line, fn.policy) from None
-        finally:
-            self.depth -= 1
-            for name in self.frames.pop():
-                b[name].pop()
+    def defvar_global(self, name: str, value: Any) -> Any:
+        """``defvar`` in the global scope: bind unless bound there already."""
+        if name in self.gframe:
+            return self.b[name][-1]
+        self.gframe.add(name)
+        self.b[name].append(value)
+        return value
 
     def guest_failed(self, guest: Entity, error: PolicyError) -> None:
         """Record a guest's error: its controls of this evaluation are dropped."""

@@ -414,21 +414,32 @@ def test_runaway_recursion_inside_guest_item_is_a_policy_error():
     assert result.guest_controls == {}
 
 
-def test_deep_nesting_inside_deep_recursion_is_a_policy_error():
+def test_deep_nesting_inside_deep_recursion_stays_within_the_bounds():
+    # 150 nested forms in a function called 90 deep: inside both bounds
+    # (steps and call depth), so the language doc says it evaluates; the
+    # compiled engine needs no Python stack per nested form.
     nested = "(+ 1 " * 150 + "(f (- n 1))" + ")" * 150
     result = _timed(f"(def f (n) (if (> n 0) {nested} 0))\n(f 90)")
-    assert isinstance(result.error, PolicyError)
+    assert result.error is None, repr(result.error)
+    assert result.values == ["f", 150 * 90]
+    # One call deeper than the bound is a limit error with its line.
+    result = _timed(f"(def f (n) (if (> n 0) {nested} 0))\n(f 100)")
+    assert isinstance(result.error, PolicyLimitError)
+    assert result.error.line == 1
 
 
 def test_python_stack_exhaustion_error_carries_a_line():
     # Every error that comes from the text carries a line number; the other
-    # limit errors (depth, steps) do. This one is hit when a deeply nested
-    # body recurses: the implementation turns Python's RecursionError into
-    # a PolicyLimitError without a line.
-    nested = "(+ 1 " * 150 + "(f (- n 1))" + ")" * 150
-    result = _timed(f"(def f (n) (if (> n 0) {nested} 0))\n(f 90)")
-    assert isinstance(result.error, PolicyError)
+    # limit errors (depth, steps) do. With the depth bound set far beyond
+    # what Python's stack holds, a deep recursion exhausts the stack: the
+    # engine turns Python's RecursionError into a PolicyLimitError with
+    # the line of the call.
+    text = "(def f (n) (if (> n 0) (+ 1 (f (- n 1))) 0))\n(f 100000)"
+    result = PolicySet({"p": text}, max_depth=10**6, max_steps=10**9).evaluate(
+        make_host(), [])
+    assert isinstance(result.error, PolicyLimitError), repr(result.error)
     assert isinstance(result.error.line, int), repr(result.error)
+    assert result.error.policy == "p"
 
 
 def test_depth_limit_in_one_guest_item_spares_the_other_guests():

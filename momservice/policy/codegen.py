@@ -1,0 +1,911 @@
+"""Write a checked policy as Python source and compile it, once per set.
+
+Each top-level expression becomes a function ``t<N>(E)`` and each ``def``
+a function ``u<N>(E, L, *args)`` (``L`` is the caller's line); the set
+calls them with a fresh ``Env`` per evaluation.  The code keeps the
+language's semantics (policy-language.md) with far less interpretation:
+
+* Dynamic scoping.  A variable lives in a Python local when no function of
+  the set could see it: a name is *free* in a function body when a
+  reference to it (read, ``set``, call head, dotted base) is not resolved
+  by a binding the body makes itself on every path to it.  Free names
+  live in ``E.b`` wherever they are bound, as before; every other
+  ``let``, parameter, ``with`` item and ``defvar`` below the global scope
+  is a local.  A local that a ``defvar`` may or may not have bound yet
+  holds ``UNBOUND`` until it runs, and a reference then falls back to the
+  next binding outwards, as the scope stack would.
+* Statements, not nested expressions: every intermediate value goes to a
+  temporary, so deep expressions cost no Python nesting; ``if``, ``let``
+  and ``with`` nest blocks, and code nested deeper than Python allows
+  moves into a closure defined at the top of its function.
+* Errors are raised with the message and line the language defines, from
+  exception handlers that cost nothing when nothing fails.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from .builtins import ENTITY_METHODS
+from .runtime import UserFunction
+from .support import NAMESPACE
+
+# Deeper than this (indentation, nested try/for blocks) the rest of a
+# function's code moves into a closure: Python refuses 100 indentation
+# levels and 20 nested blocks.
+MAX_INDENT = 40
+MAX_BLOCKS = 10
+
+
+_INLINE_BUILTINS = frozenset({"max", "min", "abs", "not", "valid"})
+#: A call of a def of the same policy whose body weighs at most this is
+#: written out in place, behind a test that the name still means that def
+#: (a Python call and the argument passing cost as much as a small body).
+INLINE_MAX_WEIGHT = 80
+#: Inlined bodies inlining others, at most this deep.
+INLINE_MAX_DEPTH = 2
+#: Only calls inside a ``with`` body are inlined (they run once per item),
+#: at most this many body nodes per policy: inlining grows the source, and
+#: Python's compile() of the source is most of the time it takes to load.
+INLINE_BUDGET = 300
+_COMPARISONS = frozenset({"<", ">", "<=", ">=", "==", "!="})
+_IDENT = re.compile(r"[^A-Za-z0-9_]")
+
+
+# -- analysis ---------------------------------------------------------------
+
+def _defvars(ir: tuple, out: set[str]) -> None:
+    """Names a ``defvar`` may bind in the scope whose code ``ir`` is (not
+    looking into the scopes that ``let``, ``with`` and ``def`` open)."""
+    kind = ir[0]
+    if kind == "defvar":
+        out.add(ir[1])
+        _defvars(ir[2], out)
+    elif kind == "block" or kind == "and" or kind == "or":
+        for item in ir[1]:
+            _defvars(item, out)
+    elif kind == "if":
+        _defvars(ir[1], out)
+        _defvars(ir[2], out)
+        _defvars(ir[3], out)
+    elif kind == "op":
+        _defvars(ir[2], out)
+        _defvars(ir[3], out)
+    elif kind == "call":
+        for item in ir[2]:
+            _defvars(item, out)
+    elif kind == "mcall":
+        for item in ir[4]:
+            _defvars(item, out)
+    elif kind == "set":
+        _defvars(ir[2], out)
+
+
+def _has_set(ir: Any) -> bool:
+    if type(ir) is tuple:
+        if ir and ir[0] == "set":
+            return True
+        return any(_has_set(x) for x in ir[1:])
+    if type(ir) is list:
+        return any(_has_set(x) for x in ir)
+    return False
+
+
+class Scope:
+    """One scope of the code being written: what it binds, and how."""
+
+    __slots__ = ("kind", "vars", "definite", "maybe", "frame", "pushed", "assigned",
+                 "inits", "needs_init")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind              # "global", "func", "let" or "with"
+        self.vars: dict[str, str] = {}    # local bindings: name -> Python name
+        self.definite: set[str] = set()   # names bound here on every path so far
+        self.maybe: set[str] = set()      # names a defvar may bind here
+        self.frame: str | None = None     # Python name of the set of dynamic defvars
+        self.pushed: list[str] = []       # dynamic names pushed statically
+        self.assigned: set[str] = set()   # names a defvar of the code so far may have bound
+        #: Where each local defvar name is set to UNBOUND, and the names
+        #: some code tests for UNBOUND (the other lines are dropped).
+        self.inits: dict[str, tuple[list[str], int]] = {}
+        self.needs_init: set[str] = set()
+
+    def close(self) -> None:
+        """Drop the UNBOUND initialisations no code tests."""
+        for name, (lines, index) in self.inits.items():
+            if name not in self.needs_init:
+                lines[index] = ""
+
+
+class Unit:
+    """The Python function being written for one expression or def body."""
+
+    def __init__(self, pyname: str, is_function: bool) -> None:
+        self.pyname = pyname
+        self.is_function = is_function
+        self.lines: list[str] = []
+        self.indent = 1
+        self.blocks = 0
+        self.chunks: list[list[str]] = []
+        self.scope_vars: set[str] = set()
+        self.touched: set[str] | None = None  # scope vars a closure being written uses
+        self.has_set = False
+
+
+class Generator:
+    """Writes the Python source of one policy, given the set's free names."""
+
+    def __init__(self, policy: str | None, free: frozenset[str]) -> None:
+        self.policy = policy
+        self.dynamic = free
+        self.counter = 0
+        self.consts: dict[str, Any] = {}
+        self.functions: list[str] = []
+        self.user_functions: dict[str, UserFunction] = {}
+        #: Names referenced freely by the def bodies written.
+        self.free: set[str] = set()
+        #: Names bound in locals (a policy binding a name that turns out
+        #: free must be written again).
+        self.local_names: set[str] = set()
+        self.unit: Unit = Unit("", False)
+        self.scopes: list[Scope] = []
+        #: The defs of the policy by name, and each def's UserFunction by index.
+        self.defs: dict[str, list[tuple]] = {}
+        self.runs: dict[str, str] = {}
+        self.inlining: list[str] = []
+        self.inline_budget = INLINE_BUDGET
+        self.loops = 0   # enclosing with bodies, inlined calls included
+
+    def prepare(self, tree: list[tuple]) -> None:
+        """Make the UserFunction of every def first: a call may be written
+        (and inlined) before the def it calls."""
+        stack: list[Any] = list(tree)
+        while stack:
+            node = stack.pop()
+            if type(node) is list:
+                stack.extend(node)
+            elif type(node) is tuple:
+                if node and node[0] == "def":
+                    _, name, params, _body, cost, index = node
+                    key = f"D{index}"
+                    fn = UserFunction(name, params, cost, self.policy)
+                    self.user_functions[key] = fn
+                    self.consts[key] = fn
+                    self.defs.setdefault(name, []).append(node)
+                stack.extend(x for x in node if type(x) is tuple or type(x) is list)
+
+    # -- writing lines -------------------------------------------------------
+
+    def emit(self, line: str) -> None:
+        self.unit.lines.append("    " * self.unit.indent + line)
+
+    def temp(self) -> str:
+        self.counter += 1
+        return f"t{self.counter}"
+
+    def var(self, name: str) -> str:
+        self.counter += 1
+        py = f"v{self.counter}_{_IDENT.sub('_', name)[:24]}"
+        self.unit.scope_vars.add(py)
+        return py
+
+    def use(self, py: str) -> str:
+        touched = self.unit.touched
+        if touched is not None:
+            touched.add(py)
+        return py
+
+    def const(self, value: Any) -> str:
+        if value is None:
+            return "None"
+        if type(value) is str or (type(value) is int and value.bit_length() < 64) or \
+                (type(value) is float and math.isfinite(value) and float(repr(value)) == value):
+            return repr(value)
+        self.counter += 1
+        key = f"k{self.counter}"
+        self.consts[key] = value
+        return key
+
+    def stable(self, expr: str) -> str:
+        """A value that a later ``set`` of the same unit cannot change."""
+        if self.unit.has_set and expr in self.unit.scope_vars:
+            t = self.temp()
+            self.emit(f"{t} = {expr}")
+            return t
+        return expr
+
+    def bind(self, scope: Scope, name: str, value: str) -> None:
+        """Bind ``name`` in a scope just opened (parameter, item of with)."""
+        if name in self.dynamic:
+            self.emit(f"B[{name!r}].append({value})")
+            scope.pushed.append(name)
+        else:
+            py = scope.vars[name] = self.var(name)
+            self.local_names.add(name)
+            self.emit(f"{self.use(py)} = {value}")
+        scope.definite.add(name)
+
+    def charge(self, cost: int, line: str) -> None:
+        self.emit(f"E.steps -= {cost}")
+        self.emit(f"if E.steps < 0: raise _BE('evaluation exceeded its step budget', {line})")
+
+    def call_handlers(self, name: str, line: str, scope: Scope) -> list[str]:
+        """The handlers closing a call's try block: errors name the policy,
+        Python's stack running out is a limit error, the scope is popped."""
+        located = f"e.located({self.policy!r})" if self.policy is not None else "e"
+        lines = ["except _PE as e:", f"    raise {located}",
+                 "except RecursionError:",
+                 f"    raise _LE({_py_str('calls nested too deeply in function ' + name)}, "
+                 f"{line}, {self.policy!r}) from None",
+                 "finally:", "    E.depth -= 1"]
+        lines += [f"    B[{p!r}].pop()" for p in scope.pushed]
+        if scope.frame:
+            lines.append(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+        return lines
+
+    # -- units ---------------------------------------------------------------
+
+    def top_level(self, ir: tuple) -> str:
+        self.counter += 1
+        unit = Unit(f"t{self.counter}", False)
+        scope = Scope("global")
+        return self.write_unit(unit, [scope], ir, "(E)", [])
+
+    def function(self, name: str, params: tuple[str, ...], body: tuple, cost: int) -> str:
+        self.counter += 1
+        unit = Unit(f"u{self.counter}", True)
+        self.unit = unit
+        scope = Scope("func")
+        args = []
+        dynamic_params = []
+        for p in params:
+            if p in self.dynamic:
+                arg = f"a{len(args)}"
+                dynamic_params.append((p, arg))
+                scope.pushed.append(p)
+            else:
+                arg = self.var(p)
+                scope.vars[p] = arg
+                self.local_names.add(p)
+            scope.definite.add(p)
+            args.append(arg)
+        header = ["E.steps -= %d" % cost,
+                  "if E.steps < 0: raise _BE('evaluation exceeded its step budget', L)",
+                  f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, L)",
+                  "E.depth += 1"]
+        header += [f"B[{p!r}].append({a})" for p, a in dynamic_params]
+        signature = "(E, L" + "".join(", " + a for a in args) + ")"
+        return self.write_unit(unit, [scope], body, signature, header, name)
+
+    def write_unit(self, unit: Unit, scopes: list[Scope], ir: tuple, signature: str,
+                   header: list[str], function: str | None = None) -> str:
+        saved = self.unit, self.scopes
+        self.unit, self.scopes = unit, scopes
+        unit.has_set = _has_set(ir)
+        scope = scopes[0]
+        try:
+            if function is None:
+                self.open_scope(scope, ir, unit.indent)
+                result = self.gen(ir)
+                self.emit(f"return {result}")
+                body = unit.lines
+            else:
+                unit.indent = 2
+                unit.blocks = 1
+                self.open_scope(scope, ir, 2)
+                result = self.gen(ir)
+                self.emit(f"return {result}")
+                scope.close()
+                body = ["    B = E.b"] + ["    " + h for h in header] + ["    try:"] + unit.lines
+                body += ["    " + h for h in self.call_handlers(function, "L", scope)]
+            if function is None:
+                body = ["    B = E.b"] + body
+            if unit.chunks:
+                # Closures assign the scope variables: they must exist here.
+                names = sorted(unit.scope_vars - set(_params(signature)))
+                pre = [f"    {' = '.join(names)} = None"] if names else []
+                pre += [line for chunk in unit.chunks for line in chunk]
+                at = 1 if function is None else len(header) + 1
+                body = body[:at] + pre + body[at:]
+            if not any("B[" in line for line in body):
+                body.remove("    B = E.b")
+            self.functions.append(f"def {unit.pyname}{signature}:\n" + "\n".join(body))
+        finally:
+            self.unit, self.scopes = saved
+        return unit.pyname
+
+    def open_scope(self, scope: Scope, code: Any, indent: int) -> None:
+        """Declare what a scope's defvars may bind; set its locals to UNBOUND."""
+        maybe: set[str] = set()
+        if type(code) is list:
+            for item in code:
+                _defvars(item, maybe)
+        else:
+            _defvars(code, maybe)
+        scope.maybe = maybe
+        if scope.kind == "global":
+            return
+        for name in sorted(maybe):
+            if name in self.dynamic:
+                if scope.frame is None:
+                    scope.frame = self.var("frame")
+                    self.emit(f"{self.use(scope.frame)} = set()")
+            elif name not in scope.vars:
+                scope.vars[name] = py = self.var(name)
+                self.local_names.add(name)
+                scope.inits[name] = (self.unit.lines, len(self.unit.lines))
+                self.emit(f"{self.use(py)} = _UNB")
+
+    # -- references ----------------------------------------------------------
+
+    def lookup_steps(self, name: str) -> tuple[list[tuple[bool, str]], bool]:
+        """The local bindings a reference to ``name`` may find, innermost
+        first (definite?, Python name), and whether one surely binds it."""
+        steps: list[tuple[bool, str]] = []
+        if name not in self.dynamic:
+            for scope in reversed(self.scopes):
+                if scope.kind == "global":
+                    break
+                if name in scope.definite:
+                    steps.append((True, scope.vars[name]))
+                    return steps, True
+                if name in scope.maybe:
+                    steps.append((False, scope.vars[name]))
+                    scope.needs_init.add(name)
+        if self.unit.is_function:
+            self.free.add(name)
+        return steps, False
+
+    def read(self, name: str, line: int, what: str = "symbol") -> str:
+        steps, sure = self.lookup_steps(name)
+        if sure and len(steps) == 1:
+            return self.use(steps[0][1])
+        t = self.temp()
+        depth = 0
+        for definite, py in steps:
+            self.emit(f"{t} = {self.use(py)}")
+            if definite:
+                break
+            self.emit(f"if {t} is _UNB:")
+            self.unit.indent += 1
+            depth += 1
+        if not sure:
+            self.emit(f"try: {t} = B[{name!r}][-1]")
+            self.emit(f"except IndexError: raise _PE({_py_str(f'undefined {what} {name}')}, "
+                      f"{line}) from None")
+        self.unit.indent -= depth
+        return t
+
+    def ref(self, ir: tuple) -> str:
+        _, base, attrs, full, line = ir
+        obj = self.read(base, line)
+        if not attrs:
+            return obj
+        t = self.temp()
+        if len(attrs) == 1:
+            self.emit(f"try: {t} = {obj}.latest[{attrs[0]!r}]")
+            self.emit(f"except (KeyError, AttributeError): "
+                      f"{t} = _attr({obj}, {attrs[0]!r}, {full!r}, {line})")
+            return t
+        self.emit(f"{t} = {obj}")
+        for attr in attrs:
+            self.emit(f"{t} = _attr({t}, {attr!r}, {full!r}, {line})")
+        return t
+
+    # -- nodes ---------------------------------------------------------------
+
+    def gen(self, ir: tuple) -> str:
+        kind = ir[0]
+        if kind == "const":
+            return self.const(ir[1])
+        if kind == "ref":
+            return self.ref(ir)
+        if kind == "op":
+            return self.op(ir)
+        if kind == "call":
+            return self.call(ir)
+        if kind == "mcall":
+            return self.mcall(ir)
+        if kind == "block":
+            result = "None"
+            for item in ir[1]:
+                result = self.gen(item)
+            return result
+        if kind == "defvar":
+            return self.defvar(ir)
+        if kind == "set":
+            return self.set_(ir)
+        if kind == "def":
+            return self.def_(ir)
+        if kind == "fail":
+            self.emit(f"raise _PE({ir[1]!r}, {ir[2]})")
+            return "None"
+        # The forms that nest Python blocks.
+        unit = self.unit
+        if unit.indent > MAX_INDENT or unit.blocks > MAX_BLOCKS:
+            return self.closure(ir)
+        if kind == "if":
+            return self.if_(ir)
+        if kind == "and" or kind == "or":
+            return self.and_or(ir)
+        if kind == "let":
+            return self.let(ir)
+        return self.with_(ir)
+
+    def closure(self, ir: tuple) -> str:
+        unit = self.unit
+        saved = unit.lines, unit.indent, unit.blocks, unit.touched
+        unit.lines, unit.indent, unit.blocks, unit.touched = [], 2, 0, set()
+        self.counter += 1
+        name = f"c{self.counter}"
+        try:
+            result = self.gen(ir)
+            self.emit(f"return {result}")
+            touched = unit.touched
+            lines = unit.lines
+        finally:
+            unit.lines, unit.indent, unit.blocks, unit.touched = saved
+        if unit.touched is not None:
+            unit.touched |= touched
+        head = [f"    def {name}():"]
+        if touched:
+            head.append(f"        nonlocal {', '.join(sorted(touched))}")
+        unit.chunks.append(head + lines)
+        t = self.temp()
+        self.emit(f"{t} = {name}()")
+        return t
+
+    def op(self, ir: tuple) -> str:
+        _, symbol, a, b, line = ir
+        x = self.stable(self.gen(a))
+        y = self.gen(b)
+        t = self.temp()
+        if symbol in _COMPARISONS or symbol == "/" or symbol == ">>":
+            self.emit(f"try: {t} = {x} {symbol} {y}")
+            self.emit(f"except _AE as e: raise _operr({symbol!r}, {x}, {y}, e, {line}) "
+                      f"from None")
+        elif symbol == "+" or symbol == "-":
+            self.emit(f"try: {t} = {x} {symbol} {y}")
+            self.emit(f"except _AE as e: raise _operr({symbol!r}, {x}, {y}, e, {line}) "
+                      f"from None")
+            self.emit(f"if type({t}) is not float and (type({t}) is not int or "
+                      f"not _NH < {t} < _H): {t} = _capped(E, {symbol!r}, {x}, {y}, {t}, "
+                      f"{line})")
+        elif symbol == "*":
+            self.emit(f"if type({x}) is float or type({y}) is float:")
+            self.emit(f"    try: {t} = {x} * {y}")
+            self.emit(f"    except _AE as e: raise _operr('*', {x}, {y}, e, {line}) from None")
+            self.emit(f"else: {t} = _binary(E, '*', {x}, {y}, {line})")
+        else:
+            self.emit(f"{t} = _binary(E, {symbol!r}, {x}, {y}, {line})")
+        return t
+
+    def call(self, ir: tuple) -> str:
+        _, name, args, line = ir
+        f = self.stable(self.read(name, line, "function"))
+        not_a_function = f"raise _PE({_py_str(name + ' is not a function')}, {line})"
+        check = len(self.unit.lines)
+        fast = f"{f} is not _B_{name} and " if name in _INLINE_BUILTINS else ""
+        self.emit(f"if {fast}type({f}) is not _UF and type({f}) is not _BI: {not_a_function}")
+        values = [self.stable(self.gen(a)) for a in args]
+        pure = len(self.unit.lines) == check + 1
+        if pure:
+            # Nothing is evaluated between the lookup and the call: the
+            # check can go with the dispatch below.
+            del self.unit.lines[check]
+        n = len(values)
+        listed = ", ".join(values)
+        t = self.temp()
+        els = ""
+        if name in _INLINE_BUILTINS:
+            inline = self.inline_builtin(name, values, t, line)
+            if inline is not None:
+                self.emit(f"if {f} is _B_{name}:")
+                for code in inline:
+                    self.emit("    " + code)
+                els = "el"
+        target = self.inline_target(name, n)
+        if target is not None:
+            self.emit(f"{els}if {f} is D{target[5]}:")
+            self.unit.indent += 1
+            self.inline(target, f, values, t, line)
+            self.unit.indent -= 1
+            els = "el"
+        self.emit(f"{els}if type({f}) is _UF:")
+        self.emit(f"    if {f}.nparams != {n}: raise _nargs({f}, {n}, {line})")
+        self.emit(f"    {t} = {f}.run(E, {line}{''.join(', ' + v for v in values)})")
+        if pure:
+            self.emit(f"elif type({f}) is _BI: {t} = {f}.fn(E, [{listed}], {line})")
+            self.emit(f"else: {not_a_function}")
+        else:
+            self.emit(f"else: {t} = {f}.fn(E, [{listed}], {line})")
+        return t
+
+    @staticmethod
+    def inline_builtin(name: str, values: list[str], t: str, line: int) -> list[str] | None:
+        n = len(values)
+        listed = ", ".join(values)
+        if name in ("max", "min"):
+            if n == 0:
+                return None
+            # What Python's max and min do, without the call: each operand
+            # replaces the one kept if it compares greater (less).
+            sign = ">" if name == "max" else "<"
+            lines = [f"{t} = {values[0]}"]
+            if n > 1:
+                lines.append("try:")
+                lines += [f"    if {v} {sign} {t}: {t} = {v}" for v in values[1:]]
+                lines.append(f"except TypeError: raise _cmp({name!r}, [{listed}], {line}) "
+                             f"from None")
+            return lines
+        if name == "abs" and n == 1:
+            return [f"try: {t} = abs({listed})",
+                    f"except TypeError: raise _abserr({listed}, {line}) from None"]
+        if name == "not" and n == 1:
+            return [f"{t} = not {listed}"]
+        if name == "valid":
+            # A literal operand is decided here (comparing one with "is"
+            # draws a SyntaxWarning).
+            if "None" in values:
+                return [f"{t} = False"]
+            tests = [f"{v} is not None" for v in values if v.isidentifier()]
+            return [f"{t} = " + (" and ".join(tests) if tests else "True")]
+        return None
+
+    def mcall(self, ir: tuple) -> str:
+        _, base, base_name, method, args, line = ir
+        obj = self.stable(self.gen(base))
+        values = [self.stable(self.gen(a)) for a in args]
+        n = len(values)
+        no_method = _py_str(f"{base_name} has no method {method}")
+        if method not in ENTITY_METHODS:
+            self.emit(f"raise _PE({no_method}, {line})")
+            return "None"
+        self.emit(f"if type({obj}) is not _Ent: raise _PE({no_method}, {line})")
+        t = self.temp()
+        generic = f"{t} = _method(E, {obj}, {method!r}, [{', '.join(values)}], {line})"
+        fast = self.method_fast_path(method, obj, values, t, line) if values else None
+        if fast is None:
+            self.emit(generic)
+            return t
+        if args[0][0] == "const" and type(args[0][1]) is str:
+            for code in fast:
+                self.emit(code)
+        else:
+            # A name computed at run time: the generic path reports a bad one.
+            self.emit(f"if type({values[0]}) is str:")
+            for code in fast:
+                self.emit("    " + code)
+            self.emit(f"else: {generic}")
+        return t
+
+    @staticmethod
+    def method_fast_path(method: str, obj: str, values: list[str], t: str,
+                         line: int) -> list[str] | None:
+        """Lines doing what ENTITY_METHODS[method] does for a name string ``k``."""
+        n = len(values)
+        k = values[0]
+        if method == "Stat" and n == 1:
+            return [f"try: {t} = {obj}.latest[{k}]",
+                    f"except KeyError: {t} = _attr({obj}, {k}, '', {line})"]
+        if method == "StatAvg" and n == 1:
+            return [f"try: {t} = {obj}._averages[{k}]",
+                    f"except KeyError: {t} = _savg({obj}, {k}, {line})"]
+        if method == "Control" and n == 2:
+            return [f"{t} = E.controls.get({obj})",
+                    f"if {t} is None: {t} = E.controls[{obj}] = {{}}",
+                    f"{t}[{k}] = {t} = {values[1]}"]
+        if method == "GetControl" and n == 1:
+            return [f"{t} = E.controls.get({obj}, _NOC).get({k})"]
+        if method == "GetVar" and n == 1:
+            return [f"if E.variables is None: {t} = {obj}.variables.get({k})",
+                    f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})"]
+        if method == "SetVar" and n == 2:
+            return [f"{t} = {values[1]}",
+                    f"if E.variables is None: {obj}.variables[{k}] = {t}",
+                    f"else: _method(E, {obj}, 'SetVar', [{k}, {t}], {line})"]
+        return None
+
+    def def_(self, ir: tuple) -> str:
+        _, name, params, body, cost, index = ir
+        saved_unit = self.unit
+        key = f"D{index}"
+        loops, self.loops = self.loops, 0
+        self.runs[key] = self.function(name, params, body, cost)
+        self.unit, self.loops = saved_unit, loops
+        self.emit(f"E.define_global({name!r}, {key})")
+        return repr(name)
+
+    def inline(self, ir: tuple, f: str, values: list[str], t: str, line: int) -> None:
+        """Write the body of def ``ir`` in place of a call of ``f``: what the
+        call does (budget, depth, a new scope for the parameters, the
+        policy named on errors), without the Python call."""
+        _, name, params, body, cost, index = ir
+        unit = self.unit
+        self.inlining.append(name)
+        saved_scopes = self.scopes
+        scope = Scope("func")
+        self.scopes = [scope]   # dynamic scoping: the caller's locals are not visible
+        try:
+            self.charge(cost, str(line))
+            self.emit(f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, {line})")
+            self.emit("E.depth += 1")
+            for p, v in zip(params, values):
+                self.bind(scope, p, v)
+            self.emit("try:")
+            unit.indent += 1
+            unit.blocks += 1
+            if _has_set(body):
+                unit.has_set = True
+            self.open_scope(scope, body, unit.indent)
+            self.emit(f"{t} = {self.gen(body)}")
+            scope.close()
+            unit.indent -= 1
+            unit.blocks -= 1
+            for code in self.call_handlers(name, str(line), scope):
+                self.emit(code)
+        finally:
+            self.scopes = saved_scopes
+            self.inlining.pop()
+
+    def inline_target(self, name: str, nargs: int) -> tuple | None:
+        defs = self.defs.get(name)
+        if not defs or len(defs) != 1:
+            return None
+        ir = defs[0]
+        if not self.loops or len(ir[2]) != nargs or ir[4] > INLINE_MAX_WEIGHT or \
+                ir[4] > self.inline_budget or name in self.inlining or \
+                len(self.inlining) >= INLINE_MAX_DEPTH:
+            return None
+        self.inline_budget -= ir[4]
+        return ir
+
+    def defvar(self, ir: tuple) -> str:
+        _, name, value = ir
+        v = self.gen(value)
+        scope = self.scopes[-1]
+        if scope.kind == "global":
+            t = self.temp()
+            self.emit(f"{t} = E.defvar_global({name!r}, {v})")
+            return t
+        if name not in self.dynamic:
+            py = self.use(scope.vars[name])
+            if name not in scope.definite:
+                if name in scope.assigned:
+                    self.emit(f"if {py} is _UNB: {py} = {v}")
+                    scope.needs_init.add(name)
+                else:
+                    # No defvar of the name has run in this scope yet.
+                    self.emit(f"{py} = {v}")
+                scope.assigned.add(name)
+                scope.definite.add(name)
+            return py
+        t = self.temp()
+        if name in scope.definite:
+            self.emit(f"{t} = B[{name!r}][-1]")
+            return t
+        fr = self.use(scope.frame)
+        self.emit(f"if {name!r} in {fr}: {t} = B[{name!r}][-1]")
+        self.emit("else:")
+        self.emit(f"    {fr}.add({name!r})")
+        self.emit(f"    B[{name!r}].append({v})")
+        self.emit(f"    {t} = {v}")
+        scope.definite.add(name)
+        return t
+
+    def set_(self, ir: tuple) -> str:
+        _, name, value, line = ir
+        v = self.stable(self.gen(value))
+        steps, sure = self.lookup_steps(name)
+        depth = 0
+        for definite, py in steps:
+            py = self.use(py)
+            if definite:
+                self.emit(f"{py} = {v}")
+                break
+            self.emit(f"if {py} is not _UNB: {py} = {v}")
+            self.emit("else:")
+            self.unit.indent += 1
+            depth += 1
+        if not sure:
+            self.emit(f"try: B[{name!r}][-1] = {v}")
+            self.emit(f"except IndexError: raise _PE("
+                      f"{_py_str(f'set of undefined variable {name}')}, {line}) from None")
+        self.unit.indent -= depth
+        if v in self.unit.scope_vars:
+            t = self.temp()
+            self.emit(f"{t} = {v}")
+            return t
+        return v
+
+    def snapshot(self) -> list[set[str]]:
+        return [set(s.definite) for s in self.scopes]
+
+    def restore(self, saved: list[set[str]]) -> None:
+        for scope, definite in zip(self.scopes, saved):
+            scope.definite = definite
+
+    def if_(self, ir: tuple) -> str:
+        _, cond, then, other = ir
+        c = self.gen(cond)
+        t = self.temp()
+        saved = self.snapshot()
+        unit = self.unit
+        self.emit(f"if {c}:")
+        unit.indent += 1
+        self.emit(f"{t} = {self.gen(then)}")
+        unit.indent -= 1
+        self.restore(saved)
+        saved = self.snapshot()
+        self.emit("else:")
+        unit.indent += 1
+        self.emit(f"{t} = {self.gen(other)}")
+        unit.indent -= 1
+        self.restore(saved)
+        return t
+
+    def and_or(self, ir: tuple) -> str:
+        kind, operands = ir
+        t = self.temp()
+        self.emit(f"{t} = {self.gen(operands[0])}")
+        saved = self.snapshot()
+        test = f"if {t}:" if kind == "and" else f"if not {t}:"
+        unit = self.unit
+        for operand in operands[1:]:
+            self.emit(test)
+            unit.indent += 1
+            self.emit(f"{t} = {self.gen(operand)}")
+            unit.indent -= 1
+        self.restore(saved)
+        return t
+
+    def let(self, ir: tuple) -> str:
+        _, bindings, body = ir
+        scope = Scope("let")
+        self.scopes.append(scope)
+        unit = self.unit
+        try:
+            self.open_scope(scope, [value for _, value in bindings] + [body], unit.indent)
+            dynamic = scope.frame is not None or any(n in self.dynamic for n, _ in bindings)
+            if dynamic and scope.frame is None:
+                scope.frame = self.var("frame")
+                self.emit(f"{self.use(scope.frame)} = set()")
+            if dynamic:
+                self.emit("try:")
+                unit.indent += 1
+                unit.blocks += 1
+            for name, value in bindings:
+                v = self.gen(value)
+                if name in self.dynamic:
+                    fr = self.use(scope.frame)
+                    if name in scope.maybe:
+                        self.emit(f"if {name!r} in {fr}: B[{name!r}][-1] = {v}")
+                        self.emit(f"else: {fr}.add({name!r}); B[{name!r}].append({v})")
+                    elif name in scope.definite:
+                        self.emit(f"B[{name!r}][-1] = {v}")
+                    else:
+                        self.emit(f"{fr}.add({name!r}); B[{name!r}].append({v})")
+                else:
+                    py = scope.vars.get(name)
+                    if py is None:
+                        py = scope.vars[name] = self.var(name)
+                        self.local_names.add(name)
+                    self.emit(f"{self.use(py)} = {v}")
+                scope.definite.add(name)
+            result = self.gen(body)
+            scope.close()
+            if dynamic:
+                t = self.temp()
+                self.emit(f"{t} = {result}")
+                result = t
+                unit.indent -= 1
+                unit.blocks -= 1
+                self.emit("finally:")
+                self.emit(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+            return result
+        finally:
+            self.scopes.pop()
+
+    def with_(self, ir: tuple) -> str:
+        _, source, list_name, item, body, cost, line = ir
+        s = self.gen(source)
+        unit = self.unit
+        self.emit(f"if type({s}) is not list: raise _witherr({list_name!r}, {s}, {line})")
+        r = self.temp()
+        el = self.temp()
+        self.emit(f"{r} = []")
+        self.emit(f"for {el} in {s}:")
+        unit.indent += 1
+        unit.blocks += 1
+        self.charge(cost, str(line))
+        scope = Scope("with")
+        self.scopes.append(scope)
+        try:
+            self.bind(scope, item, el)
+            self.open_scope(scope, body, unit.indent)
+            self.emit("try:")
+            unit.indent += 1
+            unit.blocks += 1
+            self.loops += 1
+            try:
+                self.emit(f"{r}.append({self.gen(body)})")
+            finally:
+                self.loops -= 1
+            scope.close()
+            unit.indent -= 1
+            unit.blocks -= 1
+            located = f"e.located({self.policy!r})" if self.policy is not None else "e"
+            self.emit("except _BE: raise")
+            self.emit("except _PE as e:")
+            self.emit(f"    if type({el}) is not _Ent or {el}.kind != 'guest': raise")
+            self.emit(f"    E.guest_failed({el}, {located})")
+            self.emit(f"    {r}.append(None)")
+            if scope.pushed or scope.frame:
+                self.emit("finally:")
+                for p in scope.pushed:
+                    self.emit(f"    B[{p!r}].pop()")
+                if scope.frame:
+                    self.emit(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+        finally:
+            self.scopes.pop()
+        unit.indent -= 1
+        unit.blocks -= 1
+        return r
+
+
+def _py_str(text: str) -> str:
+    return repr(text)
+
+
+def _params(signature: str) -> list[str]:
+    return [p.strip() for p in signature.strip("()").split(",")]
+
+
+class CompiledPolicy:
+    """One checked policy, ready to be written as Python for a given set.
+
+    ``free`` are the names its def bodies reference freely; ``program``
+    returns its top-level functions for the set's free names (the whole
+    set's), writing and compiling the source at most once per distinct
+    answer that matters to this policy.
+    """
+
+    def __init__(self, policy: str | None, tree: list[tuple]) -> None:
+        self.policy = policy
+        self.tree = tree
+        self._programs: dict[frozenset[str], list] = {}
+        generator = Generator(policy, frozenset())
+        generator.prepare(tree)
+        self._first: tuple[Generator, list[str]] | None = \
+            generator, [generator.top_level(ir) for ir in tree]
+        self.free: frozenset[str] = frozenset(generator.free)
+        self.local_names: frozenset[str] = frozenset(generator.local_names)
+
+    def program(self, free: frozenset[str]) -> list:
+        """The functions of the top-level expressions, in order."""
+        key = free & self.local_names
+        program = self._programs.get(key)
+        if program is None:
+            if not key and self._first is not None:
+                generator, names = self._first
+            else:
+                generator = Generator(self.policy, key)
+                generator.prepare(self.tree)
+                names = [generator.top_level(ir) for ir in self.tree]
+            program = self._programs[key] = _build(generator, names, self.policy)
+            # The source is not needed any more (the tree can write it again).
+            self._first = None
+        return program
+
+
+def _build(generator: Generator, names: list[str], policy: str | None) -> list:
+    source = "\n\n".join(generator.functions) + "\n"
+    namespace = dict(NAMESPACE)
+    namespace.update(generator.consts)
+    code = compile(source, f"<policy {policy}>", "exec")
+    exec(code, namespace)  # noqa: S102 -- source written above from a checked tree
+    for key, fn in generator.user_functions.items():
+        fn.run = namespace[generator.runs[key]]
+    return [namespace[n] for n in names]
