@@ -17,6 +17,11 @@ against the installed dbus-next.
   ``current_message`` before dispatch, for polkit's subject.
 * A full socket buffer (EAGAIN, as when a thousand guests appear at once)
   is a reason to wait for the socket, not to drop the connection.
+* A signal finds the path of the object sending it in a table kept at
+  export and unexport (dbus-next scans every export for each signal, and
+  checks every export again for each unexport: with a thousand guests
+  that scan was most of a cycle's CPU).  An interface exported at several
+  paths signals on each of them (dbus-next: on one).
 * A property set to a value of the wrong type is ``InvalidArgs``, as with
   GDBus and sd-bus (dbus-next says ``InvalidSignature``, which is about
   malformed signatures and is not in the contract).
@@ -59,6 +64,9 @@ PRIVATE_METHODS: dict[tuple[type, str], str] = {
     (MessageBus, "_default_introspect_handler"): "(self, msg, send_reply)",
     (MessageBus, "_introspect_export_path"): "(self, path)",
     (MessageBus, "_send_reply"): "(self, msg)",
+    (MessageBus, "_interface_signal_notify"):
+        "(self, interface, interface_name, member, signature, body, unix_fds=[])",
+    (MessageBus, "_has_interface"): "(self, interface: dbus_next.service.ServiceInterface) -> bool",
     (ServiceInterface, "_get_all_property_values"): "(interface, callback, user_data=None)",
     (ServiceInterface, "_get_properties"): "(interface)",
 }
@@ -133,6 +141,8 @@ class MomMessageBus(MessageBus):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Exported interface -> the paths it is exported at (insertion-ordered).
+        self._export_paths: dict[ServiceInterface, dict[str, None]] = {}
         self._writer.sock = _PatientSocket(self._writer.sock)
         self.add_message_handler(self._remember_call)
 
@@ -152,6 +162,41 @@ class MomMessageBus(MessageBus):
         if message.message_type == MessageType.METHOD_CALL:
             current_message.set(message)
         return None  # not handled: dbus-next dispatches it as usual
+
+    # -- the path of each exported interface, kept with it -----------------------
+
+    def export(self, path: str, interface: ServiceInterface) -> None:
+        """Export ``interface`` at ``path`` (dbus-next's), remembering the path."""
+        super().export(path, interface)
+        self._export_paths.setdefault(interface, {})[path] = None
+
+    def unexport(self, path: str, interface: ServiceInterface | str | None = None) -> None:
+        """Unexport as dbus-next does, and forget the paths no longer exported."""
+        before = list(self._path_exports.get(path, ()))
+        super().unexport(path, interface)
+        remaining = self._path_exports.get(path, ())
+        for iface in before:
+            if not any(kept is iface for kept in remaining):
+                paths = self._export_paths.get(iface)
+                if paths is not None:
+                    paths.pop(path, None)
+                    if not paths:
+                        del self._export_paths[iface]
+
+    def _has_interface(self, interface: ServiceInterface) -> bool:
+        # Asked by dbus-next's unexport after it removed the export: look
+        # only at the paths this interface was exported at.
+        return any(any(iface is interface for iface in self._path_exports.get(path, ()))
+                   for path in self._export_paths.get(interface, ()))
+
+    def _interface_signal_notify(self, interface, interface_name, member, signature, body,
+                                 unix_fds=[]):  # noqa: B006 (dbus-next's signature)
+        paths = self._export_paths.get(interface)
+        if not paths:
+            raise RuntimeError(f"signal {interface_name}.{member} from an interface not exported")
+        for path in paths:
+            self.send(Message.new_signal(path=path, interface=interface_name, member=member,
+                                         signature=signature, body=body, unix_fds=unix_fds))
 
     # -- ObjectManager signals from the manager's path ------------------------
 
