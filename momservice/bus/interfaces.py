@@ -19,7 +19,7 @@ from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_MANAG
                         guest_path)
 from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
 from .access import public, requires
-from .published import Prop, Published, from_variants, to_variants
+from .published import Prop, Published, from_variants, signalled_entries, to_variants
 
 if TYPE_CHECKING:
     from ..engine.core import Evaluation
@@ -242,6 +242,13 @@ class GuestInterface(Published):
         self.uuid = uuid
         self.entity = service.engine.guests[uuid]
         self.balloon_target = 0
+
+    def change_inputs(self) -> Any:
+        # Every signalled property is read from these: the identity props,
+        # the newest sample, the balloon target and this guest's controls.
+        # Copies, so that a later change in place still counts as a change.
+        return (dict(self.entity.props), signalled_entries(self.entity.latest),
+                self.balloon_target, dict(_guest_controls(self)))
 
     @method()
     @public
