@@ -26,6 +26,12 @@ against the installed dbus-next.
   GDBus and sd-bus (dbus-next says ``InvalidSignature``, which is about
   malformed signatures and is not in the contract).
 
+* Messages are marshalled by momservice/bus/wire.py (writers made once per
+  signature), which makes the same bytes several times faster than
+  dbus-next's marshaller; anything it does not take is left to dbus-next.
+  dbus-next looks its marshaller up in ``dbus_next.message`` for every
+  message, so the one installed there serves every connection in momd.
+
 It also adds ``org.freedesktop.DBus.DocString`` annotations, taken from
 the docstrings of our interfaces, and ``EmitsChangedSignal`` ``false`` on
 the properties an interface does not signal, to the introspection data, and answers
@@ -41,13 +47,16 @@ import xml.etree.ElementTree as ET
 from contextvars import ContextVar
 from typing import Any
 
+import dbus_next.message
 from dbus_next import DBusError, ErrorType, Message, MessageType, Variant
+from dbus_next._private.marshaller import Marshaller
 from dbus_next.aio import MessageBus
 from dbus_next.service import ServiceInterface, _Property
 
 from ..contract import (DOC_ANNOTATION, EMITS_CHANGED_ANNOTATION, MANAGER_PATH,
                         OBJECT_MANAGER_INTERFACE)
 from .errors import to_dbus_error
+from .wire import WireTypeError, marshal_body
 
 #: The private methods of dbus-next (0.2.3) this module overrides or calls,
 #: with the signatures it relies on.  Besides these it reads the writer's
@@ -55,7 +64,10 @@ from .errors import to_dbus_error
 #: ``_disconnected`` and ``_path_exports``, ``_Property``'s ``name``,
 #: ``signature``, ``access``, ``disabled``, ``prop_getter`` and
 #: ``prop_setter``, the ``__DBUS_METHOD`` and ``__DBUS_SIGNAL`` markers
-#: (and their ``name``), and the reply sender's ``_exit``.
+#: (and their ``name``), the reply sender's ``_exit``, and
+#: ``dbus_next.message.Marshaller`` (a class taking ``(signature, body)``,
+#: with ``buffer``, ``marshall()`` and ``align(n)``, which Message._marshall
+#: uses for the body and the header).
 PRIVATE_METHODS: dict[tuple[type, str], str] = {
     (MessageBus, "_emit_interface_added"): "(self, path, interface)",
     (MessageBus, "_emit_interface_removed"): "(self, path, removed_interfaces)",
@@ -80,6 +92,27 @@ current_message: ContextVar[Message | None] = ContextVar("current_message", defa
 
 _HEADER = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
            '"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
+
+
+class _WireMarshaller(Marshaller):
+    """dbus-next's marshaller, with the bytes made by wire.py when it can."""
+
+    def __init__(self, signature: str, body: list) -> None:
+        try:
+            self.buffer = marshal_body(signature, body)
+        except WireTypeError:
+            super().__init__(signature, body)  # verifies: dbus-next's error if wrong
+            self._wired = False
+        else:
+            self.signature, self.body, self._wired = signature, body, True
+
+    def marshall(self) -> bytearray:
+        return self.buffer if self._wired else super().marshall()
+
+
+def install_wire_marshaller() -> None:
+    """Have dbus-next marshal messages with wire.py (idempotent)."""
+    dbus_next.message.Marshaller = _WireMarshaller
 
 
 class _PatientSocket:
@@ -140,6 +173,7 @@ class MomMessageBus(MessageBus):
     """A dbus-next asyncio connection that behaves as our contract needs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        install_wire_marshaller()
         super().__init__(*args, **kwargs)
         # Exported interface -> the paths it is exported at (insertion-ordered).
         self._export_paths: dict[ServiceInterface, dict[str, None]] = {}
