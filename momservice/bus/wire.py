@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from dbus_next import SignatureTree, Variant, is_object_path_valid
 
@@ -105,7 +105,7 @@ def _variant(buf: bytearray, value: Any) -> None:
 def _array(element: Any) -> Writer:
     align = _ALIGN[element.token]
     if element.token == "{":
-        key, value = (_writer(child) for child in element.children)
+        key, value = (_writer_for(child) for child in element.children)
 
         def write_items(buf: bytearray, items: Any) -> None:
             if not isinstance(items, dict):
@@ -120,7 +120,7 @@ def _array(element: Any) -> Writer:
                 raise WireTypeError(f"not bytes: {items!r}")
             buf += items
     else:
-        one = _writer(element)
+        one = _writer_for(element)
 
         def write_items(buf: bytearray, items: Any) -> None:
             if not isinstance(items, list):
@@ -140,7 +140,7 @@ def _array(element: Any) -> Writer:
 
 
 def _struct(children: list[Any]) -> Writer:
-    writers = [_writer(child) for child in children]
+    writers = [_writer_for(child) for child in children]
 
     def write(buf: bytearray, values: Any) -> None:
         if not isinstance(values, (list, tuple)) or len(values) != len(writers):
@@ -155,7 +155,7 @@ _SIMPLE: dict[str, Writer] = {"y": _byte, "b": _boolean, "s": _string, "o": _obj
                               "g": _signature, "v": _variant}
 
 
-def _writer(type_: Any) -> Writer:
+def _writer_for(type_: Any) -> Writer:
     token = type_.token
     if token in _FIXED:
         return _fixed(token)
@@ -184,7 +184,7 @@ def _signature_writer(signature: str) -> Writer:
         (type_,) = SignatureTree(signature).types
     except Exception as e:  # not one valid complete type
         raise WireTypeError(f"bad variant signature {signature!r}: {e}") from None
-    return _writer(type_)
+    return _writer_for(type_)
 
 
 @lru_cache(maxsize=256)
@@ -193,7 +193,7 @@ def _body_writers(signature: str) -> tuple[Writer, ...]:
         types = SignatureTree(signature).types
     except Exception as e:
         raise WireTypeError(f"bad signature {signature!r}: {e}") from None
-    return tuple(_writer(t) for t in types)
+    return tuple(_writer_for(t) for t in types)
 
 
 def marshal_body(signature: str, body: list[Any]) -> bytearray:
@@ -201,6 +201,8 @@ def marshal_body(signature: str, body: list[Any]) -> bytearray:
 
     Raises WireTypeError for anything it does not marshal itself.
     """
+    if type(body) is Marshalled:
+        return bytearray(body.data)
     writers = _body_writers(signature)
     if not isinstance(body, list) or len(body) != len(writers):
         raise WireTypeError(f"a body of {len(writers)} values expected: {body!r}")
@@ -208,3 +210,56 @@ def marshal_body(signature: str, body: list[Any]) -> bytearray:
     for writer, value in zip(writers, body):
         writer(buf, value)
     return buf
+
+
+class Marshalled(list):
+    """A message body marshalled already: its bytes are ``data``.
+
+    Being an (empty) list, it passes wherever dbus-next expects a body;
+    ``marshal_body`` sends ``data`` as it is.
+    """
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self.data = data
+
+
+#: One object of a GetManagedObjects reply: its path and, per interface
+#: name, its properties as (name, signature, value).
+ManagedObject = tuple[str, Iterable[tuple[str, Iterable[tuple[str, str, Any]]]]]
+
+
+def marshal_managed_objects(objects: Iterable[ManagedObject]) -> Marshalled:
+    """The body of a GetManagedObjects reply (``a{oa{sa{sv}}}``), written from
+    plain values: no Variant is made for a property (each would verify
+    its value against its signature once more)."""
+    buf = bytearray()
+
+    def begin() -> tuple[int, int]:
+        buf.extend(_PADS[-len(buf) % 4])
+        at = len(buf)
+        buf.extend(_FALSE)
+        buf.extend(_PADS[-len(buf) % 8])  # every element here is a dict entry
+        return at, len(buf)
+
+    def end(at: int, start: int) -> None:
+        _U32.pack_into(buf, at, len(buf) - start)
+
+    outer = begin()
+    for path, interfaces in objects:
+        buf.extend(_PADS[-len(buf) % 8])
+        _object_path(buf, path)
+        middle = begin()
+        for name, properties in interfaces:
+            buf.extend(_PADS[-len(buf) % 8])
+            _string(buf, name)
+            inner = begin()
+            for prop, signature, value in properties:
+                buf.extend(_PADS[-len(buf) % 8])
+                _string(buf, prop)
+                _signature(buf, signature)
+                _signature_writer(signature)(buf, value)
+            end(*inner)
+        end(*middle)
+    end(*outer)
+    return Marshalled(buf)

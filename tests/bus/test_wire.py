@@ -123,3 +123,15 @@ def test_messages_round_trip_through_the_installed_marshaller() -> None:
     assert parsed.body[1]["Statistics"].value["s"].value == "é"
     with pytest.raises(SignatureBodyMismatchError):
         Message.new_signal("/a", "a.b", "C", "u", ["not a number"])._marshall()
+
+
+def test_managed_objects_marshal_as_dbus_next_would() -> None:
+    from momservice.bus.wire import marshal_managed_objects
+    objects = {"/org/ovirt/mom1/guest/a": {"org.ovirt.mom1.Guest": GUEST, "x.Empty": {}},
+               "/org/ovirt/mom1": {}, "/org/ovirt/mom1/host": {"x.H": {"N": Variant("t", 1)}}}
+    plain = [(path, [(iface, [(k, v.signature, v.value) for k, v in props.items()])
+                     for iface, props in ifaces.items()]) for path, ifaces in objects.items()]
+    body = marshal_managed_objects(plain)
+    assert bytes(marshal_body("a{oa{sa{sv}}}", body)) == _theirs("a{oa{sa{sv}}}", [objects])
+    with pytest.raises(WireTypeError):
+        marshal_managed_objects([("/a", [("x.I", [("P", "u", "not a number")])])])
