@@ -179,6 +179,7 @@ def bench_bus(workdir: Path, node: Path, guests: int, interval: float, window: f
                                      "GetManagedObjects", runs=3))
                 print(f"window {n + 1}: {cpu[-1]:.1f} ms CPU per cycle over {cycles:.0f} cycles, "
                       f"RSS {rss:.1f} MB (peak {peak:.1f}), GetManagedObjects {gmo[-1]:.1f} ms")
+            momctl = _momctl_figures(system.address, guests, 2 * interval)
             if momd.process.poll() is not None:
                 raise SystemExit(f"momd exited:\n{momd.log_text()}")
         finally:
@@ -187,7 +188,32 @@ def bench_bus(workdir: Path, node: Path, guests: int, interval: float, window: f
             "cpu_ms_per_cycle": round(statistics.median(cpu), 1),
             "cpu_ms_spread": [round(min(cpu), 1), round(max(cpu), 1)],
             "rss_mb": round(rss, 1), "rss_peak_mb": round(peak, 1),
-            "get_managed_objects_ms": round(statistics.median(gmo), 1)}
+            "get_managed_objects_ms": round(statistics.median(gmo), 1), **momctl}
+
+
+def _momctl_figures(address: str, guests: int, monitor_seconds: float) -> dict:
+    """Wall time of ``momctl guests`` (its rows counted) and whether ``momctl
+    monitor`` runs for a while and shows the guests (what an operator types)."""
+    momctl = [sys.executable, "-m", "momservice.cli.momctl", "--address", address]
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        out = subprocess.run([*momctl, "guests"], check=True, capture_output=True, text=True,
+                             cwd=ROOT, timeout=120).stdout
+        times.append(time.perf_counter() - start)
+    rows = sum(1 for line in out.splitlines() if line.strip()) - 1  # less the heading
+    start = time.perf_counter()
+    monitor = subprocess.run([*momctl, "monitor", "--seconds", str(monitor_seconds)],
+                             capture_output=True, text=True, cwd=ROOT,
+                             timeout=monitor_seconds + 120)
+    monitor_s = time.perf_counter() - start
+    print(f"momctl guests: {statistics.median(times):.2f} s (median of 3), {rows} rows for "
+          f"{guests} guests; momctl monitor --seconds {monitor_seconds:g}: exit "
+          f"{monitor.returncode} after {monitor_s:.1f} s, {len(monitor.stdout)} characters")
+    if monitor.returncode != 0:
+        print(monitor.stderr[-2000:])
+    return {"momctl_guests_s": round(statistics.median(times), 2), "momctl_guests_rows": rows,
+            "momctl_monitor_exit": monitor.returncode}
 
 
 def main() -> None:
