@@ -21,6 +21,14 @@ from .parser import Atom, Form, Node, parse
 from .runtime import Builtin, Compiled, Env, UserFunction, show
 
 
+#: The special forms of the language, by the name a policy calls them with.
+SPECIAL_FORMS: frozenset[str] = frozenset({
+    "def", "defun", "let", "if", "with", "and", "or", "defvar", "set", "setq"})
+
+#: The words of the language itself: its special forms and ``nil``.
+RESERVED_WORDS: frozenset[str] = SPECIAL_FORMS | {"nil"}
+
+
 def compile_policy(text: str, policy: str | None = None,
                    warnings: list[PolicyError] | None = None) -> list[Compiled]:
     """Parse and compile a policy text into its top-level closures.
@@ -62,6 +70,7 @@ class Compiler:
             "or": self.or_, "defvar": self.defvar, "set": self.set_,
             "setq": self.set_,
         }
+        assert set(self.special) == SPECIAL_FORMS
 
     # -- atoms ------------------------------------------------------------
 

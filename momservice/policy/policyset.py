@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .builtins import BUILTINS
-from .compiler import compile_policy
+from .compiler import RESERVED_WORDS, compile_policy
 from .entity import Entity
 from .errors import PolicyError, PolicyLimitError, PolicyTrialError
 from .runtime import Compiled, Env
@@ -18,6 +18,15 @@ from .runtime import Compiled, Env
 DEFAULT_MAX_STEPS = 2_000_000
 #: Deepest nesting of user function calls.
 DEFAULT_MAX_DEPTH = 100
+
+#: What every evaluation binds: the host and the managed guests.
+HOST_BINDING = "Host"
+GUESTS_BINDING = "Guests"
+
+#: Names a policy parameter may not take: the language's own words, the
+#: built-in functions and the entities bound at every evaluation.
+RESERVED_NAMES: frozenset[str] = (RESERVED_WORDS | set(BUILTINS)
+                                  | {HOST_BINDING, GUESTS_BINDING})
 
 
 @dataclass
@@ -129,8 +138,8 @@ class PolicySet:
         bindings: dict[str, Any] = dict(BUILTINS)
         if params:
             bindings.update(params)
-        bindings["Host"] = host
-        bindings["Guests"] = managed
+        bindings[HOST_BINDING] = host
+        bindings[GUESTS_BINDING] = managed
         env = Env(bindings, max_steps=self.max_steps, max_depth=self.max_depth,
                   keep_variables=not trial)
         result = EvaluationResult(messages=env.messages)

@@ -19,8 +19,9 @@ from dbus_next.service import dbus_property, method
 from momservice.bus import errors
 from momservice.bus.access import MomInterface, current_message, public, requires
 from momservice.bus.connection import MomMessageBus
+from momservice.errors import Failed, InvalidArgument, NotFound
 from momservice.hypervisor import HypervisorError
-from momservice.policy import PolicyError
+from momservice.policy import PolicyError, PolicyTrialError
 from tests.helpers.private_bus import PrivateSystemBus, skip_reason
 
 
@@ -47,9 +48,15 @@ def test_a_writable_property_needs_an_action() -> None:
 
 @pytest.mark.parametrize("raised, name", [
     (PolicyError("bad", 3), errors.POLICY_SYNTAX),
-    (ValueError("out of range"), errors.INVALID_ARGUMENT),
-    (KeyError("no guest x"), errors.NOT_FOUND),
+    (PolicyTrialError(PolicyError("failed", 2)), errors.POLICY_FAILED),
+    (InvalidArgument("out of range"), errors.INVALID_ARGUMENT),
+    (NotFound("no guest x"), errors.NOT_FOUND),
+    (Failed("refused"), errors.FAILED),
     (HypervisorError("refused"), errors.FAILED),
+    # Not the core's errors: bugs, whatever their built-in type.
+    (ValueError("out of range"), errors.FAILED),
+    (KeyError("no guest x"), errors.FAILED),
+    (TypeError("a bug"), errors.FAILED),
     (OSError(13, "Permission denied"), errors.FAILED),
     (RuntimeError("a bug"), errors.FAILED),
 ])
@@ -99,7 +106,7 @@ class Probe(MomInterface):
     @Broken.setter
     @requires("allow")
     def Broken(self, value: "s"):
-        raise ValueError("no such value")
+        raise InvalidArgument("no such value")
 
 
 def test_replies_carry_named_errors_and_know_the_caller(tmp_path: Path) -> None:
