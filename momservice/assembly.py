@@ -101,7 +101,7 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
         MechanismContext(hypervisor, Path(ksm_dir), dry_run=config.dry_run,
                          balloon_floor_kib=config.balloon_floor),
         config.controllers)
-    library = PolicyLibrary(config.policy_sources(), PolicyStore(config.state_dir),
+    library = PolicyLibrary(config.policy_sources, PolicyStore(config.state_dir),
                             defaults=[shipped_policy_dir()])
     engine = Engine(
         hypervisor, host_collector, library.active, mechanisms.enabled,

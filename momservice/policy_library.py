@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Tries a candidate set on the current statistics; PolicyTrialError if it fails.
 TryOut = Callable[[PolicySet], None]
+#: The layered sources as they are now (a directory may appear later).
+Sources = Callable[[], Sequence[Path]]
 
 
 def load_policy_texts(sources: Sequence[Path], store: PolicyStore | None = None
@@ -79,18 +81,21 @@ def _load_files(files: Mapping[str, Path]) -> dict[str, str]:
 class PolicyLibrary:
     """The policy sources, the store and the active set, with the changes to it.
 
-    ``active`` is the one PolicySet the engine evaluates: changes replace
-    its content (``PolicySet.take``), never the object.  ``try_out`` is
-    the engine's trial, bound once the engine exists; until then nothing
-    can be tried and every change is taken as it is.
+    ``sources`` is asked at every read (``Config.policy_sources``: the
+    optional /etc directory counts once it exists); ``defaults`` are the
+    shipped policies.  ``active`` is the one PolicySet the engine
+    evaluates: changes replace its content (``PolicySet.take``), never the
+    object.  ``try_out`` is the engine's trial, bound once the engine
+    exists; until then nothing can be tried and every change is taken as
+    it is.
     """
 
-    def __init__(self, sources: Sequence[Path], store: PolicyStore,
+    def __init__(self, sources: Sources, store: PolicyStore,
                  defaults: Sequence[Path] = ()) -> None:
-        self.sources = list(sources)
+        self.sources = sources
         self.store = store
         self.defaults = list(defaults)
-        self.active = PolicySet(load_policy_texts(self.sources, self.store))
+        self.active = PolicySet(load_policy_texts(self.sources(), self.store))
         self.try_out: TryOut = lambda candidate: None
         #: Why the policies on disk are not the active ones (they failed
         #: when evaluated at start-up or on a reload); empty when they are.
@@ -183,7 +188,7 @@ class PolicyLibrary:
         PolicyTrialError when that set fails on the current statistics:
         the active set stays, and ``load_error`` says why.
         """
-        texts = load_policy_texts(self.sources, self.store)
+        texts = load_policy_texts(self.sources(), self.store)
         self._activate_from_disk(self._tried_from_disk(texts, "reloaded"), "reloaded")
 
     def reset(self) -> list[str]:
@@ -193,7 +198,7 @@ class PolicyLibrary:
         fail on the current statistics; Failed when the disk refuses a
         deletion (what the store still holds is reloaded).
         """
-        files_only = self._tried_from_disk(load_policy_texts(self.sources), "reset")
+        files_only = self._tried_from_disk(load_policy_texts(self.sources()), "reset")
         try:
             removed = self.store.delete_all()
         except OSError as e:
@@ -222,7 +227,7 @@ class PolicyLibrary:
     def _without_stored(self, name: str) -> PolicySet:
         """The active set once the stored policy ``name`` is gone: with its file, if any."""
         try:
-            files = find_policy_files(self.sources)
+            files = find_policy_files(self.sources())
         except OSError as e:
             log.error("cannot list policies: %s", e)
             files = {}

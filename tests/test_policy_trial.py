@@ -213,3 +213,22 @@ def test_reset_that_the_store_refuses_keeps_what_it_still_holds(setup: Setup, ru
         assert "50-mine" in service.policy_names()
         assert service.policy_load_error == ""
     started(setup, run, body)
+
+
+def test_reload_reads_the_etc_directory_created_after_start(setup: Setup, run, tmp_path,
+                                                           monkeypatch) -> None:
+    # No policy-dir configured: the shipped policies, then /etc/mom/policy.d once
+    # it exists (here a temporary directory standing for it, absent at start).
+    etc = tmp_path / "etc-mom-policy.d"
+    monkeypatch.setattr("momservice.config.ETC_POLICY_DIR", etc)
+
+    async def body(service):
+        assert "50-late" not in service.policy_names()
+        etc.mkdir()
+        (etc / "50-late.policy").write_text("(defvar late 1)\n")
+        service.reload()   # SIGHUP's path
+        assert "50-late" in service.policy_names()
+        (etc / "50-late.policy").unlink()
+        service.reload_policies()
+        assert "50-late" not in service.policy_names()
+    started(setup, run, body, policy_dir=None)
