@@ -16,6 +16,7 @@ import pytest
 
 from momservice import config, fields
 from momservice.assembly import build_service
+from momservice.collectors.ksm import KSM_TUNABLES
 from momservice.collectors import HostCollector
 from momservice.controllers import (BalloonController, Decision, KsmController, Mechanism,
                                     MechanismContext, build_mechanisms)
@@ -39,9 +40,10 @@ def test_the_registry_is_the_configurations_list_of_controllers():
         assert kind.entity in ("host", "guest") and kind.controls
 
 
-def test_the_mechanisms_consume_exactly_the_catalogues_controls():
-    assert CONTROLS["host"] == fields.HOST_CONTROLS
-    assert CONTROLS["guest"] == fields.GUEST_CONTROLS
+def test_the_mechanisms_consume_exactly_the_known_controls():
+    # The guest's are the catalogue's control rows, the host's the KSM tunables.
+    assert CONTROLS["guest"] == {f.name for f in fields.GUEST_CONTROL_FIELDS}
+    assert CONTROLS["host"] == {f"ksm_{name}" for name in KSM_TUNABLES}
 
 
 def test_the_default_balloon_floor_is_the_mechanisms(tmp_path: Path):
