@@ -61,9 +61,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bus_bench import busctl_ms  # noqa: E402
 from momservice.collectors import HostCollector  # noqa: E402
+from momservice.collectors.ksm import DEFAULT_KSM_DIR, KSM_FILES  # noqa: E402
 from momservice.contract import BUS_NAME, MANAGER_PATH, OBJECT_MANAGER_INTERFACE  # noqa: E402
 from momservice.controllers import BalloonController, KsmController  # noqa: E402
-from momservice.engine.core import Controllers, Engine  # noqa: E402
+from momservice.engine.core import Engine  # noqa: E402
 from momservice.hypervisor.libvirt import LibvirtHypervisor  # noqa: E402
 from momservice.policy import PolicySet  # noqa: E402
 from momservice.policy_files import find_policy_files, read_policy_texts  # noqa: E402
@@ -76,11 +77,8 @@ from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd  # noq
 def copy_ksm_tree(target: Path) -> Path:
     """A writable copy of the KSM tunables and counters (zeros if no KSM here)."""
     target.mkdir(parents=True)
-    real = Path("/sys/kernel/mm/ksm")
-    for name in ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes",
-                 "pages_shared", "pages_sharing", "pages_unshared", "pages_volatile",
-                 "full_scans"):
-        source = real / name
+    for name in KSM_FILES:
+        source = DEFAULT_KSM_DIR / name
         (target / name).write_text(source.read_text() if source.exists() else "0\n")
     return target
 
@@ -90,8 +88,7 @@ async def bench(uri: str, guests: int, cycles: int, workdir: Path) -> dict:
     policies = PolicySet(read_policy_texts(find_policy_files([ROOT / "policies"])))
     hypervisor = LibvirtHypervisor(uri)
     engine = Engine(hypervisor, HostCollector(), policies,
-                    Controllers(balloon=BalloonController(hypervisor),
-                                ksm=KsmController(ksm_dir)),
+                    [BalloonController(hypervisor), KsmController(ksm_dir)],
                     # The loops must not run on their own: the benchmark drives.
                     host_interval=3600, guest_interval=3600, manager_interval=3600,
                     policy_interval=3600)

@@ -19,8 +19,8 @@ Sections and keys
     ``policy-dir``: a directory of policies; at most one of the two.
     ``plot-dir`` (empty: no plotting).
     Our own keys: ``state-dir`` (``/var/lib/mom``), ``dry-run`` (a boolean:
-    true/false, yes/no, on/off, 1/0) and ``balloon-floor`` (KiB, 262144: no
-    balloon target below it is ever applied).
+    true/false, yes/no, on/off, 1/0) and ``balloon-floor`` (KiB, 256 MiB by
+    default: no balloon target below it is ever applied).
     MoM keys mom does not implement -- ``rpc-port``, ``main-loop-interval``,
     ``guest-manager-multi-thread`` and ``hypervisor-interface: libvirt`` --
     are accepted and ignored with one warning each.  Any other
@@ -35,7 +35,10 @@ Sections and keys
 ``[host]`` / ``[guest]``
     ``collectors``: comma-separated collector names, by default
     ``HostMemory, HostKSM, HostCpu`` and
-    ``GuestQemuProc, GuestMemory, GuestBalloon``.
+    ``GuestQemuProc, GuestMemory, GuestBalloon``.  Only the listed
+    collectors' statistics are collected (``momservice.collectors.registry``
+    says which fields each provides; mom's ``HostMemory`` includes the
+    kernel's memory pressure, which ``HostPressure`` provides alone).
 
 ``[Collector: NAME]``
     Options for one collector, kept as strings in
@@ -60,6 +63,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .collectors.registry import GUEST_COLLECTORS as _GUEST_REGISTRY
+from .collectors.registry import HOST_COLLECTORS as _HOST_REGISTRY
+from .controllers.balloon import DEFAULT_FLOOR_KIB
+from .controllers.registry import MECHANISMS
+
 _logger = logging.getLogger(__name__)
 
 #: Where momd looks for its configuration when ``-c`` is not given.
@@ -69,18 +77,16 @@ DEFAULT_CONFIG_FILE = Path("/etc/mom/momd.conf")
 ETC_POLICY_DIR = Path("/etc/mom/policy.d")
 
 DEFAULT_STATE_DIR = Path("/var/lib/mom")
-DEFAULT_BALLOON_FLOOR = 262144  # KiB
+DEFAULT_BALLOON_FLOOR = DEFAULT_FLOOR_KIB  # KiB: the Balloon mechanism's
 DEFAULT_CONTROLLERS: tuple[str, ...] = ("Balloon", "KSM")
 DEFAULT_HOST_COLLECTORS: tuple[str, ...] = ("HostMemory", "HostKSM", "HostCpu")
 DEFAULT_GUEST_COLLECTORS: tuple[str, ...] = (
     "GuestQemuProc", "GuestMemory", "GuestBalloon")
 
-#: Implemented plugins, in their canonical spelling.
-HOST_COLLECTORS: tuple[str, ...] = (
-    "HostMemory", "HostKSM", "HostCpu", "HostPressure")
-GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestQemuProc", "GuestMemory", "GuestBalloon")
-CONTROLLERS: tuple[str, ...] = ("Balloon", "KSM")
+#: Implemented plugins, in their canonical spelling: the registries' names.
+HOST_COLLECTORS: tuple[str, ...] = tuple(_HOST_REGISTRY)
+GUEST_COLLECTORS: tuple[str, ...] = tuple(_GUEST_REGISTRY)
+CONTROLLERS: tuple[str, ...] = tuple(MECHANISMS)
 
 #: MoM plugins mom accepts in an old configuration but does not implement:
 #: they are dropped from the lists, with one warning each.

@@ -169,15 +169,9 @@ GUEST_FIELDS: frozenset[str] = GUEST_REQUIRED_FIELDS | GUEST_OPTIONAL_FIELDS
 #: Fixed properties of a guest, read with ``(guest.Prop "NAME")``.
 GUEST_PROPERTIES: tuple[str, ...] = tuple(f.name for f in GUEST_IDENTITY)
 
-#: Controls a policy may request, per kind of entity.
-GUEST_CONTROLS: frozenset[str] = frozenset(f.name for f in GUEST_CONTROL_FIELDS)
 #: Fields whose changes alone are no reason for a PropertiesChanged.
 UNSIGNALLED_FIELDS: frozenset[str] = frozenset(
     f.name for f in HOST_STATISTICS + GUEST_CATALOGUE if not f.signalled)
-HOST_CONTROLS: frozenset[str] = frozenset({
-    "ksm_run", "ksm_pages_to_scan", "ksm_sleep_millisecs",
-    "ksm_merge_across_nodes",
-})
 
 #: The rows by D-Bus property, as momctl reads them.
 HOST_BY_PROPERTY: dict[str, Field] = {f.prop: f for f in HOST_STATISTICS if f.prop}

@@ -8,6 +8,7 @@ import logging.handlers
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .config import Config, ConfigError, build_arg_parser, config_from_args
 
@@ -40,8 +41,12 @@ def setup_logging(config: Config) -> None:
     root.addHandler(handler)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run momd until SIGTERM/SIGINT; returns the exit code."""
+def main(argv: Sequence[str] | None = None, **parts: Any) -> int:
+    """Run momd until SIGTERM/SIGINT; returns the exit code.
+
+    ``parts`` go to :func:`momservice.assembly.build_service` (a test's
+    host tree, no pressure trigger, ...).
+    """
     args = build_arg_parser().parse_args(argv)
     try:
         config = config_from_args(args)
@@ -53,13 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"momd: cannot open log {config.log}: {e}", file=sys.stderr)
         return 2
+    from .assembly import attach_bus, build_service
     from .bus.server import BusNameTaken
-    from .service import Service
     try:
-        service = Service(config)
+        service = build_service(config, **parts)
     except ValueError as e:  # a bad sim:// URI or scenario file
         print(f"momd: {e}", file=sys.stderr)
         return 2
+    attach_bus(service)
     try:
         asyncio.run(service.run())
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from .errors import InvalidArgument
 from .journal_fields import policy_fields
 from .policy_files import SUFFIX, is_policy_file, policy_name
 
@@ -36,20 +37,20 @@ FILE_MODE = 0o644
 
 
 def check_name(name: object) -> str:
-    """``name`` if it can name a stored policy, else ValueError saying why.
+    """``name`` if it can name a stored policy, else InvalidArgument saying why.
 
     1 to 64 characters among letters, digits, ``_``, ``.`` and ``-``, not
     starting with ``.``: no path separator, no control character, nothing
     hidden.
     """
     if not isinstance(name, str):
-        raise ValueError(f"a policy name must be a string, got {type(name).__name__}")
+        raise InvalidArgument(f"a policy name must be a string, got {type(name).__name__}")
     if not _NAME_RE.fullmatch(name):
-        raise ValueError(
+        raise InvalidArgument(
             f"invalid policy name {name!r}: use 1 to {MAX_NAME_LENGTH} characters "
             f"among letters, digits, '_', '.' and '-'")
     if name.startswith("."):
-        raise ValueError(f"invalid policy name {name!r}: it must not start with '.'")
+        raise InvalidArgument(f"invalid policy name {name!r}: it must not start with '.'")
     return name
 
 
@@ -73,7 +74,7 @@ class PolicyStore:
         self.directory = Path(state_dir) / "policy.d"
 
     def path(self, name: str) -> Path:
-        """The file of the policy ``name`` (ValueError for an invalid name)."""
+        """The file of the policy ``name`` (InvalidArgument for an invalid name)."""
         return self.directory / f"{check_name(name)}{SUFFIX}"
 
     # -- reading -------------------------------------------------------------
@@ -133,14 +134,18 @@ class PolicyStore:
     def save(self, name: str, text: str) -> Path:
         """Store ``text`` as the policy ``name``, atomically and durably.
 
-        ValueError for an invalid name or a text that is not a string (or
+        InvalidArgument for an invalid name or a text that is not a string (or
         cannot be encoded as UTF-8); OSError when the disk refuses, in
         which case the previous text, if any, is still in place.
         """
         target = self.path(name)
         if not isinstance(text, str):
-            raise ValueError(f"a policy text must be a string, got {type(text).__name__}")
-        data = text.encode("utf-8")  # UnicodeEncodeError is a ValueError
+            raise InvalidArgument(f"a policy text must be a string, got {type(text).__name__}")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise InvalidArgument(f"policy {name}: the text cannot be encoded as UTF-8: "
+                                  f"{e.reason}") from None
         self._make_directory()
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}{SUFFIX}.",
                                     suffix=_TEMP_SUFFIX)

@@ -16,6 +16,7 @@ import logging
 
 import pytest
 
+from momservice.errors import Failed
 from momservice.policy import PolicyError, PolicyTrialError
 from momservice.policy_store import PolicyStore
 from tests.helpers.service_setup import Setup
@@ -170,7 +171,7 @@ def test_files_that_fail_at_start_give_way_to_the_shipped_defaults(setup: Setup,
     (setup.policy_dir / "50-huge.policy").write_text(HUGE)
     caplog.set_level(logging.ERROR)
     notified: list[str] = []
-    monkeypatch.setattr("momservice.service.notify", notified.append)
+    monkeypatch.setattr("momservice.engine.notify.notify", notified.append)
 
     async def body(service):
         assert service.policy_texts() == shipped
@@ -205,10 +206,29 @@ def test_reset_that_the_store_refuses_keeps_what_it_still_holds(setup: Setup, ru
 
         def refuse() -> list[str]:
             raise PermissionError("read-only state directory")
-        monkeypatch.setattr(service.store, "delete_all", refuse)
-        with pytest.raises(OSError):
+        monkeypatch.setattr(service.library.store, "delete_all", refuse)
+        with pytest.raises(Failed):
             service.reset_policies()
         # Nothing was deleted: the active set is what the disk still holds.
         assert "50-mine" in service.policy_names()
         assert service.policy_load_error == ""
     started(setup, run, body)
+
+
+def test_reload_reads_the_etc_directory_created_after_start(setup: Setup, run, tmp_path,
+                                                           monkeypatch) -> None:
+    # No policy-dir configured: the shipped policies, then /etc/mom/policy.d once
+    # it exists (here a temporary directory standing for it, absent at start).
+    etc = tmp_path / "etc-mom-policy.d"
+    monkeypatch.setattr("momservice.config.ETC_POLICY_DIR", etc)
+
+    async def body(service):
+        assert "50-late" not in service.policy_names()
+        etc.mkdir()
+        (etc / "50-late.policy").write_text("(defvar late 1)\n")
+        service.reload()   # SIGHUP's path
+        assert "50-late" in service.policy_names()
+        (etc / "50-late.policy").unlink()
+        service.reload_policies()
+        assert "50-late" not in service.policy_names()
+    started(setup, run, body, policy_dir=None)

@@ -10,7 +10,7 @@ from dbus_next.aio import MessageBus
 
 from ..engine.core import EngineObserver, Evaluation
 from .interfaces import GuestInterface, HostInterface, ManagerInterface, applied_controls
-from .names import HOST_PATH, MANAGER_PATH, guest_path
+from ..contract import HOST_PATH, MANAGER_PATH, guest_path
 
 if TYPE_CHECKING:
     from ..service import Service

@@ -22,7 +22,7 @@ from ..fields import (BALLOON_TARGET, GUEST_BY_PROPERTY, GUEST_CATALOGUE, GUEST_
                       GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
 from . import exitcodes
 from .bus_client import MomClient, guests_of, unwrap
-from .formatting import (dump_json, field_text, format_duration_us, format_kib, format_table,
+from .formatting import (KSM_KEYS, dump_json, field_text, format_duration_us, format_kib, format_table,
                          format_timestamp_us, format_value, ksm_setting, param_variant,
                          parse_assignment, parse_size)
 from .policy_tools import UsageError
@@ -470,9 +470,7 @@ def add_bus_commands(commands: argparse._SubParsersAction) -> None:
                             help="show KSM statistics and tunables, or set tunables")
     sub = p.add_subparsers(dest="ksm_command", metavar="set")
     s = sub.add_parser("set", parents=[bus], help="set KSM tunables: "
-                       + ", ".join(f"{k}=N" for k in ("run", "pages_to_scan",
-                                                      "sleep_millisecs",
-                                                      "merge_across_nodes")))
+                       + ", ".join(f"{k}=N" for k in KSM_KEYS))
     s.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     p.set_defaults(run=run_ksm, assignments=[])
 

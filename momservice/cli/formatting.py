@@ -15,6 +15,7 @@ from typing import Any
 
 from dbus_next import Variant
 
+from ..collectors.ksm import KSM_TUNABLES
 from ..fields import KIB, Field
 from .policy_tools import UsageError
 
@@ -112,8 +113,9 @@ def param_variant(raw: str) -> Variant:
     raise UsageError(f"{raw}: a parameter must be a boolean, number or string, not {kind}")
 
 
-#: SetKsm's keys, as momctl accepts them (``-`` may stand for ``_``).
-KSM_KEYS = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
+#: SetKsm's keys, as momctl accepts them (``-`` may stand for ``_``): the
+#: KSM tunables.
+KSM_KEYS: tuple[str, ...] = KSM_TUNABLES
 
 
 def ksm_setting(text: str) -> tuple[str, Variant]:

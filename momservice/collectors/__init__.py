@@ -1,4 +1,5 @@
-"""Read-only collectors of host statistics from /proc and /sys."""
+"""Read-only collectors of host statistics from /proc and /sys, and the guest
+collectors' choice of the hypervisor's statistics; ``registry`` lists them."""
 
 from __future__ import annotations
 

@@ -1,21 +1,25 @@
-"""Reader for the KSM tunables and counters in ``/sys/kernel/mm/ksm``."""
+"""KSM's files in sysfs: their names (the one list of them) and their reader."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-#: sysfs file name -> host field name.
-KSM_FILES: dict[str, str] = {
-    "run": "ksm_run",
-    "pages_to_scan": "ksm_pages_to_scan",
-    "sleep_millisecs": "ksm_sleep_millisecs",
-    "merge_across_nodes": "ksm_merge_across_nodes",
-    "pages_shared": "ksm_pages_shared",
-    "pages_sharing": "ksm_pages_sharing",
-    "pages_unshared": "ksm_pages_unshared",
-    "pages_volatile": "ksm_pages_volatile",
-    "full_scans": "ksm_full_scans",
-}
+#: KSM's directory below the root of sysfs.
+KSM_SYSFS_DIR = Path("kernel/mm/ksm")
+#: KSM's directory on the real host.
+DEFAULT_KSM_DIR = Path("/sys") / KSM_SYSFS_DIR
+
+#: The tunables, in the order a writer must write them: merge_across_nodes
+#: first (the kernel only takes it while nothing is shared, and an unmerge
+#: may be needed), run last, so that ksmd starts with its new scan rate.
+KSM_TUNABLES: tuple[str, ...] = ("merge_across_nodes", "pages_to_scan",
+                                 "sleep_millisecs", "run")
+#: The counters, read-only.
+KSM_COUNTERS: tuple[str, ...] = ("pages_shared", "pages_sharing", "pages_unshared",
+                                 "pages_volatile", "full_scans")
+
+#: sysfs file name -> host field name (run -> ksm_run, ...).
+KSM_FILES: dict[str, str] = {name: f"ksm_{name}" for name in KSM_TUNABLES + KSM_COUNTERS}
 
 # Only kernels built with NUMA support have this file.
 OPTIONAL_KSM_FILES: frozenset[str] = frozenset({"merge_across_nodes"})

@@ -8,16 +8,22 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import InvalidArgument
 from ..hypervisor.base import HypervisorError, HypervisorInterface
 from ..journal_fields import guest_fields
+from .base import Decision, Mechanism, MechanismContext
 
 log = logging.getLogger(__name__)
 
 #: Balloon commands sent before the event loop gets a turn.
 _YIELD_EVERY = 10
 
-#: The default balloon floor (KiB): no guest is squeezed below 256 MiB.
+#: The default balloon floor (KiB): no guest is squeezed below 256 MiB
+#: (the ``balloon-floor`` configuration key's default).
 DEFAULT_FLOOR_KIB = 262144
+
+#: The one control it consumes, on each guest.
+BALLOON_TARGET = "balloon_target"
 
 
 def _as_kib(value: Any) -> int | None:
@@ -36,7 +42,7 @@ def _sample_kib(sample: Mapping[str, Any], field: str) -> int | None:
     return _as_kib(sample.get(field))
 
 
-class BalloonController:
+class BalloonController(Mechanism):
     """Applies balloon targets to running guests through the hypervisor interface.
 
     Every target the policies ask for is clamped to the guest's allowed
@@ -48,10 +54,21 @@ class BalloonController:
     range and refused, not clamped.
     """
 
+    name = "Balloon"
+    entity = "guest"
+    controls = frozenset({BALLOON_TARGET})
+    needs_hypervisor = True
+
+    @classmethod
+    def build(cls, context: MechanismContext) -> "BalloonController":
+        floor = (DEFAULT_FLOOR_KIB if context.balloon_floor_kib is None
+                 else context.balloon_floor_kib)
+        return cls(context.hypervisor, floor_kib=floor, dry_run=context.dry_run)
+
     def __init__(self, hypervisor: HypervisorInterface, *,
                  floor_kib: int = DEFAULT_FLOOR_KIB, dry_run: bool = False) -> None:
         if isinstance(floor_kib, bool) or not isinstance(floor_kib, int) or floor_kib < 0:
-            raise ValueError(f"balloon floor must be a non-negative number of KiB, "
+            raise InvalidArgument(f"balloon floor must be a non-negative number of KiB, "
                              f"got {floor_kib!r}")
         self.hypervisor = hypervisor
         self.floor_kib = floor_kib
@@ -74,6 +91,20 @@ class BalloonController:
 
     # -- policy targets --------------------------------------------------------
 
+    def check(self, control: str, value: Any) -> int:
+        """A balloon target as whole KiB; InvalidArgument unless a size."""
+        if control != BALLOON_TARGET:
+            raise InvalidArgument(f"the Balloon mechanism has no control {control!r}")
+        kib = _as_kib(value)
+        if kib is None:
+            raise InvalidArgument(f"a balloon target must be a non-negative number "
+                                  f"of KiB, got {value!r}")
+        return kib
+
+    async def act(self, decision: Decision) -> dict[str, int]:
+        return await self.apply(decision.guest_controls, decision.guest_samples,
+                                decision.guest_names)
+
     async def apply(self, requests: Mapping[str, Mapping[str, Any]],
                     samples: Mapping[str, Mapping[str, Any]],
                     names: Mapping[str, str] | None = None) -> dict[str, int]:
@@ -89,11 +120,11 @@ class BalloonController:
         names = names or {}
         applied: dict[str, int] = {}
         for uuid, controls in requests.items():
-            if "balloon_target" not in controls:
+            if BALLOON_TARGET not in controls:
                 continue
             who = _guest(uuid, names)
             about = guest_fields(uuid, names.get(uuid))
-            requested = controls["balloon_target"]
+            requested = controls[BALLOON_TARGET]
             kib = _as_kib(requested)
             if kib is None:
                 log.warning("Guest %s: ignoring balloon target %r from the policy: "
@@ -140,7 +171,7 @@ class BalloonController:
         """Set one guest's balloon to a target an administrator asked for.
 
         Unlike policy targets, a manual target outside the allowed range is
-        refused: ``ValueError`` says which range applies.  Returns the
+        refused: ``InvalidArgument`` says which range applies.  Returns the
         target (also when already current, in which case nothing is sent,
         and in a dry run).  ``HypervisorError`` from the hypervisor
         propagates, for the caller to report.
@@ -149,15 +180,15 @@ class BalloonController:
         about = guest_fields(uuid, name)
         target = _as_kib(kib)
         if target is None:
-            raise ValueError(f"balloon target for guest {who} must be a "
+            raise InvalidArgument(f"balloon target for guest {who} must be a "
                              f"non-negative number of KiB, got {kib!r}")
         limits = self.limits(sample)
         if limits is None:
-            raise ValueError(f"guest {who} has no balloon_max in its latest sample: "
+            raise InvalidArgument(f"guest {who} has no balloon_max in its latest sample: "
                              f"its allowed balloon range is unknown")
         low, high = limits
         if not low <= target <= high:
-            raise ValueError(
+            raise InvalidArgument(
                 f"balloon target {target} KiB for guest {who} is outside its "
                 f"allowed range {low}..{high} KiB (balloon_min "
                 f"{sample.get('balloon_min')}, floor {self.floor_kib}, "

@@ -11,30 +11,25 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..collectors.ksm import KSM_FILES, read_ksm
-from ..fields import HOST_CONTROLS
+from ..collectors.ksm import DEFAULT_KSM_DIR, KSM_FILES, KSM_TUNABLES, read_ksm
+from ..errors import Failed, InvalidArgument
+from .base import Decision, Mechanism, MechanismContext
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KSM_DIR = Path("/sys/kernel/mm/ksm")
+#: Policy control name -> sysfs file name (ksm_run -> run, ...): a host
+#: control per tunable.
+CONTROL_FILES: dict[str, str] = {KSM_FILES[name]: name for name in KSM_TUNABLES}
 
-#: Policy control name -> sysfs file name (ksm_run -> run, ...).
-CONTROL_FILES: dict[str, str] = {
-    field: name for name, field in KSM_FILES.items() if field in HOST_CONTROLS
-}
-
-#: The order of writes: merge_across_nodes first (the kernel only takes it
-#: while nothing is shared, and an unmerge may be needed), run last, so that
-#: ksmd starts with its new scan rate.
-WRITE_ORDER: tuple[str, ...] = ("merge_across_nodes", "pages_to_scan",
-                                "sleep_millisecs", "run")
+#: The order of writes (see KSM_TUNABLES).
+WRITE_ORDER: tuple[str, ...] = KSM_TUNABLES
 
 #: The kernel parses pages_to_scan and sleep_millisecs as unsigned int.
 _UINT_MAX = 2**32 - 1
 
 
 def _check(name: str, value: Any) -> int:
-    """``value`` as what the kernel takes for the file ``name``; ValueError if unfit.
+    """``value`` as what the kernel takes for the file ``name``; InvalidArgument if unfit.
 
     run is 0, 1 or 2 and merge_across_nodes 0 or 1 (whole numbers: 1.0 is
     accepted, 1.5 is not); pages_to_scan and sleep_millisecs are
@@ -46,15 +41,15 @@ def _check(name: str, value: Any) -> int:
                 and (not isinstance(value, float) or value.is_integer())
                 and int(value) in allowed):
             return int(value)
-        raise ValueError(f"KSM {name} must be one of "
+        raise InvalidArgument(f"KSM {name} must be one of "
                          f"{', '.join(map(str, allowed))}, got {value!r}")
     if name in ("pages_to_scan", "sleep_millisecs"):
         if (not isinstance(value, bool) and isinstance(value, (int, float))
                 and math.isfinite(value) and 0 <= value <= _UINT_MAX):
             return int(value)
-        raise ValueError(f"KSM {name} must be a non-negative integer "
+        raise InvalidArgument(f"KSM {name} must be a non-negative integer "
                          f"(at most {_UINT_MAX}), got {value!r}")
-    raise ValueError(f"unknown KSM setting {name!r}; known: {', '.join(WRITE_ORDER)}")
+    raise InvalidArgument(f"unknown KSM setting {name!r}; known: {', '.join(WRITE_ORDER)}")
 
 
 def _write_file(path: Path, text: str) -> None:
@@ -70,7 +65,7 @@ def _write_file(path: Path, text: str) -> None:
         os.close(fd)
 
 
-class KsmController:
+class KsmController(Mechanism):
     """Applies KSM settings to the kernel, writing only what differs.
 
     The kernel's values are read afresh before every change (another tool
@@ -81,6 +76,14 @@ class KsmController:
     collected in ``last_errors`` and never raised.  With ``dry_run`` the
     decisions are logged and nothing is written.
     """
+
+    name = "KSM"
+    entity = "host"
+    controls = frozenset(CONTROL_FILES)
+
+    @classmethod
+    def build(cls, context: MechanismContext) -> "KsmController":
+        return cls(context.ksm_dir, dry_run=context.dry_run)
 
     def __init__(self, ksm_dir: Path = DEFAULT_KSM_DIR, *, dry_run: bool = False,
                  unmerge_timeout: float = 10.0, poll_interval: float = 0.05) -> None:
@@ -95,6 +98,16 @@ class KsmController:
 
     # -- entry points ---------------------------------------------------------
 
+    def check(self, control: str, value: Any) -> int:
+        name = CONTROL_FILES.get(control)
+        if name is None:
+            raise InvalidArgument(f"the KSM mechanism has no control {control!r}; "
+                                  f"known: {', '.join(sorted(CONTROL_FILES))}")
+        return _check(name, value)
+
+    async def act(self, decision: Decision) -> dict[str, int]:
+        return await self.apply(decision.host_controls)
+
     async def apply(self, controls: Mapping[str, Any]) -> dict[str, int]:
         """Apply the policies' KSM host controls (``ksm_run``, ...).
 
@@ -102,7 +115,8 @@ class KsmController:
         Returns what was written (in a dry run: what would have been), by
         file name.
         """
-        self.last_errors = {}
+        errors: dict[str, str] = {}
+        self.last_errors = errors
         wanted: dict[str, int] = {}
         for control, value in controls.items():
             name = CONTROL_FILES.get(control)
@@ -110,29 +124,53 @@ class KsmController:
                 continue
             try:
                 wanted[name] = _check(name, value)
-            except ValueError as exc:
+            except InvalidArgument as exc:
                 log.warning("Ignoring policy control %s: %s", control, exc)
-                self.last_errors[name] = str(exc)
-        return await self._write_all(wanted)
+                errors[name] = str(exc)
+        return await self._write_all(wanted, errors)
 
     async def set(self, settings: Mapping[str, Any]) -> dict[str, int]:
         """Apply settings by file name (``run``, ``pages_to_scan``, ...) on request.
 
-        Every key and value is checked first: ``ValueError`` on an unknown
-        key or a bad value, and then nothing is written.  Returns what was
-        written; failed writes are in ``last_errors``, as with ``apply``.
+        Every key and value is checked first: ``InvalidArgument`` on an
+        unknown key or a bad value, and then nothing is written.  Returns
+        what was written; failed writes are in ``last_errors``, as with
+        ``apply``.
         """
-        unknown = sorted(set(settings) - set(WRITE_ORDER))
-        if unknown:
-            raise ValueError(f"unknown KSM setting(s) {', '.join(map(repr, unknown))}; "
-                             f"known: {', '.join(WRITE_ORDER)}")
-        wanted = {name: _check(name, value) for name, value in settings.items()}
+        wanted = self._checked(settings)
         self.last_errors = {}
-        return await self._write_all(wanted)
+        return await self._write_all(wanted, self.last_errors)
+
+    async def request(self, settings: Mapping[str, Any]) -> dict[str, int]:
+        """``set`` for an administrator's request, sharing nothing with the policy's
+        applies: ``last_errors`` stays theirs (an apply may run while a request
+        waits for an unmerge).  Returns what was written; ``Failed`` when the
+        kernel refused a write (the message says which; the settings before it
+        were written).
+        """
+        if not isinstance(settings, Mapping):
+            raise InvalidArgument("KSM settings must be a mapping of names to values")
+        wanted = self._checked(settings)
+        errors: dict[str, str] = {}
+        written = await self._write_all(wanted, errors)
+        if errors:
+            done = (f" (written: {', '.join(f'{k}={v}' for k, v in written.items())})"
+                    if written else "")
+            raise Failed(f"KSM not set: {'; '.join(errors.values())}{done}")
+        return written
+
+    @staticmethod
+    def _checked(settings: Mapping[str, Any]) -> dict[str, int]:
+        unknown = sorted(set(settings) - set(WRITE_ORDER), key=repr)
+        if unknown:
+            raise InvalidArgument(
+                f"unknown KSM setting(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(WRITE_ORDER)}")
+        return {name: _check(name, value) for name, value in settings.items()}
 
     # -- writing ----------------------------------------------------------------
 
-    def _read(self) -> dict[str, int] | None:
+    def _read(self, errors: dict[str, str]) -> dict[str, int] | None:
         """The kernel's current values (host field names), None after logging a failure."""
         try:
             current = read_ksm(self.ksm_dir)
@@ -142,17 +180,18 @@ class KsmController:
             if message != self._read_failure:
                 log.warning("%s; KSM settings are left alone", message)
             self._read_failure = message
-            self.last_errors["read"] = message
+            errors["read"] = message
             return None
         if self._read_failure is not None:
             log.info("KSM settings in %s are readable again", self.ksm_dir)
             self._read_failure = None
         return current
 
-    async def _write_all(self, wanted: Mapping[str, int]) -> dict[str, int]:
+    async def _write_all(self, wanted: Mapping[str, int],
+                         errors: dict[str, str]) -> dict[str, int]:
         if not wanted:
             return {}
-        current = self._read()
+        current = self._read(errors)
         if current is None:
             return {}
         written: dict[str, int] = {}
@@ -165,18 +204,19 @@ class KsmController:
                 message = (f"this kernel has no {self.ksm_dir / name} "
                            f"(not built with NUMA support)")
                 log.warning("Cannot set KSM %s to %d: %s", name, value, message)
-                self.last_errors[name] = message
+                errors[name] = message
                 continue
             if now == value:
                 continue
             if name == "merge_across_nodes":
-                await self._set_merge(value, wanted.get("run"), current, written)
-            elif self._write(name, value, now):
+                await self._set_merge(value, wanted.get("run"), current, written, errors)
+            elif self._write(name, value, now, errors):
                 current[KSM_FILES[name]] = value
                 written[name] = value
         return written
 
-    def _write(self, name: str, value: int, now: int | None) -> bool:
+    def _write(self, name: str, value: int, now: int | None,
+               errors: dict[str, str]) -> bool:
         """Write one file; True when done (or, in a dry run, it would be)."""
         path = self.ksm_dir / name
         if self.dry_run:
@@ -185,18 +225,20 @@ class KsmController:
         try:
             _write_file(path, f"{value}\n")
         except OSError as exc:
-            self._failed(name, value, exc)
+            self._failed(name, value, exc, errors)
             return False
         log.info("Set KSM %s to %d (was %s)", name, value, now)
         return True
 
-    def _failed(self, name: str, value: int, exc: OSError) -> None:
+    def _failed(self, name: str, value: int, exc: OSError,
+                errors: dict[str, str]) -> None:
         message = f"writing {value} to {self.ksm_dir / name} failed: {exc.strerror or exc}"
         log.error("Cannot set KSM %s: %s", name, message)
-        self.last_errors[name] = message
+        errors[name] = message
 
     async def _set_merge(self, value: int, run_wanted: int | None,
-                         current: dict[str, int], written: dict[str, int]) -> None:
+                         current: dict[str, int], written: dict[str, int],
+                         errors: dict[str, str]) -> None:
         """Change merge_across_nodes, unmerging first if the kernel is busy."""
         name = "merge_across_nodes"
         now = current[KSM_FILES[name]]
@@ -215,7 +257,7 @@ class KsmController:
             _write_file(path, f"{value}\n")
         except OSError as exc:
             if exc.errno != errno.EBUSY:
-                self._failed(name, value, exc)
+                self._failed(name, value, exc, errors)
                 return
         else:
             log.info("Set KSM %s to %d (was %d)", name, value, now)
@@ -227,7 +269,7 @@ class KsmController:
         run_before = current["ksm_run"]
         log.warning("Kernel refused KSM %s=%d while pages are shared (EBUSY); "
                     "unmerging all KSM pages (run=2) to change it", name, value)
-        if not self._write("run", 2, run_before):
+        if not self._write("run", 2, run_before, errors):
             return
         current["ksm_run"] = 2
         written["run"] = 2
@@ -239,14 +281,14 @@ class KsmController:
             try:
                 _write_file(path, f"{value}\n")
             except OSError as exc:
-                self._failed(name, value, exc)
+                self._failed(name, value, exc, errors)
             else:
                 log.info("Set KSM %s to %d (was %d) after unmerging", name, value, now)
                 current[KSM_FILES[name]] = value
                 written[name] = value
         finally:
             restore = run_before if run_wanted is None else run_wanted
-            if restore != 2 and self._write("run", restore, 2):
+            if restore != 2 and self._write("run", restore, 2, errors):
                 current["ksm_run"] = restore
                 written["run"] = restore
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..collectors import CollectionError
-from ..fields import GUEST_CONTROLS, HOST_CONTROLS
+from ..controllers.base import Decision, Mechanism
+from ..controllers.registry import CONTROLS
 from ..hypervisor import GuestInfo, HypervisorInterface
 from ..journal_fields import guest_fields, policy_error_fields
 from ..policy import Entity, EvaluationResult, PolicySet
@@ -39,13 +40,23 @@ class Evaluation:
     dry_run: bool
     guest_controls: dict[str, dict[str, Any]] = field(default_factory=dict)  # by UUID
     host_controls: dict[str, Any] = field(default_factory=dict)
-    applied_balloons: dict[str, int] = field(default_factory=dict)          # by UUID
-    applied_ksm: dict[str, int] = field(default_factory=dict)
+    #: What each mechanism applied, by its name (see Mechanism.act).
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)
     trigger_time: float | None = None   # monotonic time of the trigger, if any
 
     @property
+    def applied_balloons(self) -> dict[str, int]:
+        """Balloon targets applied, by UUID."""
+        return self.applied.get("Balloon", {})
+
+    @property
+    def applied_ksm(self) -> dict[str, int]:
+        """KSM settings written, by file name."""
+        return self.applied.get("KSM", {})
+
+    @property
     def changed(self) -> bool:
-        return bool(self.applied_balloons or self.applied_ksm)
+        return any(self.applied.values())
 
 
 class EngineObserver:
@@ -64,28 +75,25 @@ class EngineObserver:
     def connection_changed(self, connected: bool) -> None: ...
 
 
-class Controllers:
-    """The writers the engine may use; either may be None (not enabled)."""
-
-    def __init__(self, balloon: Any | None = None, ksm: Any | None = None) -> None:
-        self.balloon = balloon
-        self.ksm = ksm
-
-
 class Engine:
     """momd's core: keeps the entities, runs the loops, evaluates and applies."""
 
     def __init__(self, hypervisor: HypervisorInterface, host_collector: Any,
-                 policies: PolicySet, controllers: Controllers, *,
+                 policies: PolicySet, mechanisms: Iterable[Mechanism], *,
                  host_interval: float = 5.0, guest_interval: float = 5.0,
                  manager_interval: float = 5.0, policy_interval: float = 10.0,
                  history_length: int = 10, dry_run: bool = False,
                  params: Mapping[str, Any] | None = None,
+                 guest_fields_left_out: Iterable[str] = (),
                  clock: Callable[[], float] = time.time) -> None:
         self.hypervisor = hypervisor
         self.host_collector = host_collector
         self.policies = policies
-        self.controllers = controllers
+        #: The mechanisms the policies drive, in the order they act.
+        self.mechanisms: tuple[Mechanism, ...] = tuple(mechanisms)
+        #: Guest fields dropped from the hypervisor's samples: those of the
+        #: guest collectors not configured.
+        self.guest_fields_left_out: frozenset[str] = frozenset(guest_fields_left_out)
         self.host_interval = host_interval
         self.guest_interval = guest_interval
         self.manager_interval = manager_interval
@@ -166,6 +174,9 @@ class Engine:
                         continue  # vanished between the listing and the sample
                     self.guest_added(info)
                     entity = self.guests[uuid]
+                if self.guest_fields_left_out:
+                    sample = {k: v for k, v in sample.items()
+                              if k not in self.guest_fields_left_out}
                 entity.add_sample(sample, self.clock())
         self._notify("guests_sampled")
 
@@ -210,7 +221,8 @@ class Engine:
         for controls in evaluation.guest_controls.values():
             requested.update(("guest", n) for n in controls)
         for kind, name in requested - self._unknown_controls_seen:
-            known = HOST_CONTROLS if kind == "host" else GUEST_CONTROLS
+            known = CONTROLS[kind].union(*(m.controls for m in self.mechanisms
+                                           if m.entity == kind))
             if name not in known:
                 self._unknown_controls_seen.add((kind, name))
                 log.warning("the policy requests %s control %r, which no controller "
@@ -220,18 +232,21 @@ class Engine:
         if evaluation.dry_run and not self.dry_run:
             # A dry run asked for once: the decision is the answer, nothing is applied.
             return
-        balloon, ksm = self.controllers.balloon, self.controllers.ksm
-        if balloon is not None and evaluation.guest_controls:
-            if self.hypervisor.connected:
-                samples = {u: self.guests[u].latest for u in evaluation.guest_controls
-                           if u in self.guests}
-                names = {u: self.guests[u].name for u in samples}
-                evaluation.applied_balloons = await balloon.apply(
-                    evaluation.guest_controls, samples, names)
-            else:
-                log.info("hypervisor not connected: balloon decisions not applied")
-        if ksm is not None and evaluation.host_controls:
-            evaluation.applied_ksm = await ksm.apply(evaluation.host_controls)
+        samples = {u: self.guests[u].latest for u in evaluation.guest_controls
+                   if u in self.guests}
+        decision = Decision(host_controls=evaluation.host_controls,
+                            guest_controls=evaluation.guest_controls,
+                            guest_samples=samples,
+                            guest_names={u: self.guests[u].name for u in samples})
+        for mechanism in self.mechanisms:
+            wanted = (evaluation.guest_controls if mechanism.entity == "guest"
+                      else evaluation.host_controls)
+            if not wanted:
+                continue
+            if mechanism.needs_hypervisor and not self.hypervisor.connected:
+                log.info("hypervisor not connected: %s decisions not applied", mechanism.name)
+                continue
+            evaluation.applied[mechanism.name] = await mechanism.act(decision)
 
     # -- loops ---------------------------------------------------------------
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Callable
+
+from .core import Engine, EngineObserver, Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +37,28 @@ def watchdog_interval() -> float | None:
         return int(usec) / 2_000_000
     except ValueError:
         return None
+
+
+class StatusNotifier(EngineObserver):
+    """An engine observer keeping systemd's status line current; READY=1 after
+    the first evaluation.  ``load_error`` says why the policy files are not
+    the active ones (empty when they are)."""
+
+    def __init__(self, engine: Engine, load_error: Callable[[], str]) -> None:
+        self.engine = engine
+        self.load_error = load_error
+        self.ready = False
+
+    def evaluated(self, evaluation: Evaluation) -> None:
+        if not self.ready:
+            self.ready = True
+            notify("READY=1")
+        if evaluation.result.error is not None:
+            state = "policy error"
+        elif self.load_error():
+            state = "ok; policy files refused, see LastPolicyError"
+        else:
+            state = "ok"
+        connected = "connected" if self.engine.hypervisor.connected else "hypervisor unreachable"
+        notify(f"STATUS={len(self.engine.guests)} guests, {connected}, last evaluation "
+               f"{evaluation.duration * 1000:.1f} ms ({state})")

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from .core import Engine, EngineObserver
+
 log = logging.getLogger(__name__)
 
 
@@ -54,3 +56,21 @@ class PlotWriter:
         for handle, _ in self._files.values():
             handle.close()
         self._files.clear()
+
+
+class Plotter(EngineObserver):
+    """Writes each new sample of the host and the guests to the plot files."""
+
+    def __init__(self, engine: Engine, writer: PlotWriter) -> None:
+        self.engine = engine
+        self.writer = writer
+
+    def host_sampled(self) -> None:
+        self.writer.write("host", self.engine.host.latest)
+
+    def guests_sampled(self) -> None:
+        for guest in self.engine.guests.values():
+            self.writer.write(guest.name, guest.latest)
+
+    def guest_removed(self, uuid: str) -> None:
+        pass  # the name is gone with the entity; its file stays for the record

@@ -7,10 +7,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..errors import Failed
+
 log = logging.getLogger(__name__)
 
 
-class HypervisorError(Exception):
+class HypervisorError(Failed):
     """The hypervisor refused or could not be reached."""
 
 

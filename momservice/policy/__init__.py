@@ -7,7 +7,7 @@ from .compiler import compile_policy
 from .entity import Entity
 from .errors import PolicyBudgetError, PolicyError, PolicyLimitError, PolicyTrialError
 from .parser import parse
-from .policyset import EvaluationResult, PolicySet
+from .policyset import RESERVED_NAMES, EvaluationResult, PolicySet
 
 __all__ = ["Entity", "EvaluationResult", "PolicyBudgetError", "PolicyError", "PolicyLimitError",
-           "PolicySet", "PolicyTrialError", "compile_policy", "parse"]
+           "PolicySet", "PolicyTrialError", "RESERVED_NAMES", "compile_policy", "parse"]

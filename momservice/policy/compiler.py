@@ -32,6 +32,14 @@ _cache: dict[tuple[str, str | None], tuple["CompiledPolicy", list[PolicyError]]]
 _cache_lock = threading.Lock()  # the bus and the engine's threads both load policies
 
 
+#: The special forms of the language, by the name a policy calls them with.
+SPECIAL_FORMS: frozenset[str] = frozenset({
+    "def", "defun", "let", "if", "with", "and", "or", "defvar", "set", "setq"})
+
+#: The words of the language itself: its special forms and ``nil``.
+RESERVED_WORDS: frozenset[str] = SPECIAL_FORMS | {"nil"}
+
+
 def compile_policy(text: str, policy: str | None = None,
                    warnings: list[PolicyError] | None = None) -> "CompiledPolicy":
     """Parse, check and compile a policy text.
@@ -100,6 +108,7 @@ class Checker:
             "or": self.or_, "defvar": self.defvar, "set": self.set_,
             "setq": self.set_,
         }
+        assert set(self.special) == SPECIAL_FORMS
 
     def node(self, node: Node) -> tuple:
         if isinstance(node, Atom):

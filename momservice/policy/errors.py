@@ -1,9 +1,11 @@
-"""The one exception type of the policy language."""
+"""The one exception type of the policy language (one of the core's errors)."""
 
 from __future__ import annotations
 
+from ..errors import MomError
 
-class PolicyError(Exception):
+
+class PolicyError(MomError):
     """A policy failed to parse, check or evaluate.
 
     ``message`` says what went wrong, ``line`` where (when the error comes

@@ -8,7 +8,7 @@ from typing import Any
 
 from .builtins import BUILTINS
 from .codegen import CompiledPolicy
-from .compiler import compile_policy
+from .compiler import RESERVED_WORDS, compile_policy
 from .entity import Entity
 from .errors import PolicyError, PolicyLimitError, PolicyTrialError
 from .runtime import Env
@@ -19,6 +19,15 @@ from .runtime import Env
 DEFAULT_MAX_STEPS = 2_000_000
 #: Deepest nesting of user function calls.
 DEFAULT_MAX_DEPTH = 100
+
+#: What every evaluation binds: the host and the managed guests.
+HOST_BINDING = "Host"
+GUESTS_BINDING = "Guests"
+
+#: Names a policy parameter may not take: the language's own words, the
+#: built-in functions and the entities bound at every evaluation.
+RESERVED_NAMES: frozenset[str] = (RESERVED_WORDS | set(BUILTINS)
+                                  | {HOST_BINDING, GUESTS_BINDING})
 
 
 @dataclass
@@ -136,8 +145,8 @@ class PolicySet:
         bindings: dict[str, Any] = dict(BUILTINS)
         if params:
             bindings.update(params)
-        bindings["Host"] = host
-        bindings["Guests"] = managed
+        bindings[HOST_BINDING] = host
+        bindings[GUESTS_BINDING] = managed
         env = Env(bindings, max_steps=self.max_steps, max_depth=self.max_depth,
                   keep_variables=not trial)
         result = EvaluationResult(messages=env.messages)

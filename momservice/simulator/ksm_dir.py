@@ -22,11 +22,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..collectors.ksm import KSM_TUNABLES
 from .ksm_model import KsmModel
 
 log = logging.getLogger(__name__)
 
-TUNABLES = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
 _UINT_MAX = 2**32 - 1
 
 
@@ -44,7 +44,7 @@ class SimKsmDir:
 
     def pull(self) -> None:
         """Hand the tunables written since the last push to the simulation."""
-        for name in TUNABLES:
+        for name in KSM_TUNABLES:
             try:
                 text = (self.path / name).read_text()
             except OSError as e:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from ..collectors.ksm import KSM_FILES
+
 PAGE_KIB = 4
 
 #: Pages per second one CPU running ksmd can scan (and compare): 100% CPU.
@@ -132,14 +134,5 @@ class KsmModel:
 
     def files(self) -> dict[str, int]:
         """The values of the sysfs files, by file name."""
-        return {
-            "run": self.run,
-            "pages_to_scan": self.pages_to_scan,
-            "sleep_millisecs": self.sleep_millisecs,
-            "merge_across_nodes": self.merge_across_nodes,
-            "pages_shared": self.pages_shared,
-            "pages_sharing": self.pages_sharing,
-            "pages_unshared": self.pages_unshared,
-            "pages_volatile": self.pages_volatile,
-            "full_scans": self.full_scans,
-        }
+        # Tunables and counters alike are attributes of the file's name.
+        return {name: int(getattr(self, name)) for name in KSM_FILES}

@@ -19,9 +19,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..controllers import BalloonController, KsmController
 from ..controllers.balloon import DEFAULT_FLOOR_KIB
-from ..engine.core import Controllers, Engine, EngineObserver, Evaluation
+from ..controllers.base import MechanismContext
+from ..controllers.registry import MECHANISMS, build_mechanisms
+from ..engine.core import Engine, EngineObserver, Evaluation
 from ..engine.pressure import DEFAULT_TRIGGER
 from ..policy import PolicySet
 from .parts import make_simulation_parts
@@ -66,6 +67,8 @@ class _Recorder(EngineObserver):
 class Lab:
     """An Engine (real policies and controllers) over a lab-mode simulation.
 
+    Every registered mechanism acts, built as momd builds them.
+
     ``pressure_trigger``: the PSI trigger the simulated host signals (as
     momd registers on a real one); None: evaluate at the interval only.
     """
@@ -78,10 +81,11 @@ class Lab:
         self.hypervisor, self.host_collector, self.ksm_dir = make_simulation_parts(
             uri, realtime=False, scenario=scenario)
         self.simulation = self.hypervisor.simulation
-        controllers = Controllers(
-            balloon=BalloonController(self.hypervisor, floor_kib=floor_kib, dry_run=dry_run),
-            ksm=KsmController(self.ksm_dir, dry_run=dry_run))
-        self.engine = Engine(self.hypervisor, self.host_collector, policies, controllers,
+        self.mechanisms = build_mechanisms(
+            MechanismContext(self.hypervisor, self.ksm_dir, dry_run=dry_run,
+                             balloon_floor_kib=floor_kib), MECHANISMS)
+        self.engine = Engine(self.hypervisor, self.host_collector, policies,
+                             self.mechanisms.enabled,
                              host_interval=sample_interval, guest_interval=sample_interval,
                              manager_interval=resync_interval,
                              policy_interval=policy_interval,
@@ -159,9 +163,10 @@ class Lab:
             self.record.errors.append(f"policy: {result.error}")
         for guest, error in result.guest_errors.items():
             self.record.errors.append(f"guest {guest.name}: {error}")
-        ksm = self.engine.controllers.ksm
-        if ksm is not None and ksm.last_errors:
-            self.record.errors.extend(f"ksm {k}: {v}" for k, v in ksm.last_errors.items())
+        for mechanism in self.engine.mechanisms:
+            failures = getattr(mechanism, "last_errors", None) or {}
+            self.record.errors.extend(f"{mechanism.name.lower()} {k}: {v}"
+                                      for k, v in failures.items())
 
     async def stop(self) -> None:
         await self.engine.stop()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ..collectors.ksm import KSM_TUNABLES
 from .trace import FORMATS as TRACE_FORMATS
 from .trace import Trace, load_trace
 
@@ -398,7 +399,7 @@ _TOP_KEYS = {"name", "description", "seed", "duration", "host", "ksm", "simulati
              "guest_defaults", "guest"}
 _HOST_KEYS = {"memory_mib", "overcommit", "overhead_mib", "swap_mib", "cache_mib",
               "cpu_count"}
-_KSM_KEYS = {"run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes"}
+_KSM_KEYS = set(KSM_TUNABLES)   # a scenario sets the tunables, by file name
 _GUEST_KEYS = {"name", "count", "memory_mib", "min_guarantee_mib", "shareable", "swap_mib",
                "cache_share", "initial_cache_share", "io_mib_s", "uuid", "workload"}
 

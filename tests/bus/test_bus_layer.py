@@ -21,8 +21,9 @@ from momservice.bus.access import MomInterface, current_message, public, require
 from momservice.bus.connection import MomMessageBus
 from momservice import contract
 from momservice.contract import BUS_NAME, PROPERTIES_INTERFACE
+from momservice.errors import Failed, InvalidArgument, NotFound
 from momservice.hypervisor import HypervisorError
-from momservice.policy import PolicyError
+from momservice.policy import PolicyError, PolicyTrialError
 from tests.helpers.private_bus import PrivateSystemBus, skip_reason
 
 #: A test interface under our bus name.
@@ -52,9 +53,15 @@ def test_a_writable_property_needs_an_action() -> None:
 
 @pytest.mark.parametrize("raised, name", [
     (PolicyError("bad", 3), contract.POLICY_SYNTAX),
-    (ValueError("out of range"), contract.INVALID_ARGUMENT),
-    (KeyError("no guest x"), contract.NOT_FOUND),
+    (PolicyTrialError(PolicyError("failed", 2)), contract.POLICY_FAILED),
+    (InvalidArgument("out of range"), contract.INVALID_ARGUMENT),
+    (NotFound("no guest x"), contract.NOT_FOUND),
+    (Failed("refused"), contract.FAILED),
     (HypervisorError("refused"), contract.FAILED),
+    # Not the core's errors: bugs, whatever their built-in type.
+    (ValueError("out of range"), contract.FAILED),
+    (KeyError("no guest x"), contract.FAILED),
+    (TypeError("a bug"), contract.FAILED),
     (OSError(13, "Permission denied"), contract.FAILED),
     (RuntimeError("a bug"), contract.FAILED),
 ])
@@ -104,7 +111,7 @@ class Probe(MomInterface):
     @Broken.setter
     @requires("allow")
     def Broken(self, value: "s"):
-        raise ValueError("no such value")
+        raise InvalidArgument("no such value")
 
 
 def test_replies_carry_named_errors_and_know_the_caller(tmp_path: Path) -> None:

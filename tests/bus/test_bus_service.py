@@ -358,19 +358,25 @@ def test_guests_appear_and_go_with_object_manager_signals_on_the_manager_path(
     assert removed[0].body == [guest_path(spec.uuid), [GUEST_INTERFACE]]
 
 
+async def _watch_properties_changed(system, path: str) -> tuple[MessageBus, list[Message]]:
+    """A connection collecting momd's PropertiesChanged signals for ``path``."""
+    bus = await _connect(system)
+    seen: list[Message] = []
+    bus.add_message_handler(lambda m: seen.append(m) if m.message_type ==
+                            MessageType.SIGNAL and m.member == "PropertiesChanged" else None)
+    await bus.call(Message(
+        destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+        body=[f"type='signal',sender='{MOM}',path='{path}',interface='{PROPS}'"]))
+    return bus, seen
+
+
 def test_properties_changed_carries_only_what_changed(system, momd, domain_conn) -> None:
     dom = domain_conn.lookupByName("test")
     path = guest_path(dom.UUIDString())
 
     async def watch() -> list[Message]:
-        bus = await _connect(system)
-        seen: list[Message] = []
-        bus.add_message_handler(lambda m: seen.append(m) if m.message_type ==
-                                MessageType.SIGNAL and m.member == "PropertiesChanged" else None)
-        await bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-            body=[f"type='signal',sender='{MOM}',path='{path}',interface='{PROPS}'"]))
+        bus, seen = await _watch_properties_changed(system, path)
         maximum = (await _call(bus, path, PROPS, "Get", "ss",
                                [GUEST_INTERFACE, "BalloonMaximum"])).body[0].value
         current = (await _call(bus, path, PROPS, "Get", "ss",
@@ -396,14 +402,7 @@ def test_a_guest_whose_statistics_do_not_change_emits_nothing(system, momd, doma
     path = guest_path(domain_conn.lookupByName("test").UUIDString())
 
     async def watch() -> tuple[list[Message], list[float]]:
-        bus = await _connect(system)
-        seen: list[Message] = []
-        bus.add_message_handler(lambda m: seen.append(m) if m.message_type ==
-                                MessageType.SIGNAL and m.member == "PropertiesChanged" else None)
-        await bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-            body=[f"type='signal',sender='{MOM}',path='{path}',interface='{PROPS}'"]))
+        bus, seen = await _watch_properties_changed(system, path)
         await asyncio.sleep(1.0)        # what an earlier test changed settles
 
         async def last_evaluation() -> int:

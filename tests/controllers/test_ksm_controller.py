@@ -23,6 +23,7 @@ import pytest
 import momservice.controllers.ksm as ksm_module
 from tests.helpers.ksm_sysfs import (LOCK, LOCK_WAIT, REAL, KsmBusy, exclusive_real_ksm, real_value,
                                      saved_real_ksm)
+from momservice.collectors.ksm import KSM_TUNABLES
 from momservice.controllers import KsmController
 
 LOGGER = "momservice.controllers.ksm"
@@ -33,7 +34,7 @@ KERNEL_FILES = {"run": "0", "pages_to_scan": "100", "sleep_millisecs": "20",
                 "pages_sharing": "0", "pages_unshared": "0",
                 "pages_volatile": "0", "full_scans": "3",
                 "advisor_mode": "[none] scan-time", "use_zero_pages": "0"}
-TUNABLES = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
+TUNABLES = KSM_TUNABLES
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from momservice.collectors import HostCollector
 from momservice.controllers import BalloonController, KsmController
-from momservice.engine.core import Controllers, Engine, EngineObserver
+from momservice.engine.core import Engine, EngineObserver
 from momservice.hypervisor.libvirt import LibvirtHypervisor
 from momservice.policy import PolicySet
 from momservice.policy_files import find_policy_files, read_policy_texts
@@ -65,10 +65,9 @@ def specs() -> list[GuestSpec]:
 def make_engine(node: Path, fake_host: FakeHost, policies: PolicySet, *,
                 floor: int = 262144, dry_run: bool = False) -> tuple[Engine, Recorder]:
     hv = LibvirtHypervisor(node_uri(node))
-    controllers = Controllers(
-        balloon=BalloonController(hv, floor_kib=floor, dry_run=dry_run),
-        ksm=KsmController(fake_host.sys / "kernel/mm/ksm", dry_run=dry_run))
-    engine = Engine(hv, HostCollector(fake_host.proc, fake_host.sys), policies, controllers,
+    mechanisms = [BalloonController(hv, floor_kib=floor, dry_run=dry_run),
+                  KsmController(fake_host.sys / "kernel/mm/ksm", dry_run=dry_run)]
+    engine = Engine(hv, HostCollector(fake_host.proc, fake_host.sys), policies, mechanisms,
                     host_interval=0.2, guest_interval=0.2, manager_interval=0.5,
                     policy_interval=0.3, history_length=1, dry_run=dry_run)
     recorder = Recorder()
@@ -252,7 +251,7 @@ def test_engine_survives_libvirtd_restart(run, tmp_path, fake_host, private_libv
         uri = private_libvirtd.uri("test", "/default")
         hv = LibvirtHypervisor(uri, reconnect_min=0.1, reconnect_max=0.5)
         engine = Engine(hv, HostCollector(fake_host.proc, fake_host.sys), shipped_policies(),
-                        Controllers(balloon=BalloonController(hv)),
+                        [BalloonController(hv)],
                         host_interval=0.2, guest_interval=0.2, manager_interval=0.3,
                         policy_interval=0.3, history_length=2)
         recorder = Recorder()

@@ -17,10 +17,11 @@ from typing import Iterator
 
 import pytest
 
+from momservice.collectors.ksm import DEFAULT_KSM_DIR, KSM_TUNABLES
 from tests.helpers.file_lock import LOCK_WAIT, LockBusy, machine_lock
 
-REAL = Path("/sys/kernel/mm/ksm")
-TUNABLES = ("run", "pages_to_scan", "sleep_millisecs", "merge_across_nodes")
+REAL = DEFAULT_KSM_DIR
+TUNABLES = KSM_TUNABLES
 LOCK = Path("/var/tmp/mom-tests-ksm.lock")
 
 #: Raised by exclusive_real_ksm when another test process keeps it too long.

@@ -5,8 +5,8 @@
 runs momd as ``python -m momservice.momd`` would, except that the host
 collector reads ``SYS_ROOT`` instead of /sys (a tree such as
 ``FakeHost(...).sys``), so the KSM controller writes
-``SYS_ROOT/kernel/mm/ksm``: momd's service derives its KSM directory from
-the collector's.  /proc is the real one.  There is no memory-pressure
+``SYS_ROOT/kernel/mm/ksm``: the composition root derives the KSM directory
+from the collector's.  /proc is the real one.  There is no memory-pressure
 trigger either: the host's real pressure would start evaluations that a
 test did not ask for.
 
@@ -19,27 +19,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
-from momservice import momd, service
-from momservice.collectors import HostCollector
+from momservice import momd
 
 
 def main(argv: Sequence[str]) -> int:
-    sys_root = Path(argv[0])
-    real_service = service.Service
-
-    class FakeSysfsService(real_service):  # type: ignore[misc, valid-type]
-        """momd's service over the test's /sys tree, without a pressure trigger."""
-
-        def __init__(self, config: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("host_collector", HostCollector(Path("/proc"), sys_root))
-            kwargs.setdefault("pressure_path", None)
-            super().__init__(config, **kwargs)
-
-    # momd.main imports the class from the module when it runs.
-    service.Service = FakeSysfsService
-    return momd.main(list(argv[1:]))
+    # The composition root's own parameters: the test's /sys, no PSI trigger.
+    return momd.main(list(argv[1:]), sys_root=Path(argv[0]), pressure_path=None)
 
 
 if __name__ == "__main__":

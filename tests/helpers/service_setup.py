@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from momservice.collectors import HostCollector
 from momservice.config import Config
 from momservice.policy_files import find_policy_files, read_policy_texts
+from momservice.assembly import build_service
 from momservice.service import Service
 from tests.helpers.fake_host import FakeHost
 from tests.helpers.libvirt_node import guest_specs, node_uri, write_node_xml
@@ -49,8 +49,8 @@ class Setup:
 
     def service(self, **config_changes: Any) -> Service:
         config = dataclasses.replace(self.config, **config_changes)
-        return Service(config, host_collector=HostCollector(self.host.proc, self.host.sys),
-                       pressure_path=None, bus=False)
+        return build_service(config, proc_root=self.host.proc, sys_root=self.host.sys,
+                             pressure_path=None)
 
     def file_policies(self) -> dict[str, str]:
         return read_policy_texts(find_policy_files([self.policy_dir]))

@@ -20,7 +20,7 @@ from momservice.journal_fields import guest_fields, policy_error_fields, policy_
 from momservice.momd import setup_logging
 from momservice.policy import PolicyError, PolicySet, PolicyTrialError
 from momservice.policy_store import PolicyStore
-from momservice.service import load_policy_texts
+from momservice.policy_library import load_policy_texts
 from momservice.simulator.lab import Lab
 from tests.helpers.service_setup import Setup
 

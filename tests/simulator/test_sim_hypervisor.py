@@ -267,8 +267,8 @@ def test_balloon_controller_through_the_simulated_hypervisor(run, parts):
 
 
 def test_service_runs_on_the_simulated_parts(run, tmp_path):
-    """Service, unchanged, with the parts injected: KSM goes to the simulated directory."""
-    from momservice.service import Service
+    """The service with the parts injected: KSM goes to the simulated directory."""
+    from momservice.assembly import build_service
 
     hv, collector, ksm_dir = make_simulation_parts("sim:///?guests=3&host_mib=4096",
                                                    realtime=True)
@@ -277,10 +277,10 @@ def test_service_runs_on_the_simulated_parts(run, tmp_path):
                                  policy_dir=policies, policy_engine_interval=0.2,
                                  host_monitor_interval=0.1, guest_monitor_interval=0.1,
                                  guest_manager_interval=0.5)
-    service = Service(config, hypervisor=hv, host_collector=collector,
-                      pressure_path=None, bus=False)
-    assert service.ksm_dir == ksm_dir
-    assert service.engine.controllers.ksm.ksm_dir == ksm_dir
+    service = build_service(config, hypervisor=hv, host_collector=collector,
+                            pressure_path=None)
+    ksm = service.mechanisms["KSM"]
+    assert ksm.ksm_dir == ksm_dir and ksm in service.engine.mechanisms
 
     async def go():
         await service.start()
