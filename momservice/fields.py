@@ -40,3 +40,48 @@ HOST_CONTROLS: frozenset[str] = frozenset({
     "ksm_run", "ksm_pages_to_scan", "ksm_sleep_millisecs",
     "ksm_merge_across_nodes",
 })
+
+# -- units -------------------------------------------------------------------
+# What a number of each statistic means, for whoever converts or labels it
+# (the metrics file, a chart).  Sizes are KiB, as in MoM.
+
+KIB = "KiB"
+PAGES = "pages"                     # a number of memory pages
+PERCENT = "percent"                 # 0..100
+SECONDS = "seconds"
+MILLISECONDS = "milliseconds"
+COUNT = "count"                     # a number of things (CPUs, scans, faults)
+SETTING = "setting"                 # a knob's value (KSM's run mode, a flag)
+PAGES_PER_SAMPLE = "pages since the previous sample"
+
+#: The unit of every host statistic.
+HOST_FIELD_UNITS: dict[str, str] = {
+    "mem_available": KIB, "mem_free": KIB, "mem_unused": KIB, "anon_pages": KIB,
+    "swap_total": KIB, "swap_usage": KIB,
+    "swap_in": PAGES_PER_SAMPLE, "swap_out": PAGES_PER_SAMPLE,
+    "cpu_count": COUNT,
+    "ksm_run": SETTING, "ksm_pages_to_scan": PAGES, "ksm_sleep_millisecs": MILLISECONDS,
+    "ksm_merge_across_nodes": SETTING,
+    "ksm_pages_shared": PAGES, "ksm_pages_sharing": PAGES, "ksm_pages_unshared": PAGES,
+    "ksm_pages_volatile": PAGES, "ksm_full_scans": COUNT,
+    "ksm_shareable": KIB, "ksmd_cpu_usage": PERCENT,     # percent of one CPU
+    "mem_pressure_some": PERCENT, "mem_pressure_full": PERCENT,
+}
+
+#: The unit of every guest statistic (swap_in/swap_out: KiB since the guest booted).
+GUEST_FIELD_UNITS: dict[str, str] = {
+    "balloon_cur": KIB, "balloon_max": KIB, "balloon_min": KIB,
+    "mem_available": KIB, "mem_unused": KIB, "mem_usable": KIB, "disk_caches": KIB,
+    "swap_total": KIB, "swap_usage": KIB, "swap_in": KIB, "swap_out": KIB,
+    "major_fault": COUNT, "minor_fault": COUNT,
+    "rss": KIB, "host_major_faults": COUNT, "host_minor_faults": COUNT,
+    "stats_age": SECONDS,
+}
+
+#: Statistics that only grow while their source lives (totals since the
+#: guest, its QEMU process or ksmd started), by kind of entity.
+CUMULATIVE_FIELDS: dict[str, frozenset[str]] = {
+    "host": frozenset({"ksm_full_scans"}),
+    "guest": frozenset({"swap_in", "swap_out", "major_fault", "minor_fault",
+                        "host_major_faults", "host_minor_faults"}),
+}
