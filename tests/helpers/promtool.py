@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.helpers.guest_image import cache_dir, cache_lock
+from tests.helpers.guest_image import GuestImageError, cache_dir, cache_lock, unpack_package
 
 PACKAGE = "prometheus"
 
@@ -39,7 +39,14 @@ def _run(argv: list[str], timeout: float = 300.0, **kwargs) -> str:
 
 
 def _candidate_version() -> str:
-    show = _run(["apt-cache", "show", "--no-all-versions", PACKAGE], timeout=60)
+    try:
+        show = _run(["apt-cache", "show", "--no-all-versions", PACKAGE], timeout=60)
+    except PromtoolUnavailable:
+        if os.geteuid() != 0:
+            raise
+        # A fresh machine whose package lists were never downloaded.
+        _run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-q"], timeout=900)
+        show = _run(["apt-cache", "show", "--no-all-versions", PACKAGE], timeout=60)
     version = re.search(r"^Version:\s*(\S+)", show, re.M)
     if version is None:
         raise PromtoolUnavailable(f"apt-cache knows no version of {PACKAGE}")
@@ -63,14 +70,12 @@ def find_promtool(cache: Path | None = None) -> Path:
         with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
             work = Path(tmp)
             os.chmod(work, 0o755)  # apt's sandbox user writes the download here
-            _run(["apt-get", "download", "-q", f"{PACKAGE}={version}"], cwd=work)
-            debs = list(work.glob("*.deb"))
-            if len(debs) != 1:
-                raise PromtoolUnavailable(f"apt-get download left {debs} in {work}")
-            unpacked = work / "root"
-            _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)])
+            try:
+                unpacked = unpack_package(PACKAGE, version, work)
+            except GuestImageError as e:
+                raise PromtoolUnavailable(str(e)) from None
             if not (unpacked / "usr" / "bin" / "promtool").is_file():
-                raise PromtoolUnavailable(f"{debs[0].name} holds no usr/bin/promtool")
+                raise PromtoolUnavailable(f"{PACKAGE} {version} holds no usr/bin/promtool")
             # promtool alone: the server and the web assets are most of the package.
             staging = work / "out"
             (staging / "usr" / "bin").mkdir(parents=True)
