@@ -130,6 +130,7 @@ install: $(if $(DESTDIR),,runtime-deps)
 	$(INSTALL) -m 0644 dbus/org.ovirt.mom1.service $(DESTDIR)$(DATADIR)/dbus-1/system-services/org.ovirt.mom1.service
 	$(INSTALL) -m 0644 polkit/org.ovirt.mom1.policy $(DESTDIR)$(DATADIR)/polkit-1/actions/org.ovirt.mom1.policy
 	$(INSTALL) -D -m 0644 polkit/50-org.ovirt.mom1-manage.rules.example $(DESTDIR)$(PREFIX)/share/doc/mom/examples/50-org.ovirt.mom1-manage.rules.example
+	$(INSTALL) -D -m 0644 contrib/grafana/mom-dashboard.json $(DESTDIR)$(PREFIX)/share/doc/mom/examples/mom-dashboard.json
 	sed 's|^ExecStart=/usr/bin/momd\b|ExecStart=$(BINDIR)/momd|' systemd/momd.service > $(DESTDIR)$(UNITDIR)/momd.service.tmp
 	grep -q '^ExecStart=$(BINDIR)/momd$$' $(DESTDIR)$(UNITDIR)/momd.service.tmp
 	chmod 0644 $(DESTDIR)$(UNITDIR)/momd.service.tmp
@@ -172,7 +173,7 @@ install: $(if $(DESTDIR),,runtime-deps)
 VERSION   := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' momservice/__init__.py)
 DIST      ?= dist
 DEB       := $(DIST)/mom_$(VERSION)_all.deb
-DEB_TREE  := pyproject.toml README.md momservice debian dbus polkit systemd policies cockpit
+DEB_TREE  := pyproject.toml README.md momservice debian dbus polkit systemd policies cockpit contrib
 # The directories too: adding or removing a file changes its directory.
 DEB_FILES := $(shell find $(DEB_TREE) -name __pycache__ -prune -o -print)
 # Debian's own tools, whatever comes first on PATH here (pybuild runs

@@ -4,7 +4,8 @@ The only module that picks the parts: the hypervisor interface (libvirt,
 or the simulator for a ``sim://`` URI), the host collector and the guest
 collectors' fields (``[host]`` / ``[guest] collectors``), the mechanisms
 (every registered one built once; ``controllers`` says which the policies
-drive), the policy library, the engine, the triggers and the service; and,
+drive), the policy library, the engine, the triggers, the metrics file
+(``metrics-file``) and the service; and,
 for momd, the D-Bus window attached to it.  The core never imports the
 bus: the bus is given the service here.
 """
@@ -26,6 +27,7 @@ from .engine.hotplug import MemoryHotplugMonitor
 from .engine.notify import StatusNotifier
 from .engine.pressure import PressureTrigger
 from .hypervisor import HypervisorInterface
+from .metrics import MetricsFileWriter
 from .policy_library import PolicyLibrary
 from .policy_store import PolicyStore
 from .service import Service
@@ -115,6 +117,9 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
                                - guest_fields(config.guest_collectors)))
     library.try_out = engine.try_out
     engine.observers.append(StatusNotifier(engine, lambda: library.load_error))
+    if config.metrics_file is not None:
+        engine.observers.append(MetricsFileWriter(engine, config.metrics_file,
+                                                  balloon=mechanisms.get("Balloon")))
     pressure = (PressureTrigger(engine.pressure_rose, pressure_path)
                 if pressure_path is not None else None)
     # Hotplug events are the real host's: a simulated one has none.

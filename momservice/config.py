@@ -18,6 +18,9 @@ Sections and keys
     ``policy``: one policy file (momd's "rules file");
     ``policy-dir``: a directory of policies; at most one of the two.
     ``plot-dir`` (empty: no plotting).
+    ``metrics-file`` (empty: none): a file momd rewrites after every
+    collection with its metrics in Prometheus' text format, for
+    node_exporter's textfile collector (:mod:`momservice.metrics`).
     Our own keys: ``state-dir`` (``/var/lib/mom``), ``dry-run`` (a boolean:
     true/false, yes/no, on/off, 1/0) and ``balloon-floor`` (KiB, 256 MiB by
     default: no balloon target below it is ever applied).
@@ -180,6 +183,8 @@ class Config:
     #: KiB; no balloon target below it is ever applied.
     balloon_floor: int = DEFAULT_BALLOON_FLOOR
     plot_dir: Path | None = None
+    #: ``[main] metrics-file`` / ``--metrics-file``: Prometheus text format; None: none.
+    metrics_file: Path | None = None
     #: ``[main] policy`` / ``-r``: a single policy file.
     policy_file: Path | None = None
     #: ``[main] policy-dir`` / ``-P``: a directory of policies.
@@ -399,6 +404,7 @@ _KEYS: dict[str, dict[str, tuple[str, _Parser]]] = {
         "policy": ("policy_file", lambda w, r: _optional_path(r)),
         "policy-dir": ("policy_dir", lambda w, r: _optional_path(r)),
         "plot-dir": ("plot_dir", lambda w, r: _optional_path(r)),
+        "metrics-file": ("metrics_file", lambda w, r: _optional_path(r)),
         "state-dir": ("state_dir", _required_path),
         "dry-run": ("dry_run", parse_bool),
         "balloon-floor": (
@@ -536,13 +542,15 @@ def apply_overrides(config: Config, *,
                     policy_dir: str | Path | None = None,
                     log: str | None = None,
                     verbosity: str | int | None = None,
-                    dry_run: bool | None = None) -> Config:
+                    dry_run: bool | None = None,
+                    metrics_file: str | Path | None = None) -> Config:
     """``config`` with momd's command-line settings applied (None: not given).
 
     The command line wins over the file.  ``rules_file`` (``-r``) replaces
     any ``policy``/``policy-dir`` of the file, and so does ``policy_dir``
     (``-P``); giving both is an error.  ``verbosity`` takes the same values
-    as ``[logging] verbosity``.
+    as ``[logging] verbosity``.  ``metrics_file`` empty turns off a
+    metrics file the configuration file names.
     """
     changes: dict[str, object] = {}
     if rules_file is not None and policy_dir is not None:
@@ -562,12 +570,14 @@ def apply_overrides(config: Config, *,
         changes["verbosity"] = parse_verbosity("--verbosity", verbosity)
     if dry_run is not None:
         changes["dry_run"] = bool(dry_run)
+    if metrics_file is not None:
+        changes["metrics_file"] = _optional_path(str(metrics_file))
     return dataclasses.replace(config, **changes)
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
     """momd's command line: ``-c``, ``-r``, ``-P``, ``-l``, ``-v``,
-    ``--dry-run``.
+    ``--dry-run``, ``--metrics-file``.
 
     Options not given are None, so :func:`config_from_args` can tell the
     default configuration file from an explicit one, and a file's setting
@@ -598,6 +608,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run", action="store_true", default=None,
         help="decide, but change nothing on the host")
+    parser.add_argument(
+        "--metrics-file", metavar="FILE",
+        help="write Prometheus metrics to FILE after every collection, for "
+             "node_exporter's textfile collector (replaces the file's "
+             "metrics-file; empty: none)")
     return parser
 
 
@@ -608,7 +623,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
                          explicit=args.config_file is not None)
     return apply_overrides(config, rules_file=args.rules_file,
                            policy_dir=args.policy_dir, log=args.log,
-                           verbosity=args.verbosity, dry_run=args.dry_run)
+                           verbosity=args.verbosity, dry_run=args.dry_run,
+                           metrics_file=args.metrics_file)
 
 
 __all__ = [

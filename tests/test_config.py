@@ -252,6 +252,7 @@ def test_every_key_set(tmp_path):
         controllers: KSM
         policy: /srv/one.policy
         plot-dir: /tmp/plots
+        metrics-file: /var/lib/node_exporter/mom.prom
         state-dir: /run/mom-state
         dry-run: yes
         balloon-floor: 1024
@@ -274,6 +275,7 @@ def test_every_key_set(tmp_path):
         log="/var/log/mom.log", verbosity=logging.DEBUG, max_bytes=1000,
         backup_count=0, state_dir=Path("/run/mom-state"), dry_run=True,
         balloon_floor=1024, plot_dir=Path("/tmp/plots"),
+        metrics_file=Path("/var/lib/node_exporter/mom.prom"),
         policy_file=Path("/srv/one.policy"), policy_dir=None,
         source=tmp_path / "momd.conf")
 
@@ -790,7 +792,7 @@ def test_arg_parser_defaults():
     args = parser.parse_args([])
     assert vars(args) == {"config_file": None, "rules_file": None,
                           "policy_dir": None, "log": None, "verbosity": None,
-                          "dry_run": None}
+                          "dry_run": None, "metrics_file": None}
 
 
 def test_arg_parser_short_options():
@@ -819,7 +821,28 @@ def test_arg_parser_has_exactly_these_options():
     options = {s for a in parser._actions for s in a.option_strings}
     assert options == {"-h", "--help", "-c", "--config-file", "-r",
                        "--rules-file", "-P", "--policy-dir", "-l", "--log",
-                       "-v", "--verbosity", "--dry-run"}
+                       "-v", "--verbosity", "--dry-run", "--metrics-file"}
+
+
+def test_metrics_file_is_off_unless_named(tmp_path):
+    assert Config.defaults().metrics_file is None
+    assert load_text(tmp_path, "[main]\nmetrics-file:\n").metrics_file is None
+    c = load_text(tmp_path, "[main]\nmetrics-file: /srv/prom/mom.prom\n")
+    assert c.metrics_file == Path("/srv/prom/mom.prom")
+
+
+def test_metrics_file_option_wins_over_the_file(tmp_path):
+    conf = tmp_path / "momd.conf"
+    conf.write_text("[main]\nmetrics-file = /srv/prom/mom.prom\n")
+    parser = build_arg_parser()
+    given = config_from_args(parser.parse_args(["-c", str(conf), "--metrics-file",
+                                                str(tmp_path / "m.prom")]))
+    assert given.metrics_file == tmp_path / "m.prom"
+    # Empty on the command line: none, whatever the file says.
+    assert config_from_args(parser.parse_args(
+        ["-c", str(conf), "--metrics-file", ""])).metrics_file is None
+    assert config_from_args(parser.parse_args(
+        ["-c", str(conf)])).metrics_file == Path("/srv/prom/mom.prom")
 
 
 def test_arg_parser_rejects_unknown_option(capsys):

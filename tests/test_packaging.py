@@ -252,6 +252,7 @@ def test_deb_has_the_files_of_make_install(deb: Path, tmp_path: Path):
                  "usr/share/polkit-1/actions/org.ovirt.mom1.policy",
                  "lib/systemd/system/momd.service",
                  "usr/share/doc/mom/examples/50-org.ovirt.mom1-manage.rules.example",
+                 "usr/share/doc/mom/examples/mom-dashboard.json",
                  *(f"usr/share/mom/policies/{p.name}" for p in (REPO / "policies").glob("*.policy"))):
         mode, content = files[name]
         assert content == (stage / name).read_bytes(), name

@@ -73,6 +73,11 @@ class BalloonController(Mechanism):
         self.hypervisor = hypervisor
         self.floor_kib = floor_kib
         self.dry_run = dry_run
+        #: Targets sent to the hypervisor (the policies' and by hand), for the metrics.
+        self.operations = 0
+        #: The last target sent, KiB, by guest UUID (kept after a guest is gone:
+        #: one number per guest ever resized).
+        self.targets: dict[str, int] = {}
 
     # -- range ---------------------------------------------------------------
 
@@ -211,6 +216,8 @@ class BalloonController(Mechanism):
                      who, target, was, extra=about)
             return
         await self.hypervisor.set_balloon_target(uuid, target)
+        self.operations += 1
+        self.targets[uuid] = target
         log.info("Set balloon of guest %s to %d KiB (was %s)", who, target, was, extra=about)
 
 

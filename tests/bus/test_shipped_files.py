@@ -207,6 +207,12 @@ def test_make_install_puts_every_file_in_place(tmp_path):
     assert unit.stat().st_mode & 0o777 == 0o644
     for script in ("momd", "momctl"):
         assert os.access(dest / "usr/bin" / script, os.X_OK), script
+    examples = dest / "usr/share/doc/mom/examples"
+    for example in (REPO / "polkit" / "50-org.ovirt.mom1-manage.rules.example",
+                    REPO / "contrib" / "grafana" / "mom-dashboard.json"):
+        installed = examples / example.name
+        assert installed.read_bytes() == example.read_bytes(), example.name
+        assert installed.stat().st_mode & 0o777 == 0o644, example.name
     packages = list(dest.glob("usr/lib/python3*/*-packages/momservice/momd.py"))
     assert packages, sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))[:50]
     shipped = dest / "usr/share/mom/policies"

@@ -211,6 +211,19 @@ def _kernel_dir(cache: Path, package: str, version: str) -> Path:
     return cache / f"kernel-{package}_{_safe(version)}"
 
 
+def unpack_package(package: str, version: str, work: Path) -> Path:
+    """Download ``package`` = ``version`` into ``work`` (apt-get download, never
+    installed) and unpack it there; returns the unpacked tree.
+    GuestImageError when either step fails."""
+    _run(["apt-get", "download", "-q", f"{package}={version}"], cwd=work)
+    debs = list(work.glob("*.deb"))
+    if len(debs) != 1:
+        raise GuestImageError(f"apt-get download left {debs} in {work}")
+    unpacked = work / "root"
+    _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)])
+    return unpacked
+
+
 def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
     """Download and unpack the kernel and the virtio modules (cached)."""
     final = _kernel_dir(cache, package, version)
@@ -219,15 +232,10 @@ def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
     with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # apt's sandbox user may write here
-        _run(["apt-get", "download", "-q", f"{package}={version}"], cwd=work)
-        debs = list(work.glob("*.deb"))
-        if len(debs) != 1:
-            raise GuestImageError(f"apt-get download left {debs} in {work}")
-        unpacked = work / "root"
-        _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)])
+        unpacked = unpack_package(package, version, work)
         kernels = sorted(unpacked.glob("boot/vmlinuz-*"))
         if not kernels:
-            raise GuestImageError(f"{debs[0].name} holds no /boot/vmlinuz-*")
+            raise GuestImageError(f"{package} {version} holds no /boot/vmlinuz-*")
         staging = work / "out"
         (staging / "modules").mkdir(parents=True)
         shutil.copy2(kernels[0], staging / "vmlinuz")
