@@ -9,7 +9,6 @@ import re
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from momservice.contract import GUEST_INTERFACE, guest_path
 from momservice.simulator.simulation import guest_uuid
 from tests.helpers.momd_process import Momd, momd_config
+from tests.helpers.polling import wait_until
 from tests.helpers.private_bus import skip_reason
 from tests.helpers.promtool import PromtoolUnavailable, check_metrics, find_promtool
 
@@ -27,18 +27,6 @@ pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
 GUEST = "sim-guest-01"
 UUID = guest_uuid(GUEST)
 LABELS = f'{{guest="{GUEST}",uuid="{UUID}"}}'
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0):
-    """predicate()'s first true value, polled; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def value(text: str, sample: str) -> float | None:
@@ -72,7 +60,7 @@ def momd(system, tmp_path_factory):
 
 def test_momd_writes_the_metrics_file(momd):
     daemon, metrics = momd
-    text = wait_for(lambda: (t := read(metrics)) and value(
+    text = wait_until(lambda: (t := read(metrics)) and value(
         t, f"mom_guest_balloon_current_bytes{LABELS}") is not None and t,
         "the metrics file with the guest's balloon")
     assert stat.S_IMODE(metrics.stat().st_mode) == 0o644
@@ -89,7 +77,7 @@ def test_promtool_accepts_the_file(momd):
         promtool = find_promtool()
     except PromtoolUnavailable as e:
         pytest.skip(f"promtool (Debian's prometheus package) cannot be fetched: {e}")
-    text = wait_for(lambda: read(metrics), "the metrics file")
+    text = wait_until(lambda: read(metrics), "the metrics file")
     result = check_metrics(promtool, text)
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), \
         result.stdout + result.stderr
@@ -98,7 +86,7 @@ def test_promtool_accepts_the_file(momd):
 def test_a_balloon_change_shows_in_the_file(momd, system):
     daemon, metrics = momd
     current = f"mom_guest_balloon_current_bytes{LABELS}"
-    text = wait_for(lambda: (t := read(metrics)) and value(t, current) is not None and t,
+    text = wait_until(lambda: (t := read(metrics)) and value(t, current) is not None and t,
                     "the guest's balloon in the metrics file")
     before = int(value(text, current))
     operations = value(text, "mom_balloon_operations_total")
@@ -110,7 +98,7 @@ def test_a_balloon_change_shows_in_the_file(momd, system):
          f"{GUEST_INTERFACE}.SetBalloonTarget", f"uint64 {target_kib}"],
         capture_output=True, text=True, timeout=60)
     assert call.returncode == 0, call.stdout + call.stderr + daemon.log_text()[-3000:]
-    after = wait_for(
+    after = wait_until(
         lambda: (t := read(metrics)) and value(t, current) == target_kib * 1024 and t,
         "the new balloon size in the metrics file")
     assert value(after, f"mom_guest_balloon_target_bytes{LABELS}") == target_kib * 1024

@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +28,8 @@ from momservice.simulator.simulation import guest_uuid
 from tests.helpers import cockpit_ws
 from tests.helpers.cockpit_ws import CockpitWs, chromium_path, staged_page
 from tests.helpers.libvirt_node import domain_xml, guest_specs
-from tests.helpers.momd_process import REPO, Momd, momd_config
+from tests.helpers.momd_process import REPO, Momd, momctl, momd_config
+from tests.helpers.polling import wait_until
 from tests.helpers.private_bus import skip_reason as bus_skip_reason
 from tests.helpers.private_bus import system_bus_with_polkit
 
@@ -42,12 +41,6 @@ WAIT_MS = 60_000  # generous: the machine is shared
 _reason = bus_skip_reason() or cockpit_ws.skip_reason()
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
               pytest.mark.timeout(300)]
-
-
-def momctl(system, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "momservice.cli.momctl", *args],
-                          cwd=REPO, env=system.env(), capture_output=True, text=True,
-                          timeout=60)
 
 
 def momctl_json(system, *args: str):
@@ -65,17 +58,6 @@ def kib_text(kib: int) -> str:
         unit += 1
     digits = 0 if unit == 0 or abs(value) >= 100 else 1
     return f"{value:.{digits}f} {units[unit]}"
-
-
-def wait_until(condition, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------

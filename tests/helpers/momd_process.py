@@ -49,6 +49,13 @@ verbosity = {verbosity}
     return config
 
 
+def momctl(system, *args: str) -> subprocess.CompletedProcess[str]:
+    """momctl as a process on ``system``'s bus, its output captured."""
+    return subprocess.run([sys.executable, "-m", "momservice.cli.momctl", *args],
+                          cwd=REPO, env=system.env(), capture_output=True, text=True,
+                          timeout=60)
+
+
 class Momd:
     """momd started on a private system bus; waits until it owns its name.
 

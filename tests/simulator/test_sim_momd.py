@@ -7,29 +7,20 @@ KSM settings must not move, and the host it reports is the simulated one.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.ksm_sysfs import KsmBusy, exclusive_real_ksm
-from tests.helpers.momd_process import Momd, momd_config
+from tests.helpers.momd_process import Momd, momctl, momd_config
 from tests.helpers.private_bus import skip_reason, system_bus_with_polkit
 
-REPO = Path(__file__).resolve().parents[2]
 URI = "sim:///?guests=3&seed=2&host_mib=6144"
 REAL_KSM = Path("/sys/kernel/mm/ksm")
 
 _reason = skip_reason(polkit=False)
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
               pytest.mark.timeout(120)]
-
-
-def momctl(system, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "momservice.cli.momctl", *args],
-                          cwd=REPO, env=system.env(), capture_output=True, text=True,
-                          timeout=60)
 
 
 def real_ksm() -> dict[str, str]:
