@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import Failed
@@ -16,6 +16,14 @@ class HypervisorError(Failed):
     """The hypervisor refused or could not be reached."""
 
 
+class HypervisorUnsupported(HypervisorError):
+    """This hypervisor, or this guest, does not have the mechanism asked for.
+
+    Mechanisms treat it as "absent for this guest", never as a failure that
+    stops the others.
+    """
+
+
 @dataclass
 class GuestInfo:
     """What stays fixed about a running guest between samples."""
@@ -24,6 +32,9 @@ class GuestInfo:
     name: str
     pid: int = 0          # the qemu process, 0 when unknown
     balloon_min: int = 0  # KiB: <memtune><min_guarantee>, 0 when not set
+    #: Statistics read from the guest's definition (devices, metadata), kept
+    #: until it changes; merged into every sample of the guest.
+    defined: dict[str, Any] = field(default_factory=dict)
 
 
 class HypervisorListener(Protocol):
@@ -37,11 +48,15 @@ class HypervisorListener(Protocol):
 
 
 class HypervisorInterface(abc.ABC):
-    """A source of guests and guest statistics, and the one way to resize a balloon.
+    """A source of guests and guest statistics, and the one way each mechanism
+    changes a guest (a balloon's size, ...).
 
     Implementations report guests appearing and disappearing to the listener
     as soon as they know, keep running while the hypervisor is away
-    (reconnecting by themselves) and never raise from ``collect``.
+    (reconnecting by themselves) and never raise from ``collect``.  A
+    mechanism beyond the balloon adds its one operation here with a default
+    that raises HypervisorUnsupported, so a hypervisor that lacks it (the
+    simulator, an old driver) leaves the mechanism absent for its guests.
     """
 
     uri: str

@@ -21,8 +21,10 @@ from urllib.parse import urlsplit
 import libvirt
 
 from ..journal_fields import guest_fields
-from .base import GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener
+from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
+                   HypervisorUnsupported)
 from .libvirt_eventloop import bind_event_loop, settle
+from .libvirt_readers import DomainReader, definition_fields, readers_for
 from .libvirt_xml import min_guarantee_kib
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,12 @@ _MAYBE_DISCONNECTED = frozenset({
     libvirt.VIR_ERR_RPC,
 })
 _DISCONNECTED = frozenset({libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN})
+# Errors meaning "this driver or this guest does not have that": the
+# mechanism is absent for the guest, not failing.
+_UNSUPPORTED = frozenset({
+    libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+})
 _DISCONNECT_MESSAGES = (
     "client socket is closed", "end of file", "broken pipe",
     "connection reset", "cannot recv data", "cannot write data",
@@ -158,8 +166,14 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def __init__(self, uri: str = "", *, stats_period: int = 5,
                  pid_dir: Path | None = None, reconnect_min: float = 0.5,
-                 reconnect_max: float = 30.0) -> None:
+                 reconnect_max: float = 30.0, collectors: Iterable[str] = ()) -> None:
         self.uri = uri
+        #: What the configured guest collectors read beyond the balloon.
+        self._readers: tuple[DomainReader, ...] = readers_for(collectors)
+        self._stats_groups = libvirt.VIR_DOMAIN_STATS_BALLOON
+        for reader in self._readers:
+            self._stats_groups |= reader.stats
+        self._reads_definition = any(r.from_xml for r in self._readers)
         self._requested_uri = uri
         self._stats_period = stats_period
         self._pid_dir_arg = pid_dir
@@ -171,6 +185,7 @@ class LibvirtHypervisor(HypervisorInterface):
         self._listener: HypervisorListener | None = None
         self._conn: libvirt.virConnect | None = None
         self._lifecycle_id: int | None = None
+        self._definition_ids: list[int] = []
         # One thread for every blocking call to a daemon: calls on one
         # connection are serialized by libvirt anyway, and a thread per
         # guest would only pile up behind a hung daemon.
@@ -245,10 +260,12 @@ class LibvirtHypervisor(HypervisorInterface):
         conn, self._conn = self._conn, None
         if conn is not None:
             try:
-                await self._run(self._teardown_sync, conn, self._lifecycle_id)
+                await self._run(self._teardown_sync, conn, self._lifecycle_id,
+                                self._definition_ids)
             except Exception:  # noqa: BLE001 - closing must not fail
                 log.debug("error closing the libvirt connection", exc_info=True)
         self._lifecycle_id = None
+        self._definition_ids = []
         if self._executor is not None:
             # Do not wait: a call stuck on a hung daemon must not hang close().
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -291,7 +308,7 @@ class LibvirtHypervisor(HypervisorInterface):
         if not wanted:
             return {}
         try:
-            raw, fallback = await self._guarded(conn, self._bulk_stats, conn, wanted)
+            raw, fallback, domains = await self._guarded(conn, self._bulk_stats, conn, wanted)
             # One call per domain where bulk statistics are missing: in
             # slices, so that the event loop (and the bus) gets turns when
             # the driver runs inline.
@@ -299,6 +316,12 @@ class LibvirtHypervisor(HypervisorInterface):
                 raw.update(await self._guarded(
                     conn, self._per_domain_slice, fallback[start:start + _FALLBACK_SLICE]))
                 await asyncio.sleep(0)
+            if any(r.per_domain for r in self._readers):
+                uuids = list(raw)
+                for start in range(0, len(uuids), _FALLBACK_SLICE):
+                    await self._guarded(conn, self._read_domains, raw,
+                                        [domains[u] for u in uuids[start:start + _FALLBACK_SLICE]])
+                    await asyncio.sleep(0)
         except _Disconnected:
             return {}
         except Exception as err:  # noqa: BLE001 - collect never raises
@@ -314,23 +337,29 @@ class LibvirtHypervisor(HypervisorInterface):
             if last_update:
                 fields["stats_age"] = max(0.0, now - float(last_update))
             fields["balloon_min"] = info.balloon_min
+            fields.update(info.defined)
             samples[uuid] = fields
         return samples
 
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
+        await self._on_domain(uuid, lambda dom: dom.setMemoryFlags(
+            int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def _on_domain(self, uuid: str, change: Callable[[libvirt.virDomain], _T]) -> _T:
+        """Run ``change`` on the running domain ``uuid``: the one way a
+        mechanism's request reaches libvirt.  HypervisorUnsupported when the
+        driver or the guest lacks what it asks for, HypervisorError for every
+        other refusal."""
         conn = self._conn
         if conn is None:
             raise HypervisorError("not connected to libvirt")
-
-        def resize() -> None:
-            dom = conn.lookupByUUIDString(uuid)
-            dom.setMemoryFlags(int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE)
-
         try:
-            await self._guarded(conn, resize)
+            return await self._guarded(conn, lambda: change(conn.lookupByUUIDString(uuid)))
         except _Disconnected as err:
             raise HypervisorError(f"libvirt connection lost: {err}") from err
         except libvirt.libvirtError as err:
+            if err.get_error_code() in _UNSUPPORTED:
+                raise HypervisorUnsupported(_message(err)) from err
             raise HypervisorError(_message(err)) from err
 
     # -- connecting -------------------------------------------------------
@@ -352,14 +381,20 @@ class LibvirtHypervisor(HypervisorInterface):
         except libvirt.libvirtError:
             await self._run(self._teardown_sync, conn, None)
             raise
-        if self._closing:
+        try:
+            definition_ids = await self._run(self._subscribe_definition_sync, conn)
+        except libvirt.libvirtError:
             await self._run(self._teardown_sync, conn, lifecycle_id)
+            raise
+        if self._closing:
+            await self._run(self._teardown_sync, conn, lifecycle_id, definition_ids)
             return
         self.uri = actual
         self._pid_dir = self._pid_dir_arg if self._pid_dir_arg is not None \
             else default_pid_dir(actual)
         self._conn = conn
         self._lifecycle_id = lifecycle_id
+        self._definition_ids = definition_ids
         self._bulk_balloon = True
         if self._ever_connected:
             log.info("reconnected to libvirt at %s", actual)
@@ -385,13 +420,22 @@ class LibvirtHypervisor(HypervisorInterface):
         return conn.domainEventRegisterAny(
             None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
 
+    def _subscribe_definition_sync(self, conn: libvirt.virConnect) -> list[int]:
+        """The events after which the readers read a guest's definition again."""
+        events = dict.fromkeys(event for reader in self._readers for event in reader.events)
+        return [conn.domainEventRegisterAny(None, event, self._on_definition_event, None)
+                for event in events]
+
     @staticmethod
-    def _teardown_sync(conn: libvirt.virConnect, lifecycle_id: int | None) -> None:
+    def _teardown_sync(conn: libvirt.virConnect, lifecycle_id: int | None,
+                       definition_ids: Iterable[int] = ()) -> None:
         # Each step may fail on a dead connection; the goal is only to free
         # what can be freed (libvirtaio counts handles left behind).
-        if lifecycle_id is not None:
+        for callback_id in (lifecycle_id, *definition_ids):
+            if callback_id is None:
+                continue
             try:
-                conn.domainEventDeregisterAny(lifecycle_id)
+                conn.domainEventDeregisterAny(callback_id)
             except libvirt.libvirtError:
                 pass
         try:
@@ -429,9 +473,11 @@ class LibvirtHypervisor(HypervisorInterface):
             return  # an old connection, or already handled
         self._conn = None
         lifecycle_id, self._lifecycle_id = self._lifecycle_id, None
+        definition_ids, self._definition_ids = self._definition_ids, []
         log.warning("lost the libvirt connection to %s (%s); reconnecting", self.uri, why)
         # Not cancelled by close(): a broken connection must still be freed.
-        self._spawn(self._run(self._teardown_sync, conn, lifecycle_id), cancellable=False)
+        self._spawn(self._run(self._teardown_sync, conn, lifecycle_id, definition_ids),
+                    cancellable=False)
         self._notify("connection_changed", False)
         self._start_reconnect()
 
@@ -459,7 +505,14 @@ class LibvirtHypervisor(HypervisorInterface):
         elif event in _REMOVING_EVENTS:
             self._remove_guest(uuid)
         elif event == libvirt.VIR_DOMAIN_EVENT_DEFINED and uuid in self._guests:
-            self._spawn(self._refresh_balloon_min(conn, dom))
+            self._spawn(self._refresh_definition(conn, dom, redefined=True))
+
+    def _on_definition_event(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                             *details: object) -> None:
+        # Metadata, devices, memory device sizes: each event has its own
+        # arguments, and all mean the same here: read the definition again.
+        if conn is self._conn and dom.UUIDString() in self._guests:
+            self._spawn(self._refresh_definition(conn, dom, redefined=False))
 
     # -- guests -----------------------------------------------------------
 
@@ -482,17 +535,26 @@ class LibvirtHypervisor(HypervisorInterface):
         if self._guests.pop(uuid, None) is not None:
             self._notify("guest_removed", uuid)
 
-    async def _refresh_balloon_min(self, conn: libvirt.virConnect,
-                                   dom: libvirt.virDomain) -> None:
+    async def _refresh_definition(self, conn: libvirt.virConnect, dom: libvirt.virDomain,
+                                  *, redefined: bool) -> None:
+        """Read again what the guest's definition says: its guarantee after a
+        redefinition, and the readers' fields."""
         try:
-            xml = await self._guarded(conn, dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+            inactive = (await self._guarded(conn, dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)
+                        if redefined else None)
+            live = (await self._guarded(conn, dom.XMLDesc, 0)
+                    if self._reads_definition else None)
         except (_Disconnected, libvirt.libvirtError):
             return
         info = self._guests.get(dom.UUIDString())
-        if info is not None:
-            # Updated in place: the engine holds this very object, and the
-            # next samples carry the new value anyway.
-            info.balloon_min = min_guarantee_kib(xml)
+        if info is None:
+            return
+        # Updated in place: the engine holds this very object, and the
+        # next samples carry the new values anyway.
+        if inactive is not None:
+            info.balloon_min = min_guarantee_kib(inactive)
+        if live is not None:
+            info.defined = definition_fields(self._readers, live)
 
     def _describe_sync(self, domains: Iterable[libvirt.virDomain]) -> list[GuestInfo]:
         """GuestInfo for each domain still running; sets its stats period."""
@@ -510,8 +572,20 @@ class LibvirtHypervisor(HypervisorInterface):
             name = dom.name()
             infos.append(GuestInfo(uuid=dom.UUIDString(), name=name,
                                    pid=read_pid(self._pid_dir, name),
-                                   balloon_min=min_guarantee_kib(xml)))
+                                   balloon_min=min_guarantee_kib(xml),
+                                   defined=self._definition_sync(dom)))
         return infos
+
+    def _definition_sync(self, dom: libvirt.virDomain) -> dict[str, Any]:
+        """The readers' fields from the domain's live definition ({} when none reads it)."""
+        if not self._reads_definition:
+            return {}
+        try:
+            return definition_fields(self._readers, dom.XMLDesc(0))
+        except libvirt.libvirtError as err:
+            if err.get_error_code() in _DOMAIN_GONE:
+                return {}
+            raise
 
     def _set_stats_period(self, dom: libvirt.virDomain) -> None:
         if self._stats_period <= 0:
@@ -532,14 +606,17 @@ class LibvirtHypervisor(HypervisorInterface):
     # -- statistics -------------------------------------------------------
 
     def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
-                    ) -> tuple[dict[str, dict[str, Any]], list[libvirt.virDomain]]:
-        """Samples from one bulk call, and the domains it left without balloon stats."""
+                    ) -> tuple[dict[str, dict[str, Any]], list[libvirt.virDomain],
+                               dict[str, libvirt.virDomain]]:
+        """Samples from one bulk call, the domains it left without balloon
+        stats, and every wanted domain by UUID."""
         samples: dict[str, dict[str, Any]] = {}
         fallback: list[libvirt.virDomain] = []
+        domains: dict[str, libvirt.virDomain] = {}
         if self._bulk_balloon:
             try:
                 records = conn.getAllDomainStats(
-                    libvirt.VIR_DOMAIN_STATS_BALLOON,
+                    self._stats_groups,
                     flags=libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE)
             except libvirt.libvirtError as err:
                 if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
@@ -552,8 +629,12 @@ class LibvirtHypervisor(HypervisorInterface):
                     uuid = dom.UUIDString()
                     if uuid not in wanted:
                         continue
+                    domains[uuid] = dom
                     if "balloon.current" in stats:
                         samples[uuid] = _from_bulk(stats)
+                        for reader in self._readers:
+                            if reader.from_stats is not None:
+                                samples[uuid].update(reader.from_stats(stats))
                     else:
                         fallback.append(dom)
                 if fallback and not samples:
@@ -563,11 +644,25 @@ class LibvirtHypervisor(HypervisorInterface):
         if not self._bulk_balloon and not fallback:
             fallback = [dom for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
                         if dom.UUIDString() in wanted]
+            domains.update((dom.UUIDString(), dom) for dom in fallback)
         if fallback and not self._fallback_logged:
             self._fallback_logged = True
             log.info("libvirt at %s does not report balloon statistics in bulk; "
                      "asking each domain (info, memoryStats) instead", self.uri)
-        return samples, fallback
+        return samples, fallback, domains
+
+    def _read_domains(self, raw: dict[str, dict[str, Any]],
+                      domains: list[libvirt.virDomain]) -> None:
+        """Add the per-domain readers' fields to the samples of ``domains``."""
+        for dom in domains:
+            sample = raw[dom.UUIDString()]
+            try:
+                for reader in self._readers:
+                    if reader.per_domain is not None:
+                        sample.update(reader.per_domain(dom))
+            except libvirt.libvirtError as err:
+                if err.get_error_code() not in _DOMAIN_GONE:
+                    raise
 
     def _per_domain_slice(self, domains: list[libvirt.virDomain]) -> dict[str, dict[str, Any]]:
         samples = {}

@@ -1,0 +1,62 @@
+"""What each guest collector needs from libvirt beyond the balloon: one reader each.
+
+The balloon statistics come from one bulk call for every guest
+(``libvirt.py``).  A guest collector that needs more (CPU tuning, block
+I/O tuning, memory devices, ...) describes here where its fields come
+from, cheapest first:
+
+- ``stats``: bulk statistics groups added to that same one call, read
+  from each domain's record by ``from_stats``;
+- ``from_xml``: the domain's live definition (devices, metadata), read
+  when the guest appears and again after one of ``events`` (and after a
+  redefinition), kept on the guest in between;
+- ``per_domain``: calls of its own on each domain at each collection, for
+  what neither carries (libvirt has no bulk call for it).
+
+Readers only read: nothing here changes a domain.  Each is registered in
+``READERS`` under its collector's name, and the hypervisor runs those of
+the configured collectors only, so a host that does not ask for a
+mechanism's statistics pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import libvirt
+
+Fields = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DomainReader:
+    """Where one guest collector's fields come from in libvirt (see the module)."""
+
+    collector: str
+    stats: int = 0
+    from_stats: Callable[[Mapping[str, Any]], Fields] | None = None
+    from_xml: Callable[[str], Fields] | None = None
+    events: tuple[int, ...] = ()
+    per_domain: Callable[[libvirt.virDomain], Fields] | None = None
+
+
+#: Readers by guest collector name; the collectors not listed need nothing
+#: beyond the balloon statistics.
+READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
+)}
+
+
+def readers_for(collectors: Iterable[str]) -> tuple[DomainReader, ...]:
+    """The readers of the named collectors, in the order named."""
+    return tuple(READERS[name] for name in dict.fromkeys(collectors) if name in READERS)
+
+
+def definition_fields(readers: Iterable[DomainReader], domain_xml: str) -> Fields:
+    """What the readers find in a domain's live definition."""
+    fields: Fields = {}
+    for reader in readers:
+        if reader.from_xml is not None:
+            fields.update(reader.from_xml(domain_xml))
+    return fields
