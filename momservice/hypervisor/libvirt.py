@@ -197,6 +197,9 @@ class LibvirtHypervisor(HypervisorInterface):
         # were added: no listing of every domain each cycle.
         self._domains: dict[str, libvirt.virDomain] = {}
         self._domain_ids: dict[str, int] = {}
+        # Maximum memory by UUID, for the per-domain path: memoryStats()
+        # alone then makes a sample, without info().
+        self._max_kib: dict[str, int] = {}
         # Lifecycle events seen per UUID.  An addition or removal computed
         # from an older view (a resync listing, a slow lookup) is dropped
         # when an event for that guest arrived meanwhile: the event is newer.
@@ -561,6 +564,7 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def _remove_guest(self, uuid: str) -> None:
         self._domains.pop(uuid, None)
+        self._max_kib.pop(uuid, None)
         self._domain_ids.pop(uuid, None)
         if self._guests.pop(uuid, None) is not None:
             self._notify("guest_removed", uuid)
@@ -583,6 +587,7 @@ class LibvirtHypervisor(HypervisorInterface):
         # next samples carry the new values anyway.
         if inactive is not None:
             info.balloon_min = min_guarantee_kib(inactive)
+            self._max_kib.pop(info.uuid, None)   # the next sample reads it again
         if live is not None:
             info.defined = definition_fields(self._readers, live)
 
@@ -697,26 +702,36 @@ class LibvirtHypervisor(HypervisorInterface):
                           ) -> dict[str, dict[str, Any]]:
         samples = {}
         for uuid, dom in domains:
-            fields = self._per_domain_stats(dom)
+            fields = self._per_domain_stats(dom, self._max_kib.get(uuid))
             if fields is not None:
                 samples[uuid] = fields
+                # Fixed while the guest runs (a redefinition forgets it).
+                self._max_kib.setdefault(uuid, fields["balloon_max"])
         return samples
 
     @staticmethod
-    def _per_domain_stats(dom: libvirt.virDomain) -> dict[str, Any] | None:
-        try:
-            _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
-        except libvirt.libvirtError as err:
-            if err.get_error_code() in _DOMAIN_GONE:
-                return None
-            raise
-        fields: dict[str, Any] = {"balloon_cur": cur_kib, "balloon_max": max_kib}
+    def _per_domain_stats(dom: libvirt.virDomain, max_kib: int | None) -> dict[str, Any] | None:
+        """One domain's balloon fields: memoryStats alone when it reports the
+        balloon's size ("actual") and the maximum is known from when the guest
+        was added, else info() as well."""
         try:
             stats = dom.memoryStats()
         except libvirt.libvirtError as err:
-            if err.get_error_code() in _DOMAIN_GONE or err.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-                return fields
-            raise
+            if err.get_error_code() in _DOMAIN_GONE:
+                return None
+            if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            stats = {}
+        if max_kib is not None and "actual" in stats:
+            fields: dict[str, Any] = {"balloon_cur": stats["actual"], "balloon_max": max_kib}
+        else:
+            try:
+                _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() in _DOMAIN_GONE:
+                    return None
+                raise
+            fields = {"balloon_cur": cur_kib, "balloon_max": max_kib}
         for key, field in MEMORY_STATS_FIELDS.items():
             if key in stats:
                 fields[field] = stats[key]
