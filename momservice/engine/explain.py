@@ -1,0 +1,250 @@
+"""Why did my guest shrink?  A bounded record of every control applied.
+
+After each evaluation that applied something, :class:`ExplainLog` keeps,
+per guest (and for the host), what changed (control, from, to), which
+``Control`` call of which policy file and line set the winning value, and
+the inputs: the statistics the policy set's code reads (``PolicySet.reads``,
+a static reading of the code), with their values in the sample evaluated.
+
+Bounded twice: at most ``length`` records per guest (a ring: the oldest
+goes first) and none older than ``max_age`` seconds.  Only guests with
+something applied hold records, the records of an evaluation share their
+field names and the host's values, and a guest's ring goes with the guest:
+with a thousand guests all changing at every evaluation, the defaults
+(20 records) hold a few MiB (``benchmarks/explain_bench.py`` measures it).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..policy import Entity, PolicyError
+from .core import Engine, EngineObserver, Evaluation
+
+#: Records kept per guest, and for how long (seconds): ``[main]
+#: explain-length`` and ``explain-max-age``.
+DEFAULT_LENGTH = 20
+DEFAULT_MAX_AGE = 24 * 3600.0
+
+#: The statistic that shows where a control stands before it is applied,
+#: when it is not the control's own name (the host's ``ksm_run`` is both).
+CURRENT_VALUE_OF: dict[str, str] = {"balloon_target": "balloon_cur"}
+
+#: The key under which the host's records are kept.
+HOST = "host"
+
+#: Finds the file a policy came from, by its name (None: unknown).
+Locate = Callable[[str], "str | None"]
+
+
+class Inputs:
+    """Statistic names and their values: names shared by the records of one
+    evaluation, values per entity."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, names: tuple[str, ...], values: tuple) -> None:
+        self.names = names
+        self.values = values
+
+    def as_dict(self) -> dict[str, Any]:
+        return {n: v for n, v in zip(self.names, self.values) if v is not None}
+
+
+class Change:
+    """One control applied: from what to what, set where."""
+
+    __slots__ = ("control", "before", "after", "policy", "line", "file")
+
+    def __init__(self, control: str, before: Any, after: Any, policy: str | None,
+                 line: int | None, file: str | None) -> None:
+        self.control = control
+        self.before = before
+        self.after = after
+        self.policy = policy
+        self.line = line
+        self.file = file
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"control": self.control, "from": self.before, "to": self.after,
+                "policy": self.policy, "line": self.line, "file": self.file}
+
+
+class Record:
+    """What one evaluation applied to one guest (or the host), and on what inputs."""
+
+    __slots__ = ("time", "reason", "dry_run", "changes", "inputs", "means", "host",
+                 "host_means")
+
+    def __init__(self, time: float, reason: str, dry_run: bool, changes: tuple[Change, ...],
+                 inputs: Inputs, means: Inputs, host: Inputs, host_means: Inputs) -> None:
+        self.time = time
+        self.reason = reason
+        self.dry_run = dry_run
+        self.changes = changes
+        self.inputs = inputs
+        self.means = means
+        self.host = host
+        self.host_means = host_means
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as plain JSON-able values (see docs: ``Explain``)."""
+        return {"time_usec": int(self.time * 1_000_000), "reason": self.reason,
+                "dry_run": self.dry_run, "changes": [c.as_dict() for c in self.changes],
+                "inputs": {"guest": self.inputs.as_dict(), "host": self.host.as_dict(),
+                           "guest_means": self.means.as_dict(),
+                           "host_means": self.host_means.as_dict()}}
+
+
+_NO_INPUTS = Inputs((), ())
+
+
+class ExplainLog(EngineObserver):
+    """The applied controls of the last ``max_age`` seconds, at most ``length``
+    per guest, with their reasons; fed by the engine after each evaluation."""
+
+    def __init__(self, engine: Engine, *, length: int = DEFAULT_LENGTH,
+                 max_age: float = DEFAULT_MAX_AGE, locate: Locate | None = None) -> None:
+        if length < 1:
+            raise ValueError("length must be at least 1")
+        self.engine = engine
+        self.length = length
+        self.max_age = max_age
+        self.locate = locate
+        self.records: dict[str, deque[Record]] = {}
+        self._files: dict[str, tuple[str, str | None]] = {}  # policy -> (its text, file)
+
+    # -- the engine's hooks ---------------------------------------------------------
+
+    def guest_removed(self, uuid: str) -> None:
+        self.records.pop(uuid, None)
+
+    def evaluated(self, evaluation: Evaluation) -> None:
+        if not evaluation.changed or evaluation.result.error is not None:
+            return
+        engine = self.engine
+        reads = engine.policies.reads
+        origins = evaluation.result.control_origins
+        host = engine.host
+        host_inputs = _inputs(host, reads.host)
+        host_means = _means(host, reads.host_means)
+        for key, controls in self._applied(evaluation).items():
+            entity = host if key == HOST else engine.guests.get(key)
+            if entity is None:
+                continue
+            ring = self.records.get(key)
+            changes = tuple(self._change(entity, name, value, origins.get((entity, name)), ring)
+                            for name, value in controls.items())
+            if entity is host:
+                record = Record(evaluation.started, evaluation.reason, evaluation.dry_run,
+                                changes, _NO_INPUTS, _NO_INPUTS, host_inputs, host_means)
+            else:
+                record = Record(evaluation.started, evaluation.reason, evaluation.dry_run,
+                                changes, _inputs(entity, reads.guest),
+                                _means(entity, reads.guest_means), host_inputs, host_means)
+            if ring is None:
+                ring = self.records[key] = deque(maxlen=self.length)
+            ring.append(record)
+            self._expire(ring, evaluation.started)
+
+    # -- reading ----------------------------------------------------------------------
+
+    def story(self, key: str, since: float = 0.0, now: float | None = None) -> list[Record]:
+        """The records of a guest (by UUID) or of ``"host"`` taken at or after
+        ``since`` (seconds since the epoch), oldest first."""
+        ring = self.records.get(key)
+        if not ring:
+            return []
+        self._expire(ring, self.engine.clock() if now is None else now)
+        return [r for r in ring if r.time >= since]
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _applied(self, evaluation: Evaluation) -> dict[str, dict[str, Any]]:
+        """What each mechanism reported applied, as control name -> value, by
+        guest UUID (and ``"host"``)."""
+        applied: dict[str, dict[str, Any]] = {}
+        for mechanism in self.engine.mechanisms:
+            report = evaluation.applied.get(mechanism.name)
+            if not report:
+                continue
+            if mechanism.entity == "host":
+                controls = applied.setdefault(HOST, {})
+                for name, value in report.items():
+                    controls[_host_control(name, mechanism.controls)] = value
+                continue
+            for uuid, value in report.items():
+                controls = applied.setdefault(uuid, {})
+                if isinstance(value, Mapping):
+                    controls.update(value)
+                elif len(mechanism.controls) == 1:
+                    controls[next(iter(mechanism.controls))] = value
+                else:
+                    requested = evaluation.guest_controls.get(uuid, {})
+                    controls.update((n, v) for n, v in requested.items()
+                                    if n in mechanism.controls)
+        return applied
+
+    def _change(self, entity: Entity, name: str, value: Any,
+                origin: tuple[str | None, int] | None, ring: deque[Record] | None) -> Change:
+        before = entity.latest.get(CURRENT_VALUE_OF.get(name, name))
+        if before is None and ring:
+            before = _last_value(ring, name)
+        policy, line = origin if origin is not None else (None, None)
+        return Change(name, before, value, policy, line, self._file(policy))
+
+    def _file(self, policy: str | None) -> str | None:
+        """The file of ``policy``, looked up again only when its text changed."""
+        if policy is None or self.locate is None:
+            return None
+        try:
+            text = self.engine.policies.text(policy)
+        except KeyError:
+            text = None
+        cached = self._files.get(policy)
+        if cached is not None and cached[0] is text:
+            return cached[1]
+        try:
+            file = self.locate(policy)
+        except OSError:
+            file = None
+        self._files[policy] = (text, file)
+        return file
+
+    def _expire(self, ring: deque[Record], now: float) -> None:
+        oldest = now - self.max_age
+        while ring and ring[0].time < oldest:
+            ring.popleft()
+
+
+def _host_control(name: str, controls: frozenset[str]) -> str:
+    # KSM reports the sysfs file names it wrote (run, pages_to_scan, ...).
+    if name in controls:
+        return name
+    prefixed = f"ksm_{name}"
+    return prefixed if prefixed in controls else name
+
+
+def _inputs(entity: Entity, names: tuple[str, ...]) -> Inputs:
+    # The names tuple is the set's own, shared by every record.
+    return Inputs(names, tuple(map(entity.latest.get, names)))
+
+
+def _means(entity: Entity, names: tuple[str, ...]) -> Inputs:
+    values = []
+    for name in names:
+        try:
+            values.append(entity.stat_avg(name))
+        except PolicyError:  # unknown to this entity, or not a number
+            values.append(None)
+    return Inputs(names, tuple(values))
+
+
+def _last_value(ring: deque[Record], name: str) -> Any:
+    for record in reversed(ring):
+        for change in record.changes:
+            if change.control == name:
+                return change.after
+    return None
