@@ -145,7 +145,7 @@ def plot_history(path: Path, title: str, field: str, samples: list[tuple[float, 
 
     import matplotlib
     matplotlib.use("Agg")   # no display: a file only
-    from matplotlib import pyplot
+    from matplotlib import dates, pyplot
 
     kib = (f := _FIELDS.get(field)) is not None and f.unit is KIB
     times = [datetime.datetime.fromtimestamp(t) for t, _ in samples]
@@ -157,6 +157,7 @@ def plot_history(path: Path, title: str, field: str, samples: list[tuple[float, 
         unit = "MiB" if kib else (f.unit.symbol if f is not None and f.unit else "")
         axes.set_ylabel(f"{field} ({unit})" if unit else field)
         axes.grid(True, alpha=0.3)
+        axes.xaxis.set_major_formatter(dates.DateFormatter("%H:%M:%S"))
         figure.autofmt_xdate()
         figure.savefig(path)
     finally:
