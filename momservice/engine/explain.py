@@ -72,33 +72,75 @@ class Change:
                 "policy": self.policy, "line": self.line, "file": self.file}
 
 
-class Record:
-    """What one evaluation applied to one guest (or the host), and on what inputs."""
+class Moment:
+    """What the records of one evaluation share: when, why, the names of the
+    statistics read and the host's values."""
 
-    __slots__ = ("time", "reason", "dry_run", "changes", "inputs", "means", "host",
-                 "host_means")
+    __slots__ = ("time", "reason", "dry_run", "guest_names", "mean_names", "host", "host_means")
 
-    def __init__(self, time: float, reason: str, dry_run: bool, changes: tuple[Change, ...],
-                 inputs: Inputs, means: Inputs, host: Inputs, host_means: Inputs) -> None:
+    def __init__(self, time: float, reason: str, dry_run: bool, guest_names: tuple[str, ...],
+                 mean_names: tuple[str, ...], host: Inputs, host_means: Inputs) -> None:
         self.time = time
         self.reason = reason
         self.dry_run = dry_run
-        self.changes = changes
-        self.inputs = inputs
-        self.means = means
+        self.guest_names = guest_names
+        self.mean_names = mean_names
         self.host = host
         self.host_means = host_means
+
+
+class Record:
+    """What one evaluation applied to one guest (or the host), and on what inputs.
+
+    Four slots: with a thousand guests every byte of a record counts twenty
+    thousand times; the rest is the evaluation's (``Moment``).
+    """
+
+    __slots__ = ("moment", "changes", "values", "means")
+
+    def __init__(self, moment: Moment, changes: tuple[Change, ...], values: tuple = (),
+                 means: tuple = ()) -> None:
+        self.moment = moment
+        self.changes = changes
+        self.values = values
+        self.means = means
+
+    @property
+    def time(self) -> float:
+        return self.moment.time
+
+    @property
+    def reason(self) -> str:
+        return self.moment.reason
+
+    @property
+    def dry_run(self) -> bool:
+        return self.moment.dry_run
+
+    @property
+    def inputs(self) -> Inputs:
+        """The guest's statistics the policies read (none for the host's records)."""
+        return Inputs(self.moment.guest_names if self.values else (), self.values)
+
+    @property
+    def guest_means(self) -> Inputs:
+        return Inputs(self.moment.mean_names if self.means else (), self.means)
+
+    @property
+    def host(self) -> Inputs:
+        return self.moment.host
+
+    @property
+    def host_means(self) -> Inputs:
+        return self.moment.host_means
 
     def as_dict(self) -> dict[str, Any]:
         """The record as plain JSON-able values (see docs: ``Explain``)."""
         return {"time_usec": int(self.time * 1_000_000), "reason": self.reason,
                 "dry_run": self.dry_run, "changes": [c.as_dict() for c in self.changes],
                 "inputs": {"guest": self.inputs.as_dict(), "host": self.host.as_dict(),
-                           "guest_means": self.means.as_dict(),
+                           "guest_means": self.guest_means.as_dict(),
                            "host_means": self.host_means.as_dict()}}
-
-
-_NO_INPUTS = Inputs((), ())
 
 
 class ExplainLog(EngineObserver):
@@ -128,8 +170,9 @@ class ExplainLog(EngineObserver):
         reads = engine.policies.reads
         origins = evaluation.result.control_origins
         host = engine.host
-        host_inputs = _inputs(host, reads.host)
-        host_means = _means(host, reads.host_means)
+        moment = Moment(evaluation.started, evaluation.reason, evaluation.dry_run,
+                        reads.guest, reads.guest_means, _inputs(host, reads.host),
+                        _means(host, reads.host_means))
         for key, controls in self._applied(evaluation).items():
             entity = host if key == HOST else engine.guests.get(key)
             if entity is None:
@@ -138,12 +181,10 @@ class ExplainLog(EngineObserver):
             changes = tuple(self._change(entity, name, value, origins.get((entity, name)), ring)
                             for name, value in controls.items())
             if entity is host:
-                record = Record(evaluation.started, evaluation.reason, evaluation.dry_run,
-                                changes, _NO_INPUTS, _NO_INPUTS, host_inputs, host_means)
+                record = Record(moment, changes)
             else:
-                record = Record(evaluation.started, evaluation.reason, evaluation.dry_run,
-                                changes, _inputs(entity, reads.guest),
-                                _means(entity, reads.guest_means), host_inputs, host_means)
+                record = Record(moment, changes, _inputs(entity, reads.guest).values,
+                                _means(entity, reads.guest_means).values)
             if ring is None:
                 ring = self.records[key] = deque(maxlen=self.length)
             ring.append(record)
