@@ -582,7 +582,9 @@ class Generator:
             # Where the value came from, for "why did my guest shrink?": the
             # last call wins, as for the value.  Reached only when the call
             # succeeded, so the name is a string.
-            self.emit(f"E.origins[{obj}, {values[0]}] = {self.const((self.policy, line))}")
+            # By name, then entity: no tuple made per call (a thousand of
+            # them per evaluation would cost more than the rest of this).
+            self.emit(f"E.origins[{values[0]}][{obj}] = {self.const((self.policy, line))}")
         return t
 
     @staticmethod

@@ -46,9 +46,9 @@ class EvaluationResult:
     error: PolicyError | None = None
     values: list[Any] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
-    #: (entity, control) -> (policy, line) of the ``Control`` call whose
-    #: value won (the last one made in the evaluation).
-    control_origins: dict[tuple[Entity, str], tuple[str | None, int]] = \
+    #: control name -> entity -> (policy, line) of the ``Control`` call
+    #: whose value won (the last one made in the evaluation).
+    control_origins: Mapping[str, dict[Entity, tuple[str | None, int]]] = \
         field(default_factory=dict)
 
     @property

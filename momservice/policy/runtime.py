@@ -83,9 +83,10 @@ class Env:
         self.depth = 0
         self.max_depth = max_depth
         self.controls: dict[Entity, dict[str, Any]] = {}
-        #: Where each control got its value: (entity, control name) ->
+        #: Where each control got its value: control name -> entity ->
         #: (policy, line) of the last ``Control`` call, the one that wins.
-        self.origins: dict[tuple[Entity, str], tuple[str | None, int]] = {}
+        self.origins: defaultdict[str, dict[Entity, tuple[str | None, int]]] = \
+            defaultdict(dict)
         self.failed: dict[Entity, PolicyError] = {}
         self.messages: list[str] = []
         #: SetVar writes of a trial run, kept here instead of on the

@@ -130,8 +130,8 @@ def test_a_thousand_guests_with_full_rings_stay_within_a_few_mib():
     try:
         before = tracemalloc.get_traced_memory()[0]
         for step in range(log.length):
-            result = EvaluationResult(control_origins={
-                (g, "balloon_target"): ("02-balloon", 180) for g in engine.guests.values()})
+            result = EvaluationResult(control_origins={"balloon_target": {
+                g: ("02-balloon", 180) for g in engine.guests.values()}})
             evaluation = Evaluation(float(step), 0.001, "interval", result, False)
             # Distinct ints, as real targets are (small ones would be shared).
             evaluation.applied["Balloon"] = {u: (3 << 20) + n * 1000 + step

@@ -32,8 +32,8 @@ def test_the_last_control_call_wins_and_is_named():
                      '      (g.Control "balloon_target" 2)\n      nil))\n'})
     assert result.guest_controls[g0] == {"balloon_target": 1}
     assert result.guest_controls[g1] == {"balloon_target": 2}
-    assert result.control_origins[g0, "balloon_target"] == ("10-first", 1)
-    assert result.control_origins[g1, "balloon_target"] == ("20-second", 5)
+    assert result.control_origins["balloon_target"][g0] == ("10-first", 1)
+    assert result.control_origins["balloon_target"][g1] == ("20-second", 5)
 
 
 def test_a_control_set_in_a_function_is_named_where_the_call_is_written():
@@ -45,16 +45,16 @@ def test_a_control_set_in_a_function_is_named_where_the_call_is_written():
                   '(with Guests g\n  (if (== (g.Prop "name") "g0") (shrink g) (far g 7)))\n'
                   '(Host.Control "ksm_run" 1)\n'})
     assert result.guest_controls == {g0: {"balloon_target": 90}, g1: {"balloon_target": 7}}
-    assert result.control_origins[g0, "balloon_target"] == ("10-use", 1)
-    assert result.control_origins[g1, "balloon_target"] == ("00-lib", 2)
-    assert result.control_origins[host, "ksm_run"] == ("10-use", 4)
+    assert result.control_origins["balloon_target"][g0] == ("10-use", 1)
+    assert result.control_origins["balloon_target"][g1] == ("00-lib", 2)
+    assert result.control_origins["ksm_run"][host] == ("10-use", 4)
 
 
 def test_a_control_named_at_run_time_is_named_too():
     host, (g0, _), result = origins({
         "p": '(defvar which "balloon_target")\n(with Guests g\n  (g.Control which 5))\n'})
     assert result.guest_controls[g0] == {"balloon_target": 5}
-    assert result.control_origins[g0, "balloon_target"] == ("p", 3)
+    assert result.control_origins["balloon_target"][g0] == ("p", 3)
 
 
 def test_the_statistics_a_set_reads():
