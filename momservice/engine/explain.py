@@ -11,11 +11,13 @@ goes first) and none older than ``max_age`` seconds.  Only guests with
 something applied hold records, the records of an evaluation share their
 field names and the host's values, and a guest's ring goes with the guest:
 with a thousand guests all changing at every evaluation, the defaults
-(20 records) hold a few MiB (``benchmarks/explain_bench.py`` measures it).
+(20 records) hold about 7 MiB (``tests/engine/test_explain_log.py``
+measures it).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,7 +52,7 @@ class Inputs:
         self.values = values
 
     def as_dict(self) -> dict[str, Any]:
-        return {n: v for n, v in zip(self.names, self.values) if v is not None}
+        return {n: v for n, v in zip(self.names, self.values) if _shown(v) is not None}
 
 
 class Change:
@@ -68,7 +70,7 @@ class Change:
         self.file = file
 
     def as_dict(self) -> dict[str, Any]:
-        return {"control": self.control, "from": self.before, "to": self.after,
+        return {"control": self.control, "from": _shown(self.before), "to": _shown(self.after),
                 "policy": self.policy, "line": self.line, "file": self.file}
 
 
@@ -258,6 +260,13 @@ class ExplainLog(EngineObserver):
         oldest = now - self.max_age
         while ring and ring[0].time < oldest:
             ring.popleft()
+
+
+def _shown(value: Any) -> Any:
+    # JSON has no NaN or infinity (JavaScript's JSON.parse refuses them).
+    if type(value) is float and not math.isfinite(value):
+        return None
+    return value
 
 
 def _host_control(name: str, controls: frozenset[str]) -> str:

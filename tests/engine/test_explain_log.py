@@ -158,3 +158,9 @@ def test_a_dry_run_momd_records_what_it_would_have_applied(run):
     stories = [r for uuid, ring in log.records.items() for r in ring if uuid != "host"]
     assert stories and all(r.dry_run for r in stories)
     assert all(c.file is None for r in stories for c in r.changes)  # no locate given
+
+
+def test_a_value_json_cannot_carry_is_left_out():
+    from momservice.engine.explain import Change, Inputs
+    assert Inputs(("a", "b", "c"), (1.5, float("nan"), None)).as_dict() == {"a": 1.5}
+    assert Change("x", float("inf"), 2, "p", 1, None).as_dict()["from"] is None
