@@ -180,8 +180,9 @@ class ExplainLog(EngineObserver):
             if entity is None:
                 continue
             ring = self.records.get(key)
-            changes = tuple(self._change(entity, name, value, origins.get(name, {}).get(entity), ring)
-                            for name, value in controls.items())
+            changes = tuple(
+                self._change(entity, name, value, origins.get(name, {}).get(entity), ring)
+                for name, value in controls.items())
             if entity is host:
                 record = Record(moment, changes)
             else:
