@@ -175,23 +175,35 @@ class ExplainLog(EngineObserver):
         moment = Moment(evaluation.started, evaluation.reason, evaluation.dry_run,
                         reads.guest, reads.guest_means, _inputs(host, reads.host),
                         _means(host, reads.host_means))
+        guest_names, mean_names = reads.guest, reads.guest_means
+        files: dict[str | None, str | None] = {}   # by policy, for this evaluation
+        oldest = evaluation.started - self.max_age
         for key, controls in self._applied(evaluation).items():
             entity = host if key == HOST else engine.guests.get(key)
             if entity is None:
                 continue
             ring = self.records.get(key)
-            changes = tuple(
-                self._change(entity, name, value, origins.get(name, {}).get(entity), ring)
-                for name, value in controls.items())
+            changes = []
+            for name, value in controls.items():
+                by_entity = origins.get(name)
+                policy, line = (by_entity.get(entity) if by_entity else None) or (None, None)
+                if policy not in files:
+                    files[policy] = self._file(policy)
+                before = entity.latest.get(CURRENT_VALUE_OF.get(name, name))
+                if before is None and ring:
+                    before = _last_value(ring, name)
+                changes.append(Change(name, before, value, policy, line, files[policy]))
             if entity is host:
-                record = Record(moment, changes)
+                record = Record(moment, tuple(changes))
             else:
-                record = Record(moment, changes, _inputs(entity, reads.guest).values,
-                                _means(entity, reads.guest_means).values)
+                record = Record(moment, tuple(changes),
+                                tuple(map(entity.latest.get, guest_names)),
+                                _means(entity, mean_names).values if mean_names else ())
             if ring is None:
                 ring = self.records[key] = deque(maxlen=self.length)
             ring.append(record)
-            self._expire(ring, evaluation.started)
+            if ring[0].moment.time < oldest:
+                self._expire(ring, evaluation.started)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -230,14 +242,6 @@ class ExplainLog(EngineObserver):
                     controls.update((n, v) for n, v in requested.items()
                                     if n in mechanism.controls)
         return applied
-
-    def _change(self, entity: Entity, name: str, value: Any,
-                origin: tuple[str | None, int] | None, ring: deque[Record] | None) -> Change:
-        before = entity.latest.get(CURRENT_VALUE_OF.get(name, name))
-        if before is None and ring:
-            before = _last_value(ring, name)
-        policy, line = origin if origin is not None else (None, None)
-        return Change(name, before, value, policy, line, self._file(policy))
 
     def _file(self, policy: str | None) -> str | None:
         """The file of ``policy``, looked up again only when its text changed."""
