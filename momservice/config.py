@@ -21,6 +21,9 @@ Sections and keys
     ``metrics-file`` (empty: none): a file momd rewrites after every
     collection with its metrics in Prometheus' text format, for
     node_exporter's textfile collector (:mod:`momservice.metrics`).
+    ``explain-length`` (20) and ``explain-max-age`` (86400 seconds): how
+    many applied controls momd keeps per guest for ``momctl explain``, and
+    for how long at most (:mod:`momservice.engine.explain`).
     Our own keys: ``state-dir`` (``/var/lib/mom``), ``dry-run`` (a boolean:
     true/false, yes/no, on/off, 1/0) and ``balloon-floor`` (KiB, 256 MiB by
     default: no balloon target below it is ever applied).
@@ -185,6 +188,10 @@ class Config:
     plot_dir: Path | None = None
     #: ``[main] metrics-file`` / ``--metrics-file``: Prometheus text format; None: none.
     metrics_file: Path | None = None
+    #: ``[main] explain-length``: records of applied controls kept per guest.
+    explain_length: int = 20
+    #: ``[main] explain-max-age``: seconds a record of an applied control is kept.
+    explain_max_age: float = 86400.0
     #: ``[main] policy`` / ``-r``: a single policy file.
     policy_file: Path | None = None
     #: ``[main] policy-dir`` / ``-P``: a directory of policies.
@@ -405,6 +412,10 @@ _KEYS: dict[str, dict[str, tuple[str, _Parser]]] = {
         "policy-dir": ("policy_dir", lambda w, r: _optional_path(r)),
         "plot-dir": ("plot_dir", lambda w, r: _optional_path(r)),
         "metrics-file": ("metrics_file", lambda w, r: _optional_path(r)),
+        "explain-length": (
+            "explain_length",
+            lambda w, r: _integer(w, r, 1, "an integer >= 1")),
+        "explain-max-age": ("explain_max_age", _seconds),
         "state-dir": ("state_dir", _required_path),
         "dry-run": ("dry_run", parse_bool),
         "balloon-floor": (
