@@ -371,6 +371,16 @@ def _fetch_agent(cache: Path) -> Path:
     return final
 
 
+def agent_binary(cache: Path | None = None) -> Path:
+    """Debian's qemu-ga, unpacked in the cache (for tests that run it on the
+    host, on a UNIX socket); GuestImageError when it cannot be had."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    with cache_lock(cache):
+        binary = _fetch_agent(cache) / "qemu-ga"
+    _shared_libraries(binary)  # GuestImageError when this host lacks one
+    return binary
+
+
 def _decompressed(path: Path) -> bytes:
     data = path.read_bytes()
     if path.name.endswith(".xz"):
