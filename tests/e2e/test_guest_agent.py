@@ -31,7 +31,7 @@ from momservice.contract import GUEST_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH
 from tests.e2e.test_real_guests import (MOM_POLICIES, BusClient, _skip_reason, wait_until)
 from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_type,
                                        domain_xml, ensure_guest_image)
-from tests.helpers.momd_process import Momd, momd_config
+from tests.helpers.momd_process import Momd, momctl, momd_config
 from tests.helpers.private_bus import system_bus_with_polkit
 from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd
 
@@ -190,3 +190,7 @@ def test_balloon_features_from_the_live_definition(agent_env):
     assert props["BalloonAutodeflate"] == 1
     assert props["BalloonFreePageReporting"] == 1
     assert props["Statistics"]["balloon_free_page_reporting"].value == 1
+    shown = momctl(env.system, "guest", GUEST_NAME)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^\s+BalloonAutodeflate\s+1 \(on\)$", shown.stdout, re.M), shown.stdout
+    assert re.search(r"^\s+BalloonFreePageReporting\s+1 \(on\)$", shown.stdout, re.M)
