@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from momservice.hypervisor.libvirt import LibvirtHypervisor
+from momservice.policy import Entity, PolicySet
 from momservice.hypervisor.libvirt_balloon_features import balloon_features
 from tests.helpers.hypervisor_listener import RecordingListener, wait_for
 from tests.helpers.libvirt_node import domain_xml, guest_specs, node_uri, write_node_xml
 
 PLAIN = "<memballoon model='virtio'>"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _with_balloon(xml: str, attributes: str) -> str:
@@ -78,3 +80,22 @@ def test_not_read_without_the_guest_balloon_collector(run, tmp_path: Path):
         assert samples and not any("balloon_autodeflate" in s for s in samples.values())
 
     run(body())
+
+
+def test_the_documented_policy_tells_the_balloons_apart():
+    doc = (REPO / "docs" / "mechanisms" / "balloon-features.md").read_text()
+    policy = doc.split("```lisp\n", 1)[1].split("```", 1)[0]
+    host = Entity.host()
+    host.add_sample({"mem_available": 8 << 20, "mem_free": 4 << 20})
+    guests = []
+    for name, features in (("deflating", {"balloon_autodeflate": 1}),
+                           ("plain", {"balloon_autodeflate": 0}), ("no-balloon", {})):
+        guest = Entity.guest({"name": name, "uuid": name, "pid": 0})
+        guest.add_sample({"balloon_cur": 100000, "balloon_max": 100000, "balloon_min": 0,
+                          "mem_available": 100000, "mem_unused": 50000, "major_fault": 0,
+                          "minor_fault": 0, "swap_in": 0, "swap_out": 0, **features})
+        guests.append(guest)
+    result = PolicySet({"features": policy}).evaluate(host, guests)
+    assert result.error is None, result.error
+    targets = {g.name: c["balloon_target"] for g, c in result.guest_controls.items()}
+    assert targets == pytest.approx({"deflating": 55000, "plain": 60000, "no-balloon": 60000})
