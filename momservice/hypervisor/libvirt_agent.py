@@ -334,6 +334,9 @@ class QemuAgentReader:
             if connected:
                 # The agent (re)started: ask at once, not after a backoff.
                 guest.retry_at = 0.0
+            elif connected is False:
+                # It stopped: its last figures are not the guest's any more.
+                guest.fields = {}
         return {}
 
     # -- at each collection (libvirt_readers.per_domain) --

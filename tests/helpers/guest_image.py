@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from xml.sax.saxutils import escape
 
 from tests.helpers.file_lock import flock_within
@@ -270,32 +270,46 @@ def unpack_package(package: str, version: str, work: Path) -> Path:
     return unpacked
 
 
-def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
-    """Download and unpack the kernel and the virtio modules (cached)."""
-    final = _kernel_dir(cache, package, version)
+def _cached_unpack(final: Path, package: str, version: str,
+                   stage: Callable[[Path, Path], None]) -> Path:
+    """``final``, made once: ``package`` = ``version`` downloaded and unpacked
+    in a scratch directory of the cache, ``stage(unpacked, staging)`` picks
+    what is kept into ``staging``, which then becomes ``final`` at once."""
     if (final / "complete").exists():
         return final
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".fetch-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # apt's sandbox user may write here
         unpacked = unpack_package(package, version, work)
-        kernels = sorted(unpacked.glob("boot/vmlinuz-*"))
-        if not kernels:
-            raise GuestImageError(f"{package} {version} holds no /boot/vmlinuz-*")
         staging = work / "out"
-        (staging / "modules").mkdir(parents=True)
-        shutil.copy2(kernels[0], staging / "vmlinuz")
-        for name in VIRTIO_MODULES:
-            found = [p for p in unpacked.glob(f"lib/modules/*/kernel/drivers/virtio/{name}.ko*")]
-            if not found:
-                # Built into the kernel: nothing to load (insmod fails harmlessly).
-                continue
-            (staging / "modules" / f"{name}.ko").write_bytes(_decompressed(found[0]))
+        staging.mkdir()
+        stage(unpacked, staging)
         (staging / "complete").write_text(f"{package} {version}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
     return final
+
+
+def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
+    """Download and unpack the kernel and the virtio modules (cached)."""
+    def stage(unpacked: Path, staging: Path) -> None:
+        kernels = sorted(unpacked.glob("boot/vmlinuz-*"))
+        if not kernels:
+            raise GuestImageError(f"{package} {version} holds no /boot/vmlinuz-*")
+        (staging / "modules").mkdir()
+        shutil.copy2(kernels[0], staging / "vmlinuz")
+        _stage_modules(unpacked, staging / "modules",
+                       {name: "drivers/virtio" for name in VIRTIO_MODULES})
+    return _cached_unpack(_kernel_dir(cache, package, version), package, version, stage)
+
+
+def _stage_modules(unpacked: Path, into: Path, modules: dict[str, str]) -> None:
+    """Modules by name -> their directory under ``kernel/``, decompressed."""
+    for name, where in modules.items():
+        found = sorted(unpacked.glob(f"lib/modules/*/kernel/{where}/{name}.ko*"))
+        if found:  # else built into the kernel: nothing to load (insmod fails harmlessly)
+            (into / f"{name}.ko").write_bytes(_decompressed(found[0]))
 
 
 def _package_version(package: str) -> str:
@@ -311,24 +325,9 @@ def _fetch_extra_modules(cache: Path, package: str, version: str,
     """Modules of the kernel package beyond the virtio ones, by name ->
     directory under ``kernel/`` (cached, decompressed)."""
     key = hashlib.sha256(repr(sorted(modules.items())).encode()).hexdigest()[:8]
-    final = cache / f"modules-{package}_{_safe(version)}-{key}"
-    if (final / "complete").exists():
-        return final
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
-        work = Path(tmp)
-        os.chmod(work, 0o755)  # apt's sandbox user may write here
-        unpacked = unpack_package(package, version, work)
-        staging = work / "out"
-        staging.mkdir()
-        for name, where in modules.items():
-            found = list(unpacked.glob(f"lib/modules/*/kernel/{where}/{name}.ko*"))
-            if found:  # else built in: nothing to load
-                (staging / f"{name}.ko").write_bytes(_decompressed(found[0]))
-        (staging / "complete").write_text(f"{package} {version}\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    return final
+    return _cached_unpack(cache / f"modules-{package}_{_safe(version)}-{key}", package,
+                          version, lambda unpacked, staging: _stage_modules(
+                              unpacked, staging, modules))
 
 
 def _shared_libraries(binary: Path) -> dict[str, bytes]:
@@ -351,24 +350,13 @@ def _fetch_agent(cache: Path) -> Path:
     try:
         version = _package_version(AGENT_PACKAGE)
     except (GuestImageError, OSError, subprocess.TimeoutExpired) as e:
-        cached = sorted(cache.glob("agent-*/qemu-ga"), key=lambda p: p.stat().st_mtime)
+        cached = sorted(cache.glob("agent-*/complete"), key=lambda p: p.stat().st_mtime)
         if not cached:
             raise GuestImageError(f"cannot find {AGENT_PACKAGE}: {e}") from e
         return cached[-1].parent
-    final = cache / f"agent-{AGENT_PACKAGE}_{_safe(version)}"
-    if (final / "qemu-ga").exists():
-        return final
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
-        work = Path(tmp)
-        os.chmod(work, 0o755)
-        unpacked = unpack_package(AGENT_PACKAGE, version, work)
-        staging = work / "out"
-        staging.mkdir()
-        shutil.copy2(unpacked / AGENT_BINARY, staging / "qemu-ga")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    return final
+    return _cached_unpack(cache / f"agent-{AGENT_PACKAGE}_{_safe(version)}", AGENT_PACKAGE,
+                          version, lambda unpacked, staging: shutil.copy2(
+                              unpacked / AGENT_BINARY, staging / "qemu-ga"))
 
 
 def agent_binary(cache: Path | None = None) -> Path:

@@ -13,8 +13,8 @@ the real one stopped with SIGSTOP.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import signal
 import subprocess
 import time
@@ -25,8 +25,7 @@ import pytest
 
 from momservice.collectors.meminfo import parse_meminfo
 from momservice.hypervisor.libvirt import LibvirtHypervisor
-from momservice.hypervisor.libvirt_agent import (AgentOptions, QemuAgentReader,
-                                                 _LibvirtChannel, read_guest_file)
+from momservice.hypervisor.libvirt_agent import AgentOptions, QemuAgentReader
 from tests.helpers.guest_image import GuestImageError, agent_binary
 from tests.helpers.hypervisor_listener import RecordingListener, wait_for
 from tests.helpers.libvirt_node import domain_xml, guest_specs, node_uri, write_node_xml
@@ -109,12 +108,7 @@ async def _collect_until(hv: LibvirtHypervisor, predicate, what: str, timeout: f
             return samples
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}: {samples}")
-        await _sleep(0.05)
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-    await asyncio.sleep(seconds)
+        await asyncio.sleep(0.05)
 
 
 def test_agent_listed_first_its_figures_win(run, tmp_path, agents):
@@ -248,6 +242,21 @@ def test_definition_notes_the_agent_channel_and_its_state(state, expected):
     guest = reader._guests[spec.uuid]
     assert (guest.channel, guest.connected) == expected
     assert guest.name == spec.name
+
+
+def test_an_agent_that_stops_takes_its_figures_along():
+    spec = guest_specs(1)[0]
+    def xml(state: str) -> str:
+        return domain_xml(spec).replace(
+            "</devices>", AGENT_CHANNEL_XML.format(path="/x", state=state) + "</devices>")
+    reader = QemuAgentReader(AgentOptions())
+    reader.definition(xml(" state='connected'"))
+    guest = reader._guests[spec.uuid]
+    guest.fields = {"mem_unused": 1}
+    reader.definition(xml(" state='connected'"))
+    assert guest.fields == {"mem_unused": 1}
+    reader.definition(xml(" state='disconnected'"))
+    assert guest.fields == {} and guest.connected is False
 
 
 def test_a_driver_without_agent_commands_is_logged_once_and_leaves_the_sample(
