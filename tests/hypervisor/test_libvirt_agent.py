@@ -287,3 +287,24 @@ def test_a_driver_without_agent_commands_is_logged_once_and_leaves_the_sample(
     run(body())
     warnings = [r.getMessage() for r in caplog.records if r.name == AGENT_LOG]
     assert len(warnings) == 1 and "not supported" in warnings[0], warnings
+
+
+def test_options_as_configured_and_moms_defaults():
+    assert AgentOptions.from_config({}) == AgentOptions(
+        timeout=2.0, socket_path=Path("/var/lib/libvirt/qemu"),
+        socket_name_template="%(name)s.agent")
+    options = AgentOptions.from_config({"timeout": "0.5", "socket_path": "/run/qga",
+                                        "socket_name_template": "qga-%(name)s"})
+    assert options.timeout == 0.5
+    assert options.socket_for("vm1") == Path("/run/qga/qga-vm1")
+    # MoM's fallback for a template naming something else (the loader
+    # refuses such a template; a reader made without it still copes).
+    assert AgentOptions(socket_name_template="%(uuid)s").socket_for("vm1") == \
+        Path("/var/lib/libvirt/qemu/vm1.agent")
+
+
+def test_each_hypervisor_binds_a_reader_of_its_own(tmp_path):
+    first = _hypervisor(tmp_path, ["GuestQemuAgent"], timeout="3")
+    second = _hypervisor(tmp_path, ["GuestQemuAgent"], timeout="4")
+    assert _reader(first) is not _reader(second)
+    assert (_reader(first).options.timeout, _reader(second).options.timeout) == (3.0, 4.0)
