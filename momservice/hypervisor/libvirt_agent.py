@@ -386,6 +386,10 @@ class QemuAgentReader:
         except (AgentError, CollectionError) as err:
             self._failed(uuid, guest, err)
             return
+        except Exception as err:  # noqa: BLE001 - a bug must not leave the guest pending
+            log.exception("reading the guest agent of %s failed unexpectedly", guest.name)
+            self._failed(uuid, guest, err)
+            return
         fields["_last_update"] = time.time()
         with self._lock:
             guest.fields = fields
