@@ -61,7 +61,8 @@ def _all_fields(registry: dict[str, Any]) -> frozenset[str]:
 def make_hypervisor(config: Config) -> HypervisorInterface:
     """The libvirt hypervisor interface for the configured URI."""
     from .hypervisor.libvirt import LibvirtHypervisor  # libvirt only where it is used
-    return LibvirtHypervisor(config.hypervisor_uri, collectors=config.guest_collectors)
+    return LibvirtHypervisor(config.hypervisor_uri, collectors=config.guest_collectors,
+                             collector_options=config.collector_options)
 
 
 def build_service(config: Config, *, hypervisor: HypervisorInterface | None = None,

@@ -49,6 +49,12 @@ Sections and keys
 ``[Collector: NAME]``
     Options for one collector, kept as strings in
     :attr:`Config.collector_options` under the collector's name.
+    ``[Collector: GuestQemuAgent]`` (see docs/mechanisms/guest-agent.md):
+    MoM's ``socket_path`` (``/var/lib/libvirt/qemu``) and
+    ``socket_name_template`` (``%(name)s.agent``), for guests whose agent
+    libvirt has no channel for, and our ``timeout`` (2 seconds: the
+    longest one guest's agent is waited for); checked when loaded, other
+    keys warned about.
 
 Unknown keys in these sections and unknown sections are warned about and
 ignored (old configurations carry extra keys).  A bad value raises
@@ -98,7 +104,7 @@ CONTROLLERS: tuple[str, ...] = tuple(MECHANISMS)
 #: they are dropped from the lists, with one warning each.
 UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ("HostTime",)
 UNIMPLEMENTED_GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestQemuAgent", "GuestNetworkDaemon", "GuestCpuTune", "GuestIoTune",
+    "GuestNetworkDaemon", "GuestCpuTune", "GuestIoTune",
     "GuestIoTuneOptional")
 UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ("CpuTune", "IoTune")
 
@@ -444,6 +450,25 @@ _ALL_COLLECTORS = {
 }
 
 
+def _socket_name_template(where: str, raw: str) -> str:
+    try:
+        raw.strip() % {"name": "guest"}
+    except (KeyError, ValueError, TypeError):
+        raise _bad(where, "a file name naming the guest as %(name)s", raw) from None
+    return raw
+
+
+#: Collector -> its ``[Collector: NAME]`` keys and how each is checked (the
+#: options stay strings; the collector reads them).
+_COLLECTOR_KEYS: dict[str, dict[str, _Parser]] = {
+    "GuestQemuAgent": {
+        "timeout": _seconds,
+        "socket_path": lambda w, r: _required_path(w, r),
+        "socket_name_template": _socket_name_template,
+    },
+}
+
+
 def _new_parser() -> configparser.ConfigParser:
     return configparser.ConfigParser(
         interpolation=None,
@@ -493,8 +518,15 @@ def _from_parser(parser: configparser.ConfigParser,
                                 "ignored", section, name)
                 continue
             options = collector_options.setdefault(canonical, {})
-            options.update((key, raw)
-                           for key, raw in parser.items(section, raw=True))
+            known_keys = _COLLECTOR_KEYS.get(canonical)
+            for key, raw in parser.items(section, raw=True):
+                if known_keys is not None:
+                    if key in known_keys:
+                        known_keys[key](f"[{section}] {key}", raw)
+                    else:
+                        _logger.warning("[%s] %s: unknown key, ignored", section, key)
+                        continue
+                options[key] = raw
         else:
             hint = ""
             if section.lower() in _KEYS:

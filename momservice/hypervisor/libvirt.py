@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -166,10 +166,19 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def __init__(self, uri: str = "", *, stats_period: int = 5,
                  pid_dir: Path | None = None, reconnect_min: float = 0.5,
-                 reconnect_max: float = 30.0, collectors: Iterable[str] = ()) -> None:
+                 reconnect_max: float = 30.0, collectors: Iterable[str] = (),
+                 collector_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.uri = uri
+        collectors = list(collectors)
         #: What the configured guest collectors read beyond the balloon.
-        self._readers: tuple[DomainReader, ...] = readers_for(collectors)
+        self._readers: tuple[DomainReader, ...] = readers_for(collectors, collector_options)
+        # MoM's rule where two collectors give the same field: the one listed
+        # first wins.  A per-domain reader listed after GuestMemory (the
+        # balloon's statistics) only fills what the balloon left out.
+        balloon_at = collectors.index("GuestMemory") if "GuestMemory" in collectors \
+            else len(collectors)
+        self._filling = frozenset(r.collector for r in self._readers
+                                  if collectors.index(r.collector) > balloon_at)
         self._stats_groups = libvirt.VIR_DOMAIN_STATS_BALLOON
         for reader in self._readers:
             self._stats_groups |= reader.stats
@@ -693,7 +702,10 @@ class LibvirtHypervisor(HypervisorInterface):
             try:
                 for reader in self._readers:
                     if reader.per_domain is not None:
-                        sample.update(reader.per_domain(dom))
+                        fields = reader.per_domain(dom)
+                        if reader.collector in self._filling:
+                            fields = {k: v for k, v in fields.items() if sample.get(k) is None}
+                        sample.update(fields)
             except libvirt.libvirtError as err:
                 if err.get_error_code() not in _DOMAIN_GONE:
                     raise
