@@ -145,6 +145,14 @@ GUEST_STATISTICS: tuple[Field, ...] = (
     # guest emit PropertiesChanged every cycle, whether anything changed or not.
     Field("stats_age", "StatsAge", "d", SECONDS, "Time since the guest last reported",
           optional=True, signalled=False),
+    # IoTune (docs/mechanisms/iotune.md): lists of disks, each a dictionary.
+    Field("io_tune", "IoTune", "aa{sv}", None,
+          "Disks with I/O limits in the guest's metadata: name, path, and the guaranteed, "
+          "maximum and current limits (total/read/write bytes and operations per second, "
+          "0 unlimited)", optional=True),
+    Field("io_tune_current", "IoTuneCurrent", "aa{sv}", None,
+          "Every disk of the guest with its current I/O limits: name, path, "
+          "total/read/write bytes and operations per second (0 unlimited)", optional=True),
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,
                        "Balloon target last applied (0 if none)", label="TARGET")

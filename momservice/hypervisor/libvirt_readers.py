@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import libvirt
 
+from . import libvirt_iotune
+
 Fields = dict[str, Any]
 
 
@@ -45,6 +47,9 @@ class DomainReader:
 #: Readers by guest collector name; the collectors not listed need nothing
 #: beyond the balloon statistics.
 READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
+    # MoM's two names, the same fields: optional for both in mom (nil without limits).
+    *(DomainReader(name, from_xml=libvirt_iotune.read_io_tune, events=libvirt_iotune.EVENTS)
+      for name in ("GuestIoTune", "GuestIoTuneOptional")),
 )}
 
 

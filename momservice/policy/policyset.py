@@ -11,6 +11,7 @@ from .codegen import CompiledPolicy
 from .compiler import RESERVED_WORDS, compile_policy
 from .entity import Entity
 from .errors import PolicyError, PolicyLimitError, PolicyTrialError
+from .records import record_controls
 from .runtime import Env
 
 #: Step budget of one evaluation, in evaluated nodes (roughly): a runaway
@@ -162,6 +163,7 @@ class PolicySet:
         result.guest_errors = env.failed
         if result.error is not None:
             return result
+        record_controls(env.writes, [g for g in managed if g not in env.failed], env.controls)
         for entity, controls in env.controls.items():
             if entity is host:
                 result.host_controls = controls
