@@ -227,6 +227,8 @@ class IoTuneController(Mechanism):
             log.info("Dry run: would set I/O limits of guest %s disk %s: %s (now %s)",
                      who, disk, shown, was, extra=guest_fields(uuid, name))
             return
+        log.debug("Sending I/O limits of guest %s disk %s: %s", who, disk, shown,
+                  extra=guest_fields(uuid, name))
         await self.hypervisor.set_io_tune(uuid, disk, limits)
         log.info("Set I/O limits of guest %s disk %s: %s (was %s)", who, disk, shown, was,
                  extra=guest_fields(uuid, name))

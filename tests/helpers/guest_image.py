@@ -371,8 +371,14 @@ def _prune(cache: Path, keep: set[str]) -> None:
 def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
                memory_mib: int = 512, vcpus: int = 1, dirty_mib: int = 0,
                kind: str | None = None, emulator: str | None = None,
-               stats_period: int = 1) -> str:
-    """A transient domain booting ``image``, its console written to ``serial_path``."""
+               stats_period: int = 1, disk: Path | None = None, metadata: str = "") -> str:
+    """A transient domain booting ``image``, its console written to ``serial_path``.
+
+    ``disk``: a raw image attached as virtio disk ``vda`` (the guest needs no
+    driver for it: QEMU's block layer, where I/O limits apply, has it
+    anyway); ``metadata``: XML put in the domain's ``<metadata>``.  Both off
+    by default, so the default domain stays as it was.
+    """
     kind = kind or domain_type()
     emulator = emulator or find_qemu() or "/usr/bin/qemu-system-x86_64"
     cmdline = "console=ttyS0 loglevel=4 mitigations=off"
@@ -402,10 +408,21 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
     </serial>
     <memballoon model='virtio'>
       <stats period='{int(stats_period)}'/>
-    </memballoon>
-  </devices>
+    </memballoon>{_disk_xml(disk)}
+  </devices>{f"{chr(10)}  <metadata>{metadata}</metadata>" if metadata else ""}
 </domain>
 """
+
+
+def _disk_xml(disk: Path | None) -> str:
+    if disk is None:
+        return ""
+    return f"""
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{escape(str(Path(disk).absolute()))}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>"""
 
 
 class SerialConsole:
