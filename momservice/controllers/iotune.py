@@ -7,10 +7,11 @@ disk.  This mechanism sends a disk's limits only where they differ from
 what the disk has (``io_tune_current``), through the hypervisor's
 ``set_io_tune`` (libvirt's setBlockIoTune on the live domain).
 
-libvirt sets the limits of a group together: give it ``total_bytes_sec``
-alone and the read and write byte limits become 0.  So a change in a group
-(the three byte limits, the three operation limits) is sent with the
-group's other two limits as they are, or as the policy set them.
+libvirt sets the limits of a group together (the three byte limits, the
+three operation limits): given ``total_bytes_sec`` alone, it would make the
+read and write byte limits 0.  The hypervisor layer keeps the others of a
+group as the disk has them (``hypervisor/libvirt_iotune.py``), so only the
+limits that changed are sent.
 """
 
 from __future__ import annotations
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 
 #: QEMU's largest throttling limit (THROTTLE_VALUE_MAX): bigger ones are refused.
 MAX_LIMIT = 10 ** 15
-
-#: The limits libvirt sets together (see the module's doc).
-GROUPS: tuple[tuple[str, ...], ...] = (IO_LIMIT_KEYS[:3], IO_LIMIT_KEYS[3:])
-
 
 def limit_value(value: Any) -> int | None:
     """A policy's or a caller's number as a limit (whole, 0..MAX_LIMIT), None if unusable."""
@@ -60,13 +57,9 @@ def current_limits(sample: Mapping[str, Any]) -> dict[str, dict[str, int]] | Non
     return found
 
 
-def _to_send(wanted: Mapping[str, int], current: Mapping[str, int]) -> dict[str, int]:
-    """The groups of ``wanted`` that differ from ``current``, each whole."""
-    sent: dict[str, int] = {}
-    for group in GROUPS:
-        if any(k in wanted and wanted[k] != current.get(k, 0) for k in group):
-            sent.update({k: wanted.get(k, current.get(k, 0)) for k in group})
-    return sent
+def _changed(wanted: Mapping[str, int], current: Mapping[str, int]) -> dict[str, int]:
+    """The limits of ``wanted`` that differ from ``current``."""
+    return {k: v for k, v in wanted.items() if current.get(k, 0) != v}
 
 
 class IoTuneController(Mechanism):
@@ -170,7 +163,7 @@ class IoTuneController(Mechanism):
             self.refusals.refused(uuid, name, control, "the guest has no such disk "
                                   "(or its disks are not collected: GuestIoTune)")
             return None
-        limits = _to_send(wanted, has)
+        limits = _changed(wanted, has)
         if not limits:
             return None
         last = self._sent.get((uuid, disk))
@@ -194,7 +187,7 @@ class IoTuneController(Mechanism):
     async def set_limits(self, uuid: str, device: str, limits: Mapping[str, Any],
                          sample: Mapping[str, Any], name: str | None = None) -> dict[str, int]:
         """Set limits of one disk (target or source) by hand; returns the limits
-        sent, the rest of their groups included ({} when nothing changes).
+        sent (the others stay as they are).
 
         InvalidArgument for an unknown limit or a bad value, NotFound for a
         disk the guest does not have (when its disks are collected);
@@ -208,13 +201,10 @@ class IoTuneController(Mechanism):
             raise NotFound(f"guest {name or uuid} has no disk {device!r} "
                            f"(it has {', '.join(sorted(disks)) or 'none'})")
         has = disks[device] if disks is not None else {}
-        # Without the disks collected, every limit of a touched group is sent
-        # (the ones not given as 0): the group's others are unknown.
-        to_send = _to_send(checked, has) if disks is not None else \
-            {k: checked.get(k, 0) for g in GROUPS if any(k in checked for k in g) for k in g}
-        if to_send:
-            await self._send(uuid, name, device, to_send, has)
-        return to_send
+        # All of them, even those the sample says the disk has: it may be a
+        # collection behind, and the administrator asked.
+        await self._send(uuid, name, device, checked, has)
+        return checked
 
     # -- the one writer ------------------------------------------------------------
 

@@ -155,12 +155,31 @@ def read_io_tune(domain_xml: str) -> Fields:
     return fields
 
 
-def block_io_tune_params(limits: Mapping[str, Any]) -> dict[str, int]:
+#: The limits libvirt sets together: given one of a group, it makes the
+#: others of the group 0 unless they are given too.
+GROUPS: tuple[tuple[str, ...], ...] = (IO_LIMIT_KEYS[:3], IO_LIMIT_KEYS[3:])
+
+
+def block_io_tune_params(limits: Mapping[str, Any],
+                         now: Mapping[str, Any] | None = None) -> dict[str, int]:
     """The parameters of ``virDomainSetBlockIoTune`` for ``limits`` (libvirt's
-    typed parameter names are the limits' own)."""
-    return {key: int(limits[key]) for key in IO_LIMIT_KEYS if key in limits}
+    typed parameter names are the limits' own); each group touched is made
+    whole with the disk's limits ``now``, so that those stay as they are."""
+    params = {key: int(limits[key]) for key in IO_LIMIT_KEYS if key in limits}
+    for group in GROUPS:
+        if any(key in params for key in group):
+            for key in group:
+                params.setdefault(key, int((now or {}).get(key) or 0))
+    return params
 
 
 def set_block_io_tune(dom: libvirt.virDomain, device: str, limits: Mapping[str, Any]) -> None:
-    """Apply ``limits`` to disk ``device`` (target or source) of the running domain."""
-    dom.setBlockIoTune(device, block_io_tune_params(limits), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    """Apply ``limits`` to disk ``device`` (target or source) of the running
+    domain, leaving its other limits as they are.
+
+    The disk's limits are read first (one call, only when something is to
+    change): the copy in mom's samples may be a collection behind.
+    """
+    now = dom.blockIoTune(device, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+    dom.setBlockIoTune(device, block_io_tune_params(limits, now),
+                       libvirt.VIR_DOMAIN_AFFECT_LIVE)
