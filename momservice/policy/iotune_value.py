@@ -47,14 +47,12 @@ class IoLimits(PolicyRecord):
     """Six limits of one disk (``total_bytes_sec`` ... ``write_iops_sec``),
     read as attributes; a limit not given is 0 (unlimited)."""
 
-    __slots__ = ("values",)
+    __slots__ = ("values", "latest")
 
     def __init__(self, values: Mapping[str, int] | None = None) -> None:
         given = values or {}
         self.values: dict[str, int] = {k: int(given.get(k) or 0) for k in IO_LIMIT_KEYS}
-
-    def attribute(self, name: str) -> Any:
-        return self.values[name]
+        self.latest = self.values
 
     def plain(self) -> dict[str, Any]:
         return dict(self.values)
@@ -74,7 +72,7 @@ class IoTuneDevice(PolicyRecord):
     """One disk of ``guest.io_tune``: identity, the limits its metadata gives,
     the limits it has, and MoM's setters (which record, see the module)."""
 
-    __slots__ = ("name", "path", "guaranteed", "maximum", "current")
+    __slots__ = ("name", "path", "guaranteed", "maximum", "current", "latest")
 
     field = IO_TUNE
     control = IO_TUNE
@@ -86,11 +84,8 @@ class IoTuneDevice(PolicyRecord):
         self.guaranteed = guaranteed
         self.maximum = maximum
         self.current = current
-
-    def attribute(self, name: str) -> Any:
-        if name in self.__slots__:
-            return getattr(self, name)
-        raise KeyError(name)
+        self.latest = {"name": name, "path": path or "", "guaranteed": guaranteed,
+                       "maximum": maximum, "current": current}
 
     def call(self, method: str, args: list[Any], writes: dict[str, Any]) -> Any:
         key = SETTERS.get(method)
@@ -100,6 +95,9 @@ class IoTuneDevice(PolicyRecord):
         if len(args) != 1:
             raise PolicyError(f"{method} takes 1 argument, {len(args)} given")
         value = args[0]
+        if type(value) is int:   # the usual case, first
+            writes[key] = value
+            return value
         if value is None:
             # nil asks for nothing: the limit stays as it is.
             writes.pop(key, None)
@@ -135,7 +133,7 @@ class DiskIoTune(PolicyRecord):
     """One disk of ``guest.io_tune_current``: ``name``, ``path`` and the
     limits it has (``ioTune``, MoM's key)."""
 
-    __slots__ = ("name", "path", "ioTune")
+    __slots__ = ("name", "path", "ioTune", "latest")
 
     field = IO_TUNE_CURRENT
 
@@ -143,11 +141,7 @@ class DiskIoTune(PolicyRecord):
         self.name = name
         self.path = path
         self.ioTune = limits
-
-    def attribute(self, name: str) -> Any:
-        if name in self.__slots__:
-            return getattr(self, name)
-        raise KeyError(name)
+        self.latest = {"name": name, "path": path or "", "ioTune": limits}
 
     def plain(self) -> dict[str, Any]:
         return {"name": self.name, "path": self.path or "", **self.ioTune.plain()}

@@ -28,20 +28,26 @@ class PolicyRecord:
 
     ``field``: the statistic whose list holds records of this kind (the
     engine looks for written records there only); ``control``: the guest
-    control their writes become.  Subclasses answer ``attribute`` (KeyError
-    when they have no such attribute), ``call`` (record what a setter asks
-    into ``writes``, this record's requests of the evaluation so far),
-    ``request`` (the control item for the writes) and ``plain`` (the record
-    as plain data, for the bus and JSON).
+    control their writes become.  ``latest`` holds the attributes by name:
+    the generated code reads ``obj.attr`` as ``obj.latest["attr"]`` first,
+    as for an entity's newest sample, so a record's attribute costs a dict
+    lookup.  Subclasses answer ``attribute`` (KeyError when they have no
+    such attribute), ``call`` (record what a setter asks into ``writes``,
+    this record's requests of the evaluation so far), ``request`` (the
+    control item for the writes) and ``plain`` (the record as plain data,
+    for the bus and JSON).
     """
 
     __slots__ = ()
+
+    #: The attributes by name (see above); set by each subclass's __init__.
+    latest: dict[str, Any]
 
     field: ClassVar[str] = ""
     control: ClassVar[str] = ""
 
     def attribute(self, name: str) -> Any:
-        raise KeyError(name)
+        return self.latest[name]
 
     def call(self, method: str, args: list[Any], writes: dict[str, Any]) -> Any:
         raise PolicyError(f"{self!r} has no method {method}")

@@ -105,10 +105,10 @@ def _method(env: Env, obj: Entity, method: str, args: list, line: int) -> Any:
 def _record_method(env: Env, obj: Any, base: str, method: str, args: list,
                    line: int) -> Any:
     """A method that is not an entity's: a record's setter, else an error."""
-    if not isinstance(obj, PolicyRecord):
-        raise PolicyError(f"{base} has no method {method}", line)
     entry = env.writes.get(id(obj))
     if entry is None or entry[0] is not obj:
+        if not isinstance(obj, PolicyRecord):
+            raise PolicyError(f"{base} has no method {method}", line)
         entry = env.writes[id(obj)] = (obj, {})
     try:
         return obj.call(method, args, entry[1])
