@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 #: QEMU's largest throttling limit (THROTTLE_VALUE_MAX): bigger ones are refused.
 MAX_LIMIT = 10 ** 15
 
+
 def limit_value(value: Any) -> int | None:
     """A policy's or a caller's number as a limit (whole, 0..MAX_LIMIT), None if unusable."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -125,7 +126,12 @@ class IoTuneController(Mechanism):
         """Apply each guest's ``io_tune`` control; returns, per guest, the disks
         whose limits were sent (or would have been, in a dry run) with those limits."""
         applied: dict[str, list[dict[str, Any]]] = {}
-        self.refusals.forget(set(decision.guest_samples))
+        # Guests without controls now (gone, or their policy item failed):
+        # what was said and sent about them is news again when they return.
+        present = set(decision.guest_samples)
+        self.refusals.forget(present)
+        for key in [k for k in self._sent if k[0] not in present]:
+            del self._sent[key]
         for uuid, controls in decision.guest_controls.items():
             requests = controls.get(IO_TUNE)
             if requests is None:
