@@ -157,3 +157,22 @@ class DiskIoTune(PolicyRecord):
 
     def __repr__(self) -> str:
         return f"<disk {self.name} {self.ioTune!r}>"
+
+
+def from_plain(field: str, value: Any) -> Any:
+    """``io_tune`` or ``io_tune_current`` as records, from the plain form the
+    bus and ``plain()`` give (a list of dictionaries); other values as they are."""
+    if field not in (IO_TUNE, IO_TUNE_CURRENT) or not isinstance(value, list):
+        return value
+    records: list[PolicyRecord] = []
+    for item in value:
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            raise ValueError(f"{field}: each disk needs a name, got {item!r}")
+        path = item.get("path") or None
+        if field == IO_TUNE:
+            records.append(IoTuneDevice(item["name"], path, IoLimits(item.get("guaranteed")),
+                                        IoLimits(item.get("maximum")),
+                                        IoLimits(item.get("current"))))
+        else:
+            records.append(DiskIoTune(item["name"], path, IoLimits(item)))
+    return records
