@@ -11,7 +11,8 @@ initramfs (tests/helpers/guest_image.py) with a small raw disk.  Block I/O
 throttling is QEMU's own: no cgroups are involved, so the test's libvirtd
 without cgroup controllers does it for real.
 
-The times printed (not asserted): from momd's decision (its mechanism's
+The tests run in the order written, on one guest; each first brings it to
+the state it needs.  The times printed (not asserted): from momd's decision (its mechanism's
 "Sending I/O limits" log line) to libvirt's blockIoTune showing the limits,
 and from the change that prompted it (a parameter, the metadata) to that.
 """
@@ -132,6 +133,21 @@ class Setup:
                     "GuestIoTune\n")
         self.momd = Momd(self.system, config, self.tmp / "momd.log")
 
+    def wait_published(self) -> None:
+        """Until momd manages the guest (its balloon driver reports) with its disk."""
+        def published() -> bool:
+            result = momctl(self.system, "guest", self.name, "--json")
+            return result.returncode == 0 and '"IoTune"' in result.stdout \
+                and '"MemUnused": 0' not in result.stdout
+        wait_until(published, 150, "momd to publish the guest with its disk",
+                   interval=0.5, details=lambda: self.log()[-3000:])
+
+    def enable(self) -> None:
+        """ioTuneEnabled on, and the disk limited (the tests' starting point)."""
+        self.momctl("params", "set", "ioTuneEnabled=1")
+        wait_until(lambda: any(self.limits().values()), 30, "the disk to be limited",
+                   details=lambda: self.log()[-2000:])
+
     def limits(self) -> dict[str, int]:
         tune = self.conn.block_io_tune(self.uuid, "vda")
         return {k: tune[k] for k in SIX}
@@ -170,6 +186,7 @@ def iotune(tmp_path_factory):
         stack.callback(setup.close)
         setup.start_guest()
         setup.start_momd()
+        setup.wait_published()
         yield setup
 
 
@@ -191,13 +208,6 @@ def _applied(setup: Setup, expected: dict[str, int], since: int, changed: float,
 
 
 def test_the_vdsm_style_policy_sets_a_real_disk_to_its_maximum(iotune, measure) -> None:
-    # The guest is managed once its balloon driver reports.
-    def published() -> bool:
-        result = momctl(iotune.system, "guest", iotune.name, "--json")
-        return result.returncode == 0 and '"IoTune"' in result.stdout \
-            and '"MemUnused": 0' not in result.stdout
-    wait_until(published, 150, "momd to publish the guest with its disk",
-               interval=0.5, details=lambda: iotune.log()[-3000:])
     assert iotune.limits() == _with_limits({})   # ioTuneEnabled is off: unlimited
 
     mark, changed = len(iotune.log()), time.time()
@@ -216,6 +226,7 @@ def test_the_vdsm_style_policy_sets_a_real_disk_to_its_maximum(iotune, measure) 
 
 
 def test_a_metadata_change_reaches_the_disk(iotune, measure) -> None:
+    iotune.enable()
     mark, changed = len(iotune.log()), time.time()
     iotune.conn.set_metadata(iotune.uuid, metadata(SECOND_MAXIMUM), METADATA_KEY, METADATA_NS)
     # total_bytes_sec gives way to read and write: libvirt sets a group at once.
@@ -223,6 +234,7 @@ def test_a_metadata_change_reaches_the_disk(iotune, measure) -> None:
 
 
 def test_set_io_tune_by_hand_then_the_policy_lifts_it(iotune, measure) -> None:
+    iotune.enable()
     mark, changed = len(iotune.log()), time.time()
     iotune.momctl("params", "set", "ioTuneEnabled=0")
     _applied(iotune, {}, mark, changed, "limits lifted (ioTuneEnabled cleared)", measure)
