@@ -121,6 +121,12 @@ HOST_FIELDS_LEFT_OUT: dict[str, str] = {
     "swap_out": "pages since the previous sample: neither a gauge nor a counter",
 }
 
+#: Guest statistics that are no number, each with the reason it has no metric.
+GUEST_FIELDS_LEFT_OUT: dict[str, str] = {
+    "io_tune": "a list of disks, each with limits of its own: not one number",
+    "io_tune_current": "a list of disks, each with limits of its own: not one number",
+}
+
 #: Each guest's statistics, labelled ``guest`` (its name) and ``uuid``.
 GUEST_METRICS: tuple[Metric, ...] = tuple(_statistic("guest", *row) for row in (
     ("balloon_cur", "guest_balloon_current", "Memory the balloon leaves the guest."),

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
-from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_MANAGE_POLICY,
+from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_IOTUNE, ACTION_CONTROL_KSM,
+                        ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
 from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
@@ -41,9 +42,12 @@ def controls_by_object(host: dict[str, Any], guests: dict[str, dict[str, Any]]) 
 
 def applied_controls(evaluation: "Evaluation") -> dict:
     """What an evaluation changed, by object, under the policies' control names."""
+    guests: dict[str, dict[str, Any]] = {
+        uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()}
+    for uuid, disks in evaluation.applied.get("IoTune", {}).items():
+        guests.setdefault(uuid, {})["io_tune"] = disks
     return controls_by_object(
-        {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()},
-        {uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()})
+        {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()}, guests)
 
 
 def explain_json(service: "Service", which: str, since_usec: int) -> str:
@@ -292,3 +296,11 @@ class GuestInterface(Published):
         """Resize the balloon to kib, within [BalloonMinimum or the floor, BalloonMaximum]."""
         self.balloon_target = await self.service.set_balloon_target(self.uuid, kib)
         self.publish_changes()
+
+    @method()
+    @requires(ACTION_CONTROL_IOTUNE)
+    async def SetIoTune(self, device: "s", limits: "a{sv}"):
+        """Set I/O limits of one disk (target name or source path): keys total_bytes_sec,
+        read_bytes_sec, write_bytes_sec, total_iops_sec, read_iops_sec, write_iops_sec
+        (0 unlimited, at most 10**15); a group's limits not given stay as they are."""
+        await self.service.set_io_tune(self.uuid, device, from_variants(limits))

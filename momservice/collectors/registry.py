@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from .base import GuestStatistics, HostStatistics
 from .guest import GUEST_BALLOON, GUEST_MEMORY, GUEST_QEMU_PROC
 from .guest_agent import GUEST_QEMU_AGENT
+from .guest_iotune import GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL
 from .host_cpu import HostCpu
 from .host_ksm import HostKSM
 from .host_memory import HostMemory
@@ -29,7 +30,8 @@ HOST_COLLECTORS: dict[str, type[HostStatistics]] = {
 #: Guest collectors by name.
 GUEST_COLLECTORS: dict[str, GuestStatistics] = {
     kind.name: kind for kind in (GUEST_QEMU_PROC, GUEST_MEMORY, GUEST_BALLOON,
-                                 GUEST_QEMU_AGENT)}
+                                 GUEST_QEMU_AGENT,
+                                 GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL)}
 
 def implemented(names: Iterable[str], registered: Iterable[str], kind: str) -> list[str]:
     """``names`` that are registered, in order, each once; every other one is

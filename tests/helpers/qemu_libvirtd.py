@@ -322,6 +322,14 @@ class LibvirtClient:
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
+    def block_io_tune(self, uuid: str, disk: str) -> dict[str, object]:
+        """The disk's block I/O limits as libvirt reports them (blockIoTune, live)."""
+        return self._call("block_io_tune", uuid, disk)
+
+    def set_metadata(self, uuid: str, xml: str, key: str, namespace: str) -> None:
+        """Replace the domain's live metadata element of ``namespace``."""
+        self._call("set_metadata", uuid, xml, key, namespace)
+
     def destroy(self, uuid: str) -> None:
         """Destroy a domain (gone already: nothing to do)."""
         self._call("destroy", uuid)
@@ -395,6 +403,10 @@ def _serve() -> None:
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
         "xml": lambda uuid: conn.lookupByUUIDString(uuid).XMLDesc(0),
+        "block_io_tune": lambda uuid, disk: conn.lookupByUUIDString(uuid).blockIoTune(
+            disk, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "set_metadata": lambda uuid, xml, key, ns: conn.lookupByUUIDString(uuid).setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, ns, libvirt.VIR_DOMAIN_AFFECT_LIVE),
         "destroy": destroy,
         "destroy_all": destroy_all,
         "domains": lambda: [[d.name(), d.UUIDString(), bool(d.isActive())]
