@@ -19,9 +19,10 @@ from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_IOTUNE, ACTION_CO
                         ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
-from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
+from ..fields import (BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS,
+                      UNSIGNALLED_FIELDS, Field)
 from .access import public, requires
-from .published import Prop, Published, from_variants, signalled_entries, to_variants
+from .published import Prop, Published, coerce, from_variants, signalled_entries, to_variants
 
 if TYPE_CHECKING:
     from ..engine.core import Evaluation
@@ -277,6 +278,26 @@ class GuestInterface(Published):
         return (dict(self.entity.props), signalled_entries(self.entity.latest),
                 self.balloon_target, dict(_guest_controls(self)))
 
+    #: The unsignalled properties (doubles: StatsAge) and the unsignalled
+    #: fields, also in Statistics, are what moves every cycle.
+    VOLATILE = frozenset(p.name for p in PROPERTIES if not p.signalled) | UNSIGNALLED_FIELDS
+
+    def entry_key(self) -> Any:
+        latest = self.entity.latest
+        # Which unsignalled fields the sample has decides the entry's layout;
+        # only doubles are written into kept bytes.
+        layout = tuple(type(latest.get(f)) for f in _UNSIGNALLED_STATISTICS)
+        if not all(t is float or t is type(None) for t in layout):
+            return None
+        return self.change_inputs(), layout
+
+    def volatile_values(self) -> dict[str, float]:
+        latest = self.entity.latest
+        values = {prop.name: float(coerce("d", prop.read(self))) for prop in _VOLATILE_PROPS}
+        values.update((f"Statistics/{f}", latest[f]) for f in _UNSIGNALLED_STATISTICS
+                      if latest.get(f) is not None)
+        return values
+
     @method()
     @public
     def GetHistory(self, field: "s") -> "a(td)":
@@ -304,3 +325,14 @@ class GuestInterface(Published):
         read_bytes_sec, write_bytes_sec, total_iops_sec, read_iops_sec, write_iops_sec
         (0 unlimited, at most 10**15); a group's limits not given stay as they are."""
         await self.service.set_io_tune(self.uuid, device, from_variants(limits))
+
+
+
+#: GuestInterface's unsignalled properties: their values are written into kept
+#: GetManagedObjects entries, which takes a fixed size (a double).
+_VOLATILE_PROPS = tuple(p for p in GuestInterface.PROPERTIES if not p.signalled)
+if any(p.signature != "d" for p in _VOLATILE_PROPS):
+    raise TypeError("an unsignalled guest property must be a double (d)")
+#: The unsignalled guest statistics, in a fixed order.
+_UNSIGNALLED_STATISTICS = tuple(sorted(f.name for f in GUEST_STATISTICS
+                                       if f.name in UNSIGNALLED_FIELDS))
