@@ -130,6 +130,16 @@ GUEST_STATISTICS: tuple[Field, ...] = (
           optional=True),
     Field("disk_caches", "DiskCaches", "t", KIB, "The guest's disk caches", optional=True),
     Field("rss", "Rss", "t", KIB, "Resident memory of the QEMU process", optional=True),
+    # MemTune's cgroup limits on the QEMU process (libvirt's <memtune>);
+    # absent (nil) while unlimited.  Also the names of MemTune's controls.
+    Field("mem_soft_limit", "MemSoftLimit", "t", KIB,
+          "Soft memory limit of the QEMU process (cgroup v2 memory.high); absent when "
+          "unlimited", optional=True),
+    Field("mem_hard_limit", "MemHardLimit", "t", KIB,
+          "Hard memory limit of the QEMU process; absent when unlimited", optional=True),
+    Field("mem_swap_hard_limit", "MemSwapHardLimit", "t", KIB,
+          "Memory plus swap limit of the QEMU process; absent when unlimited",
+          optional=True),
     # momctl's SWAP IN/OUT column shows both.
     Field("swap_in", "SwapIn", "t", KIB, "Swapped in by the guest", label="SWAP IN/OUT"),
     Field("swap_out", "SwapOut", "t", KIB, "Swapped out by the guest"),

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
-from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_MANAGE_POLICY,
+from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_CONTROL_MEMTUNE,
+                        ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
 from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
@@ -261,4 +262,12 @@ class GuestInterface(Published):
     async def SetBalloonTarget(self, kib: "t"):
         """Resize the balloon to kib, within [BalloonMinimum or the floor, BalloonMaximum]."""
         self.balloon_target = await self.service.set_balloon_target(self.uuid, kib)
+        self.publish_changes()
+
+    @method()
+    @requires(ACTION_CONTROL_MEMTUNE)
+    async def SetMemTune(self, limits: "a{sv}"):
+        """Set the cgroup memory limits of the guest's QEMU by hand: keys soft_limit,
+        hard_limit, swap_hard_limit (t, KiB; 0 = unlimited); a key not given stays."""
+        await self.service.set_mem_tune(self.uuid, from_variants(limits))
         self.publish_changes()

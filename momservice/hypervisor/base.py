@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..errors import Failed
@@ -106,3 +107,10 @@ class HypervisorInterface(abc.ABC):
     @abc.abstractmethod
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
         """Resize the guest's balloon to ``kib``; HypervisorError when refused."""
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, int]) -> None:
+        """Set cgroup memory limits on the guest's QEMU process (MemTune):
+        ``limits`` by policy name (``mem_soft_limit``, ``mem_hard_limit``,
+        ``mem_swap_hard_limit``), KiB, 0 = unlimited; the others stay.
+        HypervisorUnsupported where the hypervisor or the guest has none."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no memory tunables")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -24,6 +25,7 @@ from ..journal_fields import guest_fields
 from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
                    HypervisorUnsupported)
 from .libvirt_eventloop import bind_event_loop, settle
+from .libvirt_memtune import memory_parameters
 from .libvirt_readers import DomainReader, definition_fields, readers_for
 from .libvirt_xml import min_guarantee_kib
 
@@ -344,6 +346,20 @@ class LibvirtHypervisor(HypervisorInterface):
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
         await self._on_domain(uuid, lambda dom: dom.setMemoryFlags(
             int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, int]) -> None:
+        parameters = memory_parameters(limits)
+        try:
+            await self._on_domain(uuid, lambda dom: dom.setMemoryParameters(
+                parameters, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        finally:
+            # No event tells of the new limits (libvirt 9.0), and a refusal may
+            # come after part of them was written: read the definition again.
+            conn = self._conn
+            if conn is not None and self._reads_definition and uuid in self._guests:
+                with contextlib.suppress(HypervisorError):
+                    dom = await self._on_domain(uuid, lambda dom: dom)
+                    await self._refresh_definition(conn, dom, redefined=False)
 
     async def _on_domain(self, uuid: str, change: Callable[[libvirt.virDomain], _T]) -> _T:
         """Run ``change`` on the running domain ``uuid``: the one way a

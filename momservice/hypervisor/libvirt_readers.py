@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import libvirt
 
+from .libvirt_memtune import memtune_fields
+
 Fields = dict[str, Any]
 
 
@@ -45,6 +47,11 @@ class DomainReader:
 #: Readers by guest collector name; the collectors not listed need nothing
 #: beyond the balloon statistics.
 READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
+    # The live <memtune> limits.  libvirt 9.0 sends no event when they change
+    # (set_mem_tune reads the definition again itself); TUNABLE is what a
+    # later libvirt would send, and costs nothing until then.
+    DomainReader("GuestMemTune", from_xml=memtune_fields,
+                 events=(libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE,)),
 )}
 
 
