@@ -19,8 +19,9 @@ A cgroup memory limit on the QEMU process (MemTune: soft or hard) caps
 what of it stays in host RAM: above the limit the host kernel reclaims
 QEMU's clean file pages first (dropped: its binary and libraries, read
 again when needed), then moves guest memory to the host's swap
-(``limit_swapped``), from where the guest's touches fault it back while
-there is room under the limit.  Soft limits are modelled as cgroup v2's
+(``limit_swapped``), coldest first: the pages the guest freed and no
+longer uses stay there; what it uses faults back in as it touches it
+(while there is room under the limit, else another page goes out).  Soft limits are modelled as cgroup v2's
 ``memory.high`` (what libvirt's soft_limit is there): enforced like the
 hard limit, except that memory that cannot be reclaimed (no swap left)
 stays above a soft limit, while above a hard one the kernel would
@@ -56,9 +57,9 @@ WATERMARK_SHARE, WATERMARK_MIN_KIB = 0.01, 8 * MiB
 #: first by a limit.  Measured: 23 MiB (RssFile of QEMU 7.2 running a
 #: 256 MiB TCG guest, tests/e2e/test_memtune.py).
 QEMU_FILE_KIB = 23 * MiB
-#: Share of the memory a limit pushed to host swap that the guest touches
-#: again per second (each touch a host major fault).  Assumed, as the host
-#: model's THRASH_RATE.
+#: Share of the guest's memory in use that a limit pushed to host swap
+#: which the guest touches again per second (each touch a host major
+#: fault).  Assumed, as the host model's THRASH_RATE.
 LIMIT_TOUCH_RATE = 0.01
 
 
@@ -177,8 +178,12 @@ class GuestModel:
         swapped in) for the host's counters."""
         self.limit_swapped = min(self.limit_swapped, self.touched)
         limit = self.limit
-        # What the guest touches again of what it lost: faulted back in.
-        touched_again = self.limit_swapped * LIMIT_TOUCH_RATE * dt
+        # The kernel reclaims the coldest pages first: those the guest freed
+        # and does not use (touched, not in use) go to swap and stay there;
+        # only what a limit took beyond them is touched again, faulted back.
+        cold = max(0.0, self.touched - self.in_use)
+        hot_swapped = max(0.0, self.limit_swapped - cold)
+        touched_again = hot_swapped * LIMIT_TOUCH_RATE * dt
         refault_clean = self.clean_dropped * LIMIT_TOUCH_RATE * dt
         swapped_in = touched_again
         self.limit_swapped -= touched_again
