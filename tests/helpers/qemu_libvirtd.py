@@ -448,6 +448,10 @@ class LibvirtClient:
     def memory_stats(self, uuid: str) -> dict[str, int]:
         return self._call("stats", uuid)
 
+    def memory_parameters(self, uuid: str) -> dict[str, int]:
+        """virDomainGetMemoryParameters: hard_limit, soft_limit, swap_hard_limit (KiB)."""
+        return self._call("memory_parameters", uuid)
+
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
@@ -521,6 +525,7 @@ def _serve() -> None:
         "ping": lambda: True,
         "create": create,
         "stats": lambda uuid: conn.lookupByUUIDString(uuid).memoryStats(),
+        "memory_parameters": lambda uuid: conn.lookupByUUIDString(uuid).memoryParameters(),
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
         "destroy": destroy,
