@@ -34,7 +34,8 @@ from typing import Any
 
 import pytest
 
-from momservice.contract import GUEST_INTERFACE, INVALID_ARGUMENT, guest_path
+from momservice.contract import (ACTION_CONTROL_MEMTUNE, GUEST_INTERFACE, INVALID_ARGUMENT,
+                                 guest_path)
 from momservice.controllers.memtune import QEMU_ALLOWANCE_KIB
 from momservice.hypervisor.libvirt_memtune import UNLIMITED_KIB
 from tests.e2e.test_real_guests import BusClient, wait_until
@@ -45,6 +46,7 @@ from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.host_swap import SwapUnavailable, host_swap
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.pressure_cgroup import host_memory_pressure
+from tests.helpers.private_bus import MOM_POLKIT_POLICY, ActionFiles
 from tests.helpers.private_bus import skip_reason as bus_skip_reason
 from tests.helpers.private_bus import system_bus_with_polkit
 from tests.helpers.private_libvirtd import find_libvirtd
@@ -84,8 +86,36 @@ pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
               pytest.mark.timeout(900)]
 
 
+def _memtune_action_file(tmp: Path) -> Path:
+    """control-memtune alone, as polkit/org.ovirt.mom1.policy defines it, in a
+    file of its own: the test runs of other checkouts on this machine install
+    their own org.ovirt.mom1.policy in polkit's one actions directory, which
+    may not have this action yet (it joins the shipped file with this change)."""
+    text = MOM_POLKIT_POLICY.read_text()
+    action = re.search(rf'  <action id="{re.escape(ACTION_CONTROL_MEMTUNE)}">.*?</action>\n',
+                       text, re.S)
+    assert action is not None, f"{ACTION_CONTROL_MEMTUNE} is not in {MOM_POLKIT_POLICY}"
+    head = text[:text.index("<policyconfig>")]
+    path = tmp / "org.ovirt.mom1.e2e-memtune.policy"
+    path.write_text(f"{head}<policyconfig>\n{action.group(0)}</policyconfig>\n")
+    return path
+
+
+def _remove_action_file(actions: ActionFiles, source: Path) -> None:
+    """Uninstall, and remove the file even when another checkout's fixture is
+    the last to uninstall (it restores only the files it installed itself)."""
+    actions.uninstall()
+    with contextlib.suppress(FileNotFoundError):
+        (actions.actions_dir / source.name).unlink()
+
+
 def _cgroup_value(directory: Path, name: str) -> int:
     return int((directory / name).read_text().strip())
+
+
+def _statistics(env: "Env") -> dict[str, Any]:
+    props = env.props()
+    return {"Statistics": props["Statistics"], "Controls": props["Controls"]}
 
 
 def _status_kib(pid: int, key: str) -> int:
@@ -166,6 +196,10 @@ def env(tmp_path_factory, measure):
             swap = stack.enter_context(host_swap(SWAP_MIB))
         except SwapUnavailable as e:
             pytest.skip(f"the squeezed memory needs host swap: {e}")
+        action_file = _memtune_action_file(tmp)
+        actions = ActionFiles([action_file])
+        actions.install()
+        stack.callback(_remove_action_file, actions, action_file)
         system = stack.enter_context(system_bus_with_polkit(tmp / "sysbus"))
         libvirtd = QemuLibvirtd(tmp / "lvd", cgroups=("memory",))
         stack.callback(libvirtd.stop)
@@ -285,9 +319,14 @@ def test_the_example_policy_squeezes_a_guest_whose_balloon_does_not_answer(env, 
     first = wait_until(lambda: env.limit() != CGROUP_UNLIMITED and time.time(), 30,
                        "the first limit in the QEMU's cgroup",
                        details=lambda: env.momd.log_text()[-3000:])
-    wait_until(lambda: env.limit() == POLICY_FLOOR_KIB * 1024, 60,
+    # Down to the policy's floor, or until the QEMU holds less than it (the
+    # host's own reclaim may take more once there is swap: v1 reclaims from
+    # groups above their soft limit first when the host is short).
+    wait_until(lambda: env.limit() == POLICY_FLOOR_KIB * 1024
+               or env.props()["Rss"] <= POLICY_FLOOR_KIB, 60,
                "the squeeze to reach the policy's floor",
-               details=lambda: f"limit {env.limit()}\n" + env.momd.log_text()[-3000:])
+               details=lambda: f"limit {env.limit()}, usage {env.usage()}, guest "
+                               f"{_statistics(env)}\n" + env.momd.log_text()[-3000:])
     lines = env.limit_lines(mark)
     assert len(lines) >= 2, lines
     # Step by step (5 % of the guest's memory a round), hard and soft together.
@@ -299,22 +338,23 @@ def test_the_example_policy_squeezes_a_guest_whose_balloon_does_not_answer(env, 
     # What the QEMU held above the limit went to swap; its RSS followed.
     assert rss_after < rss_before - 32 * 1024, (rss_before, rss_after)
     assert swapped > 32 * 1024, swapped
-    props = env.props()
-    assert props["MemHardLimit"] == props["MemSoftLimit"] == POLICY_FLOOR_KIB
+    assert POLICY_FLOOR_KIB * 1024 <= env.limit() < usage_before
+    # The kernel keeps whole pages of the limit libvirt wrote.
+    wait_until(lambda: env.props()["MemHardLimit"] == env.props()["MemSoftLimit"]
+               and 0 <= env.props()["MemHardLimit"] - env.limit() // 1024 < 4, 10,
+               "momd to publish the limits",
+               details=lambda: str(_statistics(env)))
     # The guest lives on, squeezed: it keeps printing.
     wait_until(lambda: len(env.serial.memtotals()) > consoles_before + 2, 30,
                "the squeezed guest to go on printing on its console")
     calls = [ms for _, _, ms in lines]
     measure("memtune squeeze (example policy)",
-            f"{len(lines)} steps to the floor; each libvirt call (decision to the "
+            f"{len(lines)} steps to {env.limit() >> 20} MiB; each libvirt call (decision to the "
             f"limit written and the QEMU reclaimed) {min(calls)}-{max(calls)} ms; first "
             f"limit in the cgroup {first - asked:.2f} s after the parameter change "
             f"(policy interval 1 s); QEMU RSS {rss_before // 1024} -> {rss_after // 1024} "
             f"MiB, {swapped // 1024} MiB to swap; cgroup usage {usage_before >> 20} -> "
             f"{env.usage() >> 20} MiB")
-    measure("memtune decision to effect (first step)",
-            f"{1000 * (first - lines[0][0]):.0f} ms from momd's 'Set memory limits' line "
-            f"to the test seeing the cgroup limit (polled)")
 
 
 def test_limits_are_lifted_once_the_balloon_answers_again(env, measure) -> None:
