@@ -46,7 +46,7 @@ from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.host_swap import SwapUnavailable, host_swap
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.pressure_cgroup import host_memory_pressure
-from tests.helpers.private_bus import MOM_POLKIT_POLICY, ActionFiles
+from tests.helpers.polkit_single_action import installed_action
 from tests.helpers.private_bus import skip_reason as bus_skip_reason
 from tests.helpers.private_bus import system_bus_with_polkit
 from tests.helpers.private_libvirtd import find_libvirtd
@@ -84,29 +84,6 @@ def _skip_reason() -> str | None:
 _reason = _skip_reason()
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
               pytest.mark.timeout(900)]
-
-
-def _memtune_action_file(tmp: Path) -> Path:
-    """control-memtune alone, as polkit/org.ovirt.mom1.policy defines it, in a
-    file of its own: the test runs of other checkouts on this machine install
-    their own org.ovirt.mom1.policy in polkit's one actions directory, which
-    may not have this action yet (it joins the shipped file with this change)."""
-    text = MOM_POLKIT_POLICY.read_text()
-    action = re.search(rf'  <action id="{re.escape(ACTION_CONTROL_MEMTUNE)}">.*?</action>\n',
-                       text, re.S)
-    assert action is not None, f"{ACTION_CONTROL_MEMTUNE} is not in {MOM_POLKIT_POLICY}"
-    head = text[:text.index("<policyconfig>")]
-    path = tmp / "org.ovirt.mom1.e2e-memtune.policy"
-    path.write_text(f"{head}<policyconfig>\n{action.group(0)}</policyconfig>\n")
-    return path
-
-
-def _remove_action_file(actions: ActionFiles, source: Path) -> None:
-    """Uninstall, and remove the file even when another checkout's fixture is
-    the last to uninstall (it restores only the files it installed itself)."""
-    actions.uninstall()
-    with contextlib.suppress(FileNotFoundError):
-        (actions.actions_dir / source.name).unlink()
 
 
 def _cgroup_value(directory: Path, name: str) -> int:
@@ -196,10 +173,7 @@ def env(tmp_path_factory, measure):
             swap = stack.enter_context(host_swap(SWAP_MIB))
         except SwapUnavailable as e:
             pytest.skip(f"the squeezed memory needs host swap: {e}")
-        action_file = _memtune_action_file(tmp)
-        actions = ActionFiles([action_file])
-        actions.install()
-        stack.callback(_remove_action_file, actions, action_file)
+        stack.enter_context(installed_action(ACTION_CONTROL_MEMTUNE, tmp))
         system = stack.enter_context(system_bus_with_polkit(tmp / "sysbus"))
         libvirtd = QemuLibvirtd(tmp / "lvd", cgroups=("memory",))
         stack.callback(libvirtd.stop)
