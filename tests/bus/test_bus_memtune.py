@@ -16,13 +16,13 @@ import pytest
 from momservice import contract
 from momservice.contract import ACTION_CONTROL_MEMTUNE, GUEST_INTERFACE, guest_path
 from momservice.hypervisor.libvirt_memtune import UNLIMITED_KIB
-from tests.bus.test_bus_service import call, error, ok, prop
+from tests.bus.test_bus_service import call, error, libvirtd, ok, prop  # noqa: F401 (fixture)
 from tests.helpers.as_nobody import python_as_nobody
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.polkit_single_action import installed_action
 from tests.helpers.polling import wait_until
 from tests.helpers.private_bus import skip_reason, system_bus_with_polkit
-from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
+from tests.helpers.private_libvirtd import find_libvirtd
 from dbus_next import Variant
 
 _reason = skip_reason() or (None if find_libvirtd() else "libvirtd is not installed")
@@ -38,12 +38,6 @@ def system(tmp_path_factory):
     with installed_action(ACTION_CONTROL_MEMTUNE, tmp), \
             system_bus_with_polkit(tmp / "sysbus") as system:
         yield system
-
-
-@pytest.fixture(scope="module")
-def libvirtd(tmp_path_factory):
-    with PrivateLibvirtd(tmp_path_factory.mktemp("lvd")) as daemon:
-        yield daemon
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ GuestMemTune reader -> the next sample.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -36,10 +37,15 @@ def node(tmp_path: Path):
     return write_node_xml(tmp_path / "node.xml", specs), specs
 
 
-async def _started(path: Path, collectors=("GuestBalloon", "GuestMemTune")) -> LibvirtHypervisor:
+@contextlib.asynccontextmanager
+async def _started(path: Path, collectors=("GuestBalloon", "GuestMemTune")):
+    """A LibvirtHypervisor on the node file, started, and its MemTune controller."""
     hv = LibvirtHypervisor(node_uri(path), collectors=list(collectors))
     await hv.start(RecordingListener())
-    return hv
+    try:
+        yield hv, MemTuneController(hv, floor_kib=FLOOR)
+    finally:
+        await hv.close()
 
 
 def _decision(samples, controls) -> Decision:
@@ -56,9 +62,7 @@ def test_limits_reach_libvirt_and_come_back_in_the_samples(run, node):
     a, b = specs[0].uuid, specs[1].uuid
 
     async def body() -> None:
-        hv = await _started(path)
-        try:
-            ctl = MemTuneController(hv, floor_kib=FLOOR)
+        async with _started(path) as (hv, ctl):
             first = await hv.collect()
             assert not any(k.startswith("mem_") and "limit" in k for k in first[a])
             applied = await ctl.act(_decision(first, {
@@ -85,8 +89,6 @@ def test_limits_reach_libvirt_and_come_back_in_the_samples(run, node):
             assert (params["soft_limit"], params["hard_limit"]) == (UNLIMITED_KIB, 800 * MiB)
             third = await hv.collect()
             assert "mem_soft_limit" not in third[a] and third[a]["mem_hard_limit"] == 800 * MiB
-        finally:
-            await hv.close()
 
     run(body())
 
@@ -96,9 +98,7 @@ def test_refusals_are_logged_once_per_guest_and_reason(run, node, caplog):
     a = specs[0].uuid
 
     async def body() -> None:
-        hv = await _started(path)
-        try:
-            ctl = MemTuneController(hv, floor_kib=FLOOR)
+        async with _started(path) as (hv, ctl):
             samples = await hv.collect()
             below = {a: {"mem_hard_limit": LEAST - 1}}
             with caplog.at_level(logging.WARNING, "momservice.controllers.memtune"):
@@ -116,8 +116,6 @@ def test_refusals_are_logged_once_per_guest_and_reason(run, node, caplog):
             # Exactly the floor is allowed.
             assert await ctl.act(_decision(samples, {a: {"mem_hard_limit": LEAST}})) == {
                 a: {"mem_hard_limit": LEAST}}
-        finally:
-            await hv.close()
 
     run(body())
 
@@ -127,9 +125,7 @@ def test_manual_limits_are_checked_and_swap_limit_kept_above_hard(run, node):
     a = specs[0].uuid
 
     async def body() -> None:
-        hv = await _started(path)
-        try:
-            ctl = MemTuneController(hv, floor_kib=FLOOR)
+        async with _started(path) as (hv, ctl):
             sample = (await hv.collect())[a]
             with pytest.raises(InvalidArgument, match="mem_swap_hard_limit is unlimited|"
                                                       "mem_hard_limit is unlimited"):
@@ -143,8 +139,6 @@ def test_manual_limits_are_checked_and_swap_limit_kept_above_hard(run, node):
             assert sample["mem_swap_hard_limit"] == 900 * MiB
             with pytest.raises(InvalidArgument, match="above mem_swap_hard_limit"):
                 await ctl.set_limits(a, {"mem_hard_limit": 1000 * MiB}, sample)
-        finally:
-            await hv.close()
 
     run(body())
 
@@ -154,9 +148,7 @@ def test_without_the_collector_the_controller_remembers_what_it_sent(run, node):
     a = specs[0].uuid
 
     async def body() -> None:
-        hv = await _started(path, collectors=("GuestBalloon",))
-        try:
-            ctl = MemTuneController(hv, floor_kib=FLOOR)
+        async with _started(path, collectors=("GuestBalloon",)) as (hv, ctl):
             samples = await hv.collect()
             request = {a: {"mem_hard_limit": 700 * MiB}}
             assert await ctl.act(_decision(samples, request)) == request
@@ -164,8 +156,6 @@ def test_without_the_collector_the_controller_remembers_what_it_sent(run, node):
             assert "mem_hard_limit" not in samples[a]
             assert await ctl.act(_decision(samples, request)) == {}
             assert ctl.operations == 1
-        finally:
-            await hv.close()
 
     run(body())
 
@@ -175,15 +165,12 @@ def test_dry_run_sends_nothing(run, node):
     a = specs[0].uuid
 
     async def body() -> None:
-        hv = await _started(path)
-        try:
-            ctl = MemTuneController(hv, floor_kib=FLOOR, dry_run=True)
+        async with _started(path) as (hv, ctl):
+            ctl.dry_run = True
             samples = await hv.collect()
             assert await ctl.act(_decision(samples, {a: {"mem_hard_limit": 700 * MiB}})) == {
                 a: {"mem_hard_limit": 700 * MiB}}
             assert _parameters(hv, a)["hard_limit"] == UNLIMITED_KIB
-        finally:
-            await hv.close()
 
     run(body())
 
