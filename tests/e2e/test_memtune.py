@@ -301,10 +301,14 @@ def test_the_example_policy_squeezes_a_guest_whose_balloon_does_not_answer(env, 
                "the squeeze to reach the policy's floor",
                details=lambda: f"limit {env.limit()}, usage {env.usage()}, guest "
                                f"{_statistics(env)}\n" + env.momd.log_text()[-3000:])
-    lines = env.limit_lines(mark)
-    assert len(lines) >= 2, lines
-    # Step by step (5 % of the guest's memory a round), hard and soft together.
-    assert all("mem_hard_limit" in what and "mem_soft_limit" in what for _, what, _ in lines)
+    # momd logs each change once libvirt's call has returned.
+    lines = wait_until(lambda: env.limit_lines(mark), 10, "momd's log lines for the squeeze")
+    # Step by step (at most 5 % of the guest's memory a round), hard and soft
+    # together, down and never below the floor.
+    steps = [re.findall(r"mem_(soft|hard)_limit (\d+) KiB", what) for _, what, _ in lines]
+    assert all(len(step) == 2 and step[0][1] == step[1][1] for step in steps), lines
+    limits = [int(step[0][1]) for step in steps]
+    assert limits == sorted(limits, reverse=True) and limits[-1] >= POLICY_FLOOR_KIB, limits
     assert env.soft() == env.limit()
     assert env.usage() <= env.limit()
     rss_after = _status_kib(env.pid, "VmRSS")
@@ -342,8 +346,10 @@ def test_limits_are_lifted_once_the_balloon_answers_again(env, measure) -> None:
                details=lambda: env.momd.log_text()[-3000:])
     lifted = time.monotonic()
     assert env.soft() == CGROUP_UNLIMITED
-    lines = env.limit_lines(mark)
-    assert lines and "mem_hard_limit unlimited" in lines[-1][1], lines
+    # momd logs the change once libvirt's call has returned: just after.
+    lines = wait_until(lambda: [line for line in env.limit_lines(mark)
+                                if "mem_hard_limit unlimited" in line[1]], 10,
+                       "momd's log line for the lift")
     wait_until(lambda: env.props()["MemHardLimit"] == 0, 10, "momd to publish the lift")
     measure("memtune release (example policy)",
             f"{lifted - started:.1f} s from the guest's statistics restarting to the "
