@@ -163,8 +163,10 @@ class MemTuneController(Mechanism):
                                       f"the hypervisor has no memory tunables here: {exc}")
                 continue
             except HypervisorError as exc:
-                log.warning("Guest %s: could not set memory limits %s: %s", _who(uuid, name),
-                            _shown(changes), str(exc), extra=guest_fields(uuid, name))
+                # The policy asks again every round: said once per reason too
+                # (e.g. libvirt's "cgroup memory controller is not mounted").
+                self.refusals.refused(uuid, name, "limits", f"libvirt refused: {exc}",
+                                      changes)
                 continue
             self.refusals.accepted(uuid, "limits")
             applied[uuid] = changes

@@ -212,3 +212,24 @@ def test_memtune_fields_read_units_and_leave_unlimited_out():
     assert memtune_fields("not xml") == {}
     assert memtune_fields("<domain><memtune><hard_limit>x</hard_limit></memtune></domain>") == {}
     assert libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE  # the event the reader listens to exists
+
+
+def test_a_libvirt_refusal_is_logged_once_and_the_other_guests_go_on(run, node, caplog):
+    path, specs = node
+    a = specs[0].uuid
+    gone = "0badc0de-0000-0000-0000-000000000000"     # no such domain in libvirt
+
+    async def body() -> None:
+        async with _started(path) as (hv, ctl):
+            samples = dict(await hv.collect())
+            samples[gone] = {"balloon_min": 0}
+            request = {gone: {"mem_hard_limit": 700 * MiB}, a: {"mem_hard_limit": 700 * MiB}}
+            with caplog.at_level(logging.WARNING, "momservice.controllers.memtune"):
+                assert await ctl.act(_decision(samples, request)) == {
+                    a: {"mem_hard_limit": 700 * MiB}}
+                assert await ctl.act(_decision(samples, request)) == {}
+            assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]
+            assert gone in caplog.records[0].getMessage()
+            assert "libvirt refused" in caplog.records[0].getMessage()
+
+    run(body())
