@@ -143,8 +143,9 @@ def test_defaults_are_moms_values_and_ours():
     assert c.hypervisor_uri == ""
     assert c.controllers == ("Balloon", "KSM")
     assert c.host_collectors == ("HostMemory", "HostKSM", "HostCpu")
+    # MoM's three, and ours: the cgroup memory limits (MemTune's).
     assert c.guest_collectors == ("GuestQemuProc", "GuestMemory",
-                                  "GuestBalloon")
+                                  "GuestBalloon", "GuestMemTune")
     assert c.collector_options == {}
     assert c.log == "stdio"
     assert c.verbosity == logging.INFO
@@ -209,8 +210,9 @@ def test_vdsm_style_file(tmp_path, caplog):
     assert c.log == "/var/log/vdsm/mom.log"
     assert c.verbosity == logging.INFO
     assert c.host_collectors == ("HostMemory", "HostKSM", "HostCpu")
+    # MoM's three, and ours: the cgroup memory limits (MemTune's).
     assert c.guest_collectors == ("GuestQemuProc", "GuestMemory",
-                                  "GuestBalloon")
+                                  "GuestBalloon", "GuestMemTune")
     # option names are case-insensitive (lower-cased), values verbatim
     assert c.collector_options == {
         "GuestBalloon": {"min_free": "0.20", "max_step": "0.15"}}
