@@ -210,9 +210,8 @@ def test_vdsm_style_file(tmp_path, caplog):
     assert c.log == "/var/log/vdsm/mom.log"
     assert c.verbosity == logging.INFO
     assert c.host_collectors == ("HostMemory", "HostKSM", "HostCpu")
-    # MoM's three, and ours: the cgroup memory limits (MemTune's).
     assert c.guest_collectors == ("GuestQemuProc", "GuestMemory",
-                                  "GuestBalloon", "GuestMemTune")
+                                  "GuestBalloon")
     # option names are case-insensitive (lower-cased), values verbatim
     assert c.collector_options == {
         "GuestBalloon": {"min_free": "0.20", "max_step": "0.15"}}
