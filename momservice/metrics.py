@@ -127,7 +127,7 @@ GUEST_METRICS: tuple[Metric, ...] = tuple(_statistic("guest", *row) for row in (
     ("balloon_max", "guest_balloon_maximum", "Maximum memory of the guest."),
     ("balloon_min", "guest_balloon_minimum", "Memory guaranteed to the guest."),
     ("mem_available", "guest_memory_available",
-     "Memory the guest sees, as its balloon driver reports."),
+     "Memory the guest sees, as its balloon driver (or guest agent) reports."),
     ("mem_unused", "guest_memory_unused", "Memory the guest leaves unused."),
     ("mem_usable", "guest_memory_usable", "Memory the guest could use without swapping."),
     ("disk_caches", "guest_memory_disk_caches", "Memory of the guest holding disk caches."),
@@ -149,6 +149,10 @@ GUEST_METRICS: tuple[Metric, ...] = tuple(_statistic("guest", *row) for row in (
     ("host_minor_faults", "guest_host_minor_faults",
      "Minor page faults of the guest's QEMU process on the host."),
     ("stats_age", "guest_stats_age", "Time since the guest last reported its statistics."),
+    ("balloon_autodeflate", "guest_balloon_autodeflate",
+     "1 if the guest deflates its balloon itself when out of memory, else 0."),
+    ("balloon_free_page_reporting", "guest_balloon_free_page_reporting",
+     "1 if the guest returns the pages it frees to the host itself, else 0."),
 ))
 
 #: Not a statistic: the balloon target momd last sent for the guest.

@@ -33,6 +33,8 @@ GUEST_PROPERTIES = {
     "Rss": "t", "MemSoftLimit": "t", "MemHardLimit": "t", "MemSwapHardLimit": "t",
     "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
     "Controls": "a{sv}",
+    # Issue 12: what the balloon does by itself (0 off, 1 on).
+    "BalloonAutodeflate": "u", "BalloonFreePageReporting": "u",
 }
 MANAGER_PROPERTIES = {
     "Version": "s", "HypervisorURI": "s", "Connected": "b", "Controllers": "as", "DryRun": "b",

@@ -452,6 +452,10 @@ class LibvirtClient:
         """virDomainGetMemoryParameters: hard_limit, soft_limit, swap_hard_limit (KiB)."""
         return self._call("memory_parameters", uuid)
 
+    def live_xml(self, uuid: str) -> str:
+        """The running domain's live definition."""
+        return self._call("xml", uuid)
+
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
@@ -528,6 +532,7 @@ def _serve() -> None:
         "memory_parameters": lambda uuid: conn.lookupByUUIDString(uuid).memoryParameters(),
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "xml": lambda uuid: conn.lookupByUUIDString(uuid).XMLDesc(0),
         "destroy": destroy,
         "destroy_all": destroy_all,
         "domains": lambda: [[d.name(), d.UUIDString(), bool(d.isActive())]
