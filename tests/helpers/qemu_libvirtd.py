@@ -121,8 +121,10 @@ def cgroup_skip_reason(cgroups: Iterable[str]) -> str | None:
         return "making cgroups for the daemon needs root"
     if (CGROUP_ROOT / "cgroup.controllers").exists():
         return ("this host has a pure cgroup v2 hierarchy; QemuLibvirtd's cgroups "
-                "option handles cgroup v1 hierarchies only (a v2 daemon needs its own "
-                "delegated subtree, with no process in the cgroup the guests go under)")
+                "option handles cgroup v1 hierarchies only (on v2 the guests' cgroups need "
+                "a parent with the controllers enabled for its children, which v2 allows "
+                "only in a cgroup with no process of its own: not the test's, where the "
+                "test process runs; not implemented)")
     mounts, own = _v1_mounts(), _own_v1_cgroups()
     for controller in cgroups:
         if controller not in mounts:
