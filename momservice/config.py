@@ -41,7 +41,9 @@ Sections and keys
 ``[host]`` / ``[guest]``
     ``collectors``: comma-separated collector names, by default
     ``HostMemory, HostKSM, HostCpu`` and
-    ``GuestQemuProc, GuestMemory, GuestBalloon``.  Only the listed
+    ``GuestQemuProc, GuestMemory, GuestBalloon, GuestMemTune`` (MoM's three,
+    and the cgroup memory limits, read from the definition momd keeps per
+    guest anyway).  Only the listed
     collectors' statistics are collected (``momservice.collectors.registry``
     says which fields each provides; mom's ``HostMemory`` includes the
     kernel's memory pressure, which ``HostPressure`` provides alone).
@@ -93,7 +95,7 @@ DEFAULT_BALLOON_FLOOR = DEFAULT_FLOOR_KIB  # KiB: the Balloon mechanism's
 DEFAULT_CONTROLLERS: tuple[str, ...] = ("Balloon", "KSM")
 DEFAULT_HOST_COLLECTORS: tuple[str, ...] = ("HostMemory", "HostKSM", "HostCpu")
 DEFAULT_GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestQemuProc", "GuestMemory", "GuestBalloon")
+    "GuestQemuProc", "GuestMemory", "GuestBalloon", "GuestMemTune")
 
 #: Implemented plugins, in their canonical spelling: the registries' names.
 HOST_COLLECTORS: tuple[str, ...] = tuple(_HOST_REGISTRY)

@@ -115,6 +115,18 @@ GUEST_IDENTITY: tuple[Field, ...] = (
     Field("uuid", "UUID", "s", None, "The guest's UUID"),
     Field("pid", "Pid", "u", None, "The QEMU process id; 0 if unknown"),
 )
+#: MemTune's cgroup limits on the guest's QEMU process (libvirt's <memtune>),
+#: also the names of MemTune's controls: nil in policies while unlimited,
+#: 0 on the bus (SetMemTune's "unlimited" too).
+MEMTUNE_LIMITS: tuple[Field, ...] = (
+    Field("mem_soft_limit", "MemSoftLimit", "t", KIB,
+          "Soft memory limit of the QEMU process (cgroup v1 memory.soft_limit_in_bytes, "
+          "v2 memory.high), 0 when unlimited", optional=True),
+    Field("mem_hard_limit", "MemHardLimit", "t", KIB,
+          "Hard memory limit of the QEMU process, 0 when unlimited", optional=True),
+    Field("mem_swap_hard_limit", "MemSwapHardLimit", "t", KIB,
+          "Memory plus swap limit of the QEMU process, 0 when unlimited", optional=True),
+)
 #: Guest statistics, in the order ``momctl guest`` lists them.  A guest is in
 #: ``Guests`` once its sample has every statistic that is not ``optional``;
 #: an absent optional one reads as nil.
@@ -130,6 +142,7 @@ GUEST_STATISTICS: tuple[Field, ...] = (
           optional=True),
     Field("disk_caches", "DiskCaches", "t", KIB, "The guest's disk caches", optional=True),
     Field("rss", "Rss", "t", KIB, "Resident memory of the QEMU process", optional=True),
+    *MEMTUNE_LIMITS,
     # momctl's SWAP IN/OUT column shows both.
     Field("swap_in", "SwapIn", "t", KIB, "Swapped in by the guest", label="SWAP IN/OUT"),
     Field("swap_out", "SwapOut", "t", KIB, "Swapped out by the guest"),

@@ -311,6 +311,36 @@ class Service:
         return await self._mechanism("IoTune").set_limits(uuid, device, limits, entity.latest,
                                                           entity.name)
 
+    #: SetMemTune's keys -> MemTune's controls.
+    MEMTUNE_KEYS: dict[str, str] = {"soft_limit": "mem_soft_limit",
+                                    "hard_limit": "mem_hard_limit",
+                                    "swap_hard_limit": "mem_swap_hard_limit"}
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, Any]) -> dict[str, int]:
+        """Set a managed guest's cgroup memory limits (keys ``soft_limit``,
+        ``hard_limit``, ``swap_hard_limit``, KiB, 0 = unlimited; a key not
+        given stays); returns the guest's limits after, by control name.
+
+        NotFound for an unknown guest; InvalidArgument for an unknown key or
+        a limit MemTune refuses (nothing sent); Failed when the hypervisor
+        refuses or has no memory tunables.
+        """
+        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
+        if entity is None:
+            raise NotFound(f"no managed guest {uuid!r}")
+        if not isinstance(limits, Mapping):
+            raise InvalidArgument("limits must be a mapping of names to KiB")
+        unknown = sorted(str(k) for k in limits if k not in self.MEMTUNE_KEYS)
+        if unknown:
+            raise InvalidArgument(f"unknown memory limit {', '.join(unknown)}: the keys are "
+                                  f"{', '.join(self.MEMTUNE_KEYS)}")
+        controls = {self.MEMTUNE_KEYS[k]: v for k, v in limits.items()}
+        applied = await self._mechanism("MemTune").set_limits(uuid, controls, entity.latest,
+                                                             entity.name)
+        # The published limits follow at once, not at the next collection.
+        await self.engine.collect_guests()
+        return applied
+
     # -- history -----------------------------------------------------------------
 
     def get_history(self, entity: str, field: str) -> list[tuple[int, float]]:

@@ -16,6 +16,7 @@ from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
 from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_IOTUNE, ACTION_CONTROL_KSM,
+                        ACTION_CONTROL_MEMTUNE,
                         ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
@@ -326,6 +327,13 @@ class GuestInterface(Published):
         (0 unlimited, at most 10**15); a group's limits not given stay as they are."""
         await self.service.set_io_tune(self.uuid, device, from_variants(limits))
 
+    @method()
+    @requires(ACTION_CONTROL_MEMTUNE)
+    async def SetMemTune(self, limits: "a{sv}"):
+        """Set the cgroup memory limits of the guest's QEMU by hand: keys soft_limit,
+        hard_limit, swap_hard_limit (t, KiB; 0 = unlimited); a key not given stays."""
+        await self.service.set_mem_tune(self.uuid, from_variants(limits))
+        self.publish_changes()
 
 
 #: GuestInterface's unsignalled properties: their values are written into kept

@@ -19,6 +19,7 @@ from dbus_next import Variant
 
 from ..contract import GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE, MANAGER_PATH
 from ..fields import (BALLOON_TARGET, GUEST_BY_PROPERTY, GUEST_CATALOGUE, GUEST_CONTROL_FIELDS,
+                      MEMTUNE_LIMITS,
                       GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
 from . import exitcodes
 from .bus_client import MomClient, guests_of, unwrap
@@ -204,7 +205,12 @@ def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
             lines.append(f"  {name}:")   # a disk per line (IoTune, IoTuneCurrent)
             lines.extend(disk_lines(value))
             continue
-        text = "none" if field is BALLOON_TARGET and not value else field_text(field, value)
+        if not value and field is BALLOON_TARGET:
+            text = "none"
+        elif not value and field in MEMTUNE_LIMITS:
+            text = "unlimited"
+        else:
+            text = field_text(field, value)
         lines.append(f"  {name:<{width}}  {text}")
     for section in ("Statistics", "Controls"):
         values = props.get(section)

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 
 from .base import GuestStatistics, HostStatistics
-from .guest import GUEST_BALLOON, GUEST_MEMORY, GUEST_QEMU_PROC
+from .guest import GUEST_BALLOON, GUEST_MEMORY, GUEST_MEMTUNE, GUEST_QEMU_PROC
 from .guest_agent import GUEST_QEMU_AGENT
 from .guest_iotune import GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL
 from .host_cpu import HostCpu
@@ -30,7 +30,7 @@ HOST_COLLECTORS: dict[str, type[HostStatistics]] = {
 #: Guest collectors by name.
 GUEST_COLLECTORS: dict[str, GuestStatistics] = {
     kind.name: kind for kind in (GUEST_QEMU_PROC, GUEST_MEMORY, GUEST_BALLOON,
-                                 GUEST_QEMU_AGENT,
+                                 GUEST_MEMTUNE, GUEST_QEMU_AGENT,
                                  GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL)}
 
 def implemented(names: Iterable[str], registered: Iterable[str], kind: str) -> list[str]:

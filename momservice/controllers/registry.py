@@ -14,11 +14,13 @@ from .balloon import BalloonController
 from .base import Mechanism, MechanismContext
 from .iotune import IoTuneController
 from .ksm import KsmController
+from .memtune import MemTuneController
 
 _REGISTERED: tuple[type[Mechanism], ...] = (
     BalloonController,
     KsmController,
     IoTuneController,
+    MemTuneController,
 )
 
 #: Every mechanism by MoM's name, in the order the engine applies them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..errors import Failed
@@ -112,3 +113,10 @@ class HypervisorInterface(abc.ABC):
         0 unlimited) to disk ``device`` (target or source) of the running guest;
         HypervisorUnsupported without block I/O tuning, HypervisorError when refused."""
         raise HypervisorUnsupported(f"{type(self).__name__} has no block I/O tuning")
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, int]) -> None:
+        """Set cgroup memory limits on the guest's QEMU process (MemTune):
+        ``limits`` by policy name (``mem_soft_limit``, ``mem_hard_limit``,
+        ``mem_swap_hard_limit``), KiB, 0 = unlimited; the others stay.
+        HypervisorUnsupported where the hypervisor or the guest has none."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no memory tunables")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorLi
                    HypervisorUnsupported)
 from .libvirt_eventloop import bind_event_loop, settle
 from .libvirt_iotune import set_block_io_tune
+from .libvirt_memtune import memory_parameters
 from .libvirt_readers import DomainReader, definition_fields, readers_for
 from .libvirt_xml import min_guarantee_kib
 
@@ -378,6 +380,20 @@ class LibvirtHypervisor(HypervisorInterface):
 
     async def set_io_tune(self, uuid: str, device: str, limits: dict[str, int]) -> None:
         await self._on_domain(uuid, lambda dom: set_block_io_tune(dom, device, limits))
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, int]) -> None:
+        parameters = memory_parameters(limits)
+        try:
+            await self._on_domain(uuid, lambda dom: dom.setMemoryParameters(
+                parameters, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        finally:
+            # No event tells of the new limits (libvirt 9.0), and a refusal may
+            # come after part of them was written: read the definition again.
+            conn = self._conn
+            if conn is not None and self._reads_definition and uuid in self._guests:
+                with contextlib.suppress(HypervisorError):
+                    dom = await self._on_domain(uuid, lambda dom: dom)
+                    await self._refresh_definition(conn, dom, redefined=False)
 
     async def _on_domain(self, uuid: str, change: Callable[[libvirt.virDomain], _T]) -> _T:
         """Run ``change`` on the running domain ``uuid``: the one way a

@@ -33,6 +33,7 @@ import libvirt
 
 from .libvirt_balloon_features import balloon_features
 from . import libvirt_iotune
+from .libvirt_memtune import memtune_fields
 
 Fields = dict[str, Any]
 
@@ -69,6 +70,11 @@ READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
     # MoM's two names, the same fields: optional for both in mom (nil without limits).
     *(DomainReader(name, from_xml=libvirt_iotune.read_io_tune, events=libvirt_iotune.EVENTS)
       for name in ("GuestIoTune", "GuestIoTuneOptional")),
+    # The live <memtune> limits.  libvirt 9.0 sends no event when they change
+    # (set_mem_tune reads the definition again itself); TUNABLE is what a
+    # later libvirt would send, and costs nothing until then.
+    DomainReader("GuestMemTune", from_xml=memtune_fields,
+                 events=(libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE,)),
 )}
 
 
