@@ -42,18 +42,26 @@ KERNEL_META_PACKAGE = "linux-image-amd64"
 #: The balloon driver and what it needs, in load order.
 VIRTIO_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev",
                   "virtio_pci_legacy_dev", "virtio_pci", "virtio_balloon")
+#: The virtio-mem driver (``ensure_guest_image(virtio_mem=True)``), loaded
+#: after the others: it needs only virtio and virtio_ring.
+VIRTIO_MEM_MODULE = "virtio_mem"
 BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 QEMU_PATHS = ("qemu-system-x86_64", "/usr/bin/qemu-system-x86_64", "/usr/libexec/qemu-kvm")
 MARK = "MOMTEST"
 
-INIT_SCRIPT = f"""#!/bin/busybox sh
+def _init_script(modules: tuple[str, ...]) -> str:
+    """The guest's /init, loading ``modules`` in this order."""
+    return _INIT_TEMPLATE.replace("@MODULES@", " ".join(modules))
+
+
+_INIT_TEMPLATE = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "{MARK} init started"
-for m in {' '.join(VIRTIO_MODULES)}; do
+for m in @MODULES@; do
     insmod /lib/modules/$m.ko || echo "{MARK} insmod $m failed"
 done
 echo "{MARK} modules loaded"
@@ -69,6 +77,7 @@ while :; do
     sleep 1
 done
 """
+INIT_SCRIPT = _init_script(VIRTIO_MODULES)
 
 
 class GuestImageError(RuntimeError):
@@ -224,10 +233,14 @@ def unpack_package(package: str, version: str, work: Path) -> Path:
     return unpacked
 
 
-def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
-    """Download and unpack the kernel and the virtio modules (cached)."""
+def _fetch_kernel(cache: Path, package: str, version: str,
+                  extra_modules: tuple[str, ...] = ()) -> Path:
+    """Download and unpack the kernel and the virtio modules (cached);
+    ``extra_modules`` (virtio drivers beyond the balloon's) are added to a
+    cached kernel that lacks them, beside the others."""
     final = _kernel_dir(cache, package, version)
     if (final / "complete").exists():
+        _add_modules(final, package, version, extra_modules)
         return final
     with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
         work = Path(tmp)
@@ -239,17 +252,49 @@ def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
         staging = work / "out"
         (staging / "modules").mkdir(parents=True)
         shutil.copy2(kernels[0], staging / "vmlinuz")
-        for name in VIRTIO_MODULES:
-            found = [p for p in unpacked.glob(f"lib/modules/*/kernel/drivers/virtio/{name}.ko*")]
-            if not found:
-                # Built into the kernel: nothing to load (insmod fails harmlessly).
-                continue
-            (staging / "modules" / f"{name}.ko").write_bytes(_decompressed(found[0]))
+        _copy_modules(unpacked, VIRTIO_MODULES + extra_modules, staging)
         (staging / "complete").write_text(f"{package} {version}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
     return final
+
+
+def _copy_modules(unpacked: Path, names: tuple[str, ...], kdir: Path) -> None:
+    """Copy the virtio modules ``names`` from an unpacked kernel package into
+    ``kdir/modules``, decompressed; those built in are listed in ``kdir/builtin``."""
+    builtin = _builtin(kdir)
+    for name in names:
+        found = [p for p in unpacked.glob(f"lib/modules/*/kernel/drivers/virtio/{name}.ko*")]
+        if not found:
+            # Built into the kernel: nothing to load (insmod fails harmlessly).
+            builtin.add(name)
+            continue
+        target = kdir / "modules" / f"{name}.ko"
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        tmp.write_bytes(_decompressed(found[0]))
+        os.replace(tmp, target)
+    (kdir / "builtin").write_text("".join(f"{n}\n" for n in sorted(builtin)))
+
+
+def _builtin(kdir: Path) -> set[str]:
+    try:
+        return set((kdir / "builtin").read_text().split())
+    except OSError:
+        return set()
+
+
+def _add_modules(kdir: Path, package: str, version: str, names: tuple[str, ...]) -> None:
+    """Fetch the modules of ``names`` a cached kernel does not have yet (in
+    place: the kernel and the other modules stay as they are)."""
+    missing = tuple(n for n in names if not (kdir / "modules" / f"{n}.ko").exists()
+                    and n not in _builtin(kdir))
+    if not missing:
+        return
+    with tempfile.TemporaryDirectory(dir=kdir.parent, prefix=".fetch-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)  # apt's sandbox user may write here
+        _copy_modules(unpack_package(package, version, work), missing, kdir)
 
 
 def _decompressed(path: Path) -> bytes:
@@ -305,22 +350,25 @@ class _Cpio:
         return self.out.getvalue()
 
 
-def _build_initrd(modules: Path, busybox: Path) -> bytes:
+def _build_initrd(modules: list[Path], busybox: Path, init_script: str) -> bytes:
     cpio = _Cpio()
     for d in ("bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"):
         cpio.directory(d)
     cpio.char_device("dev/console", 5, 1)
     cpio.char_device("dev/null", 1, 3)
     cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
-    for module in sorted(modules.glob("*.ko")):
+    for module in modules:
         cpio.file(f"lib/modules/{module.name}", module.read_bytes())
-    cpio.file("init", INIT_SCRIPT.encode(), 0o755)
+    cpio.file("init", init_script.encode(), 0o755)
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
 
 
-def ensure_guest_image(cache: Path | None = None) -> GuestImage:
+def ensure_guest_image(cache: Path | None = None, *, virtio_mem: bool = False) -> GuestImage:
     """The kernel and initramfs, fetched and built once, then from the cache.
 
+    ``virtio_mem``: the initramfs also loads the virtio-mem driver (an image
+    of its own, cached beside the default one; domains give the guest
+    ``memhp_default_state`` so that what it plugs is onlined).
     Without apt metadata (an offline host), the newest kernel already in
     the cache is used.
     """
@@ -328,6 +376,9 @@ def ensure_guest_image(cache: Path | None = None) -> GuestImage:
     busybox = find_static_busybox()
     if busybox is None:
         raise GuestImageError("no static busybox (busybox-static) on this host")
+    extra = (VIRTIO_MEM_MODULE,) if virtio_mem else ()
+    variant = "".join(f"{name}-" for name in extra)
+    init_script = _init_script(VIRTIO_MODULES + extra)
     with cache_lock(cache):
         try:
             package, version = kernel_package()
@@ -336,27 +387,34 @@ def ensure_guest_image(cache: Path | None = None) -> GuestImage:
             if not cached:
                 raise GuestImageError(f"cannot find the guest kernel package: {e}") from e
             package, version = cached[-1].read_text().split()
-        kdir = _fetch_kernel(cache, package, version)
+        kdir = _fetch_kernel(cache, package, version, extra)
+        # Only the modules this image loads (a cached kernel may hold more).
+        wanted = {f"{name}.ko" for name in VIRTIO_MODULES + extra}
+        modules = [m for m in sorted((kdir / "modules").glob("*.ko")) if m.name in wanted]
         digest = hashlib.sha256()
-        digest.update(INIT_SCRIPT.encode())
+        digest.update(init_script.encode())
         digest.update(busybox.read_bytes())
-        for module in sorted((kdir / "modules").glob("*.ko")):
+        for module in modules:
             digest.update(module.name.encode())
             digest.update(module.read_bytes())
-        initrd = cache / f"initrd-{digest.hexdigest()[:16]}.cpio.gz"
+        initrd = cache / f"initrd-{variant}{digest.hexdigest()[:16]}.cpio.gz"
         if not initrd.exists():
             tmp = initrd.with_name(f".{initrd.name}.{os.getpid()}")
-            tmp.write_bytes(_build_initrd(kdir / "modules", busybox))
+            tmp.write_bytes(_build_initrd(modules, busybox, init_script))
             os.replace(tmp, initrd)
         for path in (kdir, kdir / "vmlinuz", initrd):
             os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if path.is_dir() else 0))
-        _prune(cache, keep={kdir.name, initrd.name})
+        _prune(cache, keep={kdir.name, initrd.name}, variant=variant)
     return GuestImage(kdir / "vmlinuz", initrd, package, version)
 
 
-def _prune(cache: Path, keep: set[str]) -> None:
-    """Drop kernels and initramfs images of earlier versions."""
+def _prune(cache: Path, keep: set[str], variant: str = "") -> None:
+    """Drop kernels and initramfs images of earlier versions (images of
+    other variants, e.g. with virtio-mem, are another run's: left alone)."""
+    same_variant = re.compile(rf"^initrd-{re.escape(variant)}[0-9a-f]{{16}}\.cpio\.gz$")
     for path in [*cache.glob("kernel-*"), *cache.glob("initrd-*.cpio.gz")]:
+        if path.name.startswith("initrd-") and not same_variant.match(path.name):
+            continue
         if path.name not in keep:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -371,19 +429,44 @@ def _prune(cache: Path, keep: set[str]) -> None:
 def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
                memory_mib: int = 512, vcpus: int = 1, dirty_mib: int = 0,
                kind: str | None = None, emulator: str | None = None,
-               stats_period: int = 1) -> str:
-    """A transient domain booting ``image``, its console written to ``serial_path``."""
+               stats_period: int = 1, virtio_mem_mib: int = 0,
+               virtio_mem_block_kib: int = 2048, virtio_mem_requested_mib: int = 0) -> str:
+    """A transient domain booting ``image``, its console written to ``serial_path``.
+
+    ``virtio_mem_mib``: a virtio-mem device of that size (blocks of
+    ``virtio_mem_block_kib``, ``virtio_mem_requested_mib`` plugged at boot)
+    beside the ``memory_mib`` of boot memory: the domain gets the
+    ``<maxMemory>`` and the NUMA cell it needs, and the guest kernel onlines
+    what the device plugs as movable memory, so that it can be unplugged
+    again (the image needs ``ensure_guest_image(virtio_mem=True)``).
+    """
     kind = kind or domain_type()
     emulator = emulator or find_qemu() or "/usr/bin/qemu-system-x86_64"
     cmdline = "console=ttyS0 loglevel=4 mitigations=off"
     if dirty_mib:
         cmdline += f" mom_dirty_mib={int(dirty_mib)}"
+    hotplug = cpu = device = ""
+    if virtio_mem_mib:
+        cmdline += " memhp_default_state=online_movable"
+        hotplug = (f"\n  <maxMemory slots='1' unit='MiB'>"
+                   f"{int(memory_mib) + int(virtio_mem_mib)}</maxMemory>")
+        cpu = (f"\n  <cpu>\n    <numa>\n      <cell id='0' cpus='0-{int(vcpus) - 1}' "
+               f"memory='{int(memory_mib)}' unit='MiB'/>\n    </numa>\n  </cpu>")
+        device = f"""
+    <memory model='virtio-mem'>
+      <target>
+        <size unit='MiB'>{int(virtio_mem_mib)}</size>
+        <node>0</node>
+        <block unit='KiB'>{int(virtio_mem_block_kib)}</block>
+        <requested unit='MiB'>{int(virtio_mem_requested_mib)}</requested>
+      </target>
+    </memory>"""
     return f"""<domain type='{kind}'>
   <name>{escape(name)}</name>
-  <uuid>{uuid}</uuid>
+  <uuid>{uuid}</uuid>{hotplug}
   <memory unit='MiB'>{memory_mib}</memory>
   <currentMemory unit='MiB'>{memory_mib}</currentMemory>
-  <vcpu>{vcpus}</vcpu>
+  <vcpu>{vcpus}</vcpu>{cpu}
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{escape(str(Path(image.kernel).absolute()))}</kernel>
@@ -402,7 +485,7 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
     </serial>
     <memballoon model='virtio'>
       <stats period='{int(stats_period)}'/>
-    </memballoon>
+    </memballoon>{device}
   </devices>
 </domain>
 """
