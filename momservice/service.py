@@ -291,6 +291,20 @@ class Service:
         sample = {k: v for k, v in entity.latest.items() if k != "balloon_cur"}
         return await self._mechanism("Balloon").set_target(uuid, kib, sample, entity.name)
 
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> int:
+        """Ask a managed guest's virtio-mem device for ``kib`` KiB; returns the
+        request sent, rounded to the device's block size.
+
+        NotFound for an unknown guest; InvalidArgument when it has no
+        virtio-mem device or ``kib`` lies outside 0..virtio_mem_max; Failed
+        (a HypervisorError) when the hypervisor refuses.
+        """
+        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
+        if entity is None:
+            raise NotFound(f"no managed guest {uuid!r}")
+        return await self._mechanism("VirtioMem").set_requested(uuid, kib, entity.latest,
+                                                                entity.name)
+
     # -- history -----------------------------------------------------------------
 
     def get_history(self, entity: str, field: str) -> list[tuple[int, float]]:

@@ -32,6 +32,8 @@ GUEST_PROPERTIES = {
     "DiskCaches": "t", "SwapIn": "t", "SwapOut": "t", "MajorFaults": "t", "MinorFaults": "t",
     "Rss": "t", "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
     "Controls": "a{sv}",
+    "VirtioMemMaximum": "t", "VirtioMemBlock": "t", "VirtioMemRequested": "t",
+    "VirtioMemCurrent": "t",
 }
 MANAGER_PROPERTIES = {
     "Version": "s", "HypervisorURI": "s", "Connected": "b", "Controllers": "as", "DryRun": "b",
@@ -53,7 +55,8 @@ def test_names_are_the_documented_ones():
         "org.ovirt.mom1.Error.Failed", "org.freedesktop.DBus.Error.AccessDenied",
         "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
     assert contract.ACTIONS == ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
-                                "org.ovirt.mom1.control-ksm")
+                                "org.ovirt.mom1.control-ksm",
+                                "org.ovirt.mom1.control-virtio-mem")
 
 
 def test_contract_and_catalogue_import_without_dbus_next():
@@ -99,7 +102,9 @@ def test_momctl_columns_and_units_come_from_the_catalogue():
     assert set(GUEST_ORDER) == set(GUEST_PROPERTIES) - {"Statistics", "Controls"}
     assert GUEST_STAT_KIB == {"balloon_cur", "balloon_max", "balloon_min", "mem_available",
                               "mem_unused", "mem_usable", "disk_caches", "rss", "swap_in",
-                              "swap_out", "swap_total", "swap_usage", "balloon_target"}
+                              "swap_out", "swap_total", "swap_usage", "balloon_target",
+                              "virtio_mem_max", "virtio_mem_block", "virtio_mem_requested",
+                              "virtio_mem_current"}
     assert KSM_PROPERTIES == tuple(p for p in HOST_PROPERTIES if p.startswith("Ksm"))
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
-from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_MANAGE_POLICY,
+from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_CONTROL_VIRTIO_MEM,
+                        ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
 from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
@@ -40,9 +41,12 @@ def controls_by_object(host: dict[str, Any], guests: dict[str, dict[str, Any]]) 
 
 def applied_controls(evaluation: "Evaluation") -> dict:
     """What an evaluation changed, by object, under the policies' control names."""
+    guests: dict[str, dict[str, Any]] = {
+        uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()}
+    for uuid, kib in evaluation.applied.get("VirtioMem", {}).items():
+        guests.setdefault(uuid, {})["virtio_mem_requested"] = kib
     return controls_by_object(
-        {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()},
-        {uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()})
+        {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()}, guests)
 
 
 def _last(interface: Any, attribute: str, default: Any = None) -> Any:
@@ -262,3 +266,9 @@ class GuestInterface(Published):
         """Resize the balloon to kib, within [BalloonMinimum or the floor, BalloonMaximum]."""
         self.balloon_target = await self.service.set_balloon_target(self.uuid, kib)
         self.publish_changes()
+
+    @method()
+    @requires(ACTION_CONTROL_VIRTIO_MEM)
+    async def SetVirtioMemRequested(self, kib: "t"):
+        """Ask the virtio-mem device to plug kib KiB (rounded to VirtioMemBlock), within [0, VirtioMemMaximum]."""
+        await self.service.set_virtio_mem_requested(self.uuid, kib)

@@ -18,6 +18,7 @@ from .host_cpu import HostCpu
 from .host_ksm import HostKSM
 from .host_memory import HostMemory
 from .host_pressure import HostPressure
+from .virtio_mem import GUEST_VIRTIO_MEM
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ HOST_COLLECTORS: dict[str, type[HostStatistics]] = {
 
 #: Guest collectors by name.
 GUEST_COLLECTORS: dict[str, GuestStatistics] = {
-    kind.name: kind for kind in (GUEST_QEMU_PROC, GUEST_MEMORY, GUEST_BALLOON)}
+    kind.name: kind for kind in (GUEST_QEMU_PROC, GUEST_MEMORY, GUEST_BALLOON,
+                                 GUEST_VIRTIO_MEM)}
 
 def implemented(names: Iterable[str], registered: Iterable[str], kind: str) -> list[str]:
     """``names`` that are registered, in order, each once; every other one is

@@ -13,10 +13,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from .balloon import BalloonController
 from .base import Mechanism, MechanismContext
 from .ksm import KsmController
+from .virtio_mem import VirtioMemController
 
 _REGISTERED: tuple[type[Mechanism], ...] = (
     BalloonController,
     KsmController,
+    VirtioMemController,
 )
 
 #: Every mechanism by MoM's name, in the order the engine applies them.

@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import libvirt
 
+from . import libvirt_virtio_mem as _virtio_mem
+
 Fields = dict[str, Any]
 
 
@@ -45,6 +47,8 @@ class DomainReader:
 #: Readers by guest collector name; the collectors not listed need nothing
 #: beyond the balloon statistics.
 READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
+    DomainReader(_virtio_mem.COLLECTOR, from_xml=_virtio_mem.virtio_mem_fields,
+                 events=_virtio_mem.EVENTS),
 )}
 
 
