@@ -115,6 +115,18 @@ GUEST_IDENTITY: tuple[Field, ...] = (
     Field("uuid", "UUID", "s", None, "The guest's UUID"),
     Field("pid", "Pid", "u", None, "The QEMU process id; 0 if unknown"),
 )
+#: A guest's virtio-mem device (collector GuestVirtioMem): absent without one.
+VIRTIO_MEM: tuple[Field, ...] = (
+    Field("virtio_mem_max", "VirtioMemMaximum", "t", KIB,
+          "Size of the guest's virtio-mem device (0 without one)", optional=True),
+    Field("virtio_mem_block", "VirtioMemBlock", "t", KIB,
+          "Block size of the guest's virtio-mem device (0 without one)", optional=True),
+    Field("virtio_mem_requested", "VirtioMemRequested", "t", KIB,
+          "Memory the host asks the guest's virtio-mem device to plug (0 without one; "
+          "also the VirtioMem control)", optional=True),
+    Field("virtio_mem_current", "VirtioMemCurrent", "t", KIB,
+          "Memory the guest's virtio-mem device has plugged (0 without one)", optional=True),
+)
 #: Guest statistics, in the order ``momctl guest`` lists them.  A guest is in
 #: ``Guests`` once its sample has every statistic that is not ``optional``;
 #: an absent optional one reads as nil.
@@ -145,16 +157,7 @@ GUEST_STATISTICS: tuple[Field, ...] = (
     # guest emit PropertiesChanged every cycle, whether anything changed or not.
     Field("stats_age", "StatsAge", "d", SECONDS, "Time since the guest last reported",
           optional=True, signalled=False),
-    # virtio-mem (collector GuestVirtioMem): absent without the device.
-    Field("virtio_mem_max", "VirtioMemMaximum", "t", KIB,
-          "Size of the guest's virtio-mem device (0 without one)", optional=True),
-    Field("virtio_mem_block", "VirtioMemBlock", "t", KIB,
-          "Block size of the guest's virtio-mem device (0 without one)", optional=True),
-    Field("virtio_mem_requested", "VirtioMemRequested", "t", KIB,
-          "Memory the host asks the guest's virtio-mem device to plug (0 without one; "
-          "also the VirtioMem control)", optional=True),
-    Field("virtio_mem_current", "VirtioMemCurrent", "t", KIB,
-          "Memory the guest's virtio-mem device has plugged (0 without one)", optional=True),
+    *VIRTIO_MEM,
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,
                        "Balloon target last applied (0 if none)", label="TARGET")

@@ -34,15 +34,17 @@ GiB = 1024 * 1024
 
 
 def test_the_registry_is_the_configurations_list_of_controllers():
-    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM")
+    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "VirtioMem")
     for name, kind in MECHANISMS.items():
         assert issubclass(kind, Mechanism) and kind.name == name
         assert kind.entity in ("host", "guest") and kind.controls
 
 
 def test_the_mechanisms_consume_exactly_the_known_controls():
-    # The guest's are the catalogue's control rows, the host's the KSM tunables.
-    assert CONTROLS["guest"] == {f.name for f in fields.GUEST_CONTROL_FIELDS}
+    # The guest's are the catalogue's control rows and virtio_mem_requested
+    # (a statistic row: what the device was asked for), the host's the KSM tunables.
+    assert CONTROLS["guest"] == {f.name for f in fields.GUEST_CONTROL_FIELDS} | {
+        "virtio_mem_requested"}
     assert CONTROLS["host"] == {f"ksm_{name}" for name in KSM_TUNABLES}
 
 
@@ -81,7 +83,7 @@ def test_check_refuses_what_cannot_be_applied(tmp_path, mechanism, control, valu
 
 def test_every_mechanism_is_built_once_and_the_configured_ones_are_enabled(tmp_path):
     built = build_mechanisms(MechanismContext(None, tmp_path), ["KSM", "CpuTune"])  # type: ignore[arg-type]
-    assert sorted(built) == ["Balloon", "KSM"]
+    assert sorted(built) == ["Balloon", "KSM", "VirtioMem"]
     assert built.enabled == (built["KSM"],)
     assert isinstance(built["KSM"], KsmController) and built["KSM"].ksm_dir == tmp_path
 

@@ -318,6 +318,10 @@ class LibvirtClient:
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
+    def domain_xml(self, uuid: str) -> str:
+        """The running domain's live definition."""
+        return self._call("xml", uuid)
+
     def destroy(self, uuid: str) -> None:
         """Destroy a domain (gone already: nothing to do)."""
         self._call("destroy", uuid)
@@ -390,6 +394,7 @@ def _serve() -> None:
         "stats": lambda uuid: conn.lookupByUUIDString(uuid).memoryStats(),
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "xml": lambda uuid: conn.lookupByUUIDString(uuid).XMLDesc(0),
         "destroy": destroy,
         "destroy_all": destroy_all,
         "domains": lambda: [[d.name(), d.UUIDString(), bool(d.isActive())]
