@@ -143,6 +143,12 @@ GUEST_METRICS: tuple[Metric, ...] = tuple(_statistic("guest", *row) for row in (
     ("host_minor_faults", "guest_host_minor_faults",
      "Minor page faults of the guest's QEMU process on the host."),
     ("stats_age", "guest_stats_age", "Time since the guest last reported its statistics."),
+    ("virtio_mem_max", "guest_virtio_mem_maximum", "Size of the guest's virtio-mem device."),
+    ("virtio_mem_block", "guest_virtio_mem_block", "Block size of the guest's virtio-mem device."),
+    ("virtio_mem_requested", "guest_virtio_mem_requested",
+     "Memory the host asks the guest's virtio-mem device to plug."),
+    ("virtio_mem_current", "guest_virtio_mem_current",
+     "Memory the guest's virtio-mem device has plugged."),
 ))
 
 #: Not a statistic: the balloon target momd last sent for the guest.

@@ -15,7 +15,8 @@ import asyncio
 import logging
 from typing import Any
 
-from ..hypervisor.base import GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener
+from ..hypervisor.base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
+                               HypervisorUnsupported)
 from ..journal_fields import guest_fields
 from .driver import SimulationDriver
 from .guest_model import MiB
@@ -120,6 +121,18 @@ class SimHypervisor(HypervisorInterface):
         name = self.simulation.guests[uuid].name
         log.debug("simulated guest %s: balloon target %d KiB (%.0f MiB)",
                   name, target, target / MiB, extra=guest_fields(uuid, name))
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> None:
+        if self._closed:
+            raise HypervisorError("the simulated hypervisor is closed")
+        guest = self.simulation.guests.get(uuid)
+        if guest is None:
+            raise HypervisorError(f"no simulated guest with UUID {uuid!r}")
+        if not guest.virtio_mem_kib:
+            raise HypervisorUnsupported(f"simulated guest {guest.name} has no virtio-mem device")
+        requested = guest.set_virtio_mem_requested(kib)
+        log.debug("simulated guest %s: virtio-mem requested %d KiB", guest.name, requested,
+                  extra=guest_fields(uuid, guest.name))
 
     # -- time ------------------------------------------------------------------
 

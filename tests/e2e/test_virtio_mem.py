@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
@@ -34,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from momservice.contract import GUEST_INTERFACE, INVALID_ARGUMENT, MANAGER_INTERFACE, MANAGER_PATH
+from momservice.contract import ACTION_CONTROL_VIRTIO_MEM, GUEST_INTERFACE, INVALID_ARGUMENT
 from momservice.contract import guest_path
 from tests.e2e.test_real_guests import DEFAULT_POLICIES, BusClient, _skip_reason, wait_until
 from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_type,
@@ -156,6 +157,23 @@ def _destroy(conn, uuid: str) -> None:
         conn.destroy(uuid)
 
 
+def _polkit_knows(e: Env, action: str) -> bool:
+    result = subprocess.run(["pkaction", "--action-id", action], env=e.system.client_env(),
+                            capture_output=True, text=True, timeout=30)
+    return result.returncode == 0
+
+
+def _wait_for_action(e: Env, action: str = ACTION_CONTROL_VIRTIO_MEM) -> None:
+    """Until polkitd knows ``action``.  Its actions file is the host's one
+    /usr/share/polkit-1/actions/org.ovirt.mom1.policy, which every test run
+    on this machine installs while its polkitd runs (tests/helpers/
+    private_bus.py): a run of a checkout without this action, started after
+    ours, replaces the file for as long as it runs."""
+    wait_until(lambda: _polkit_knows(e, action), 300,
+               f"polkitd to know {action} (another test run's actions file "
+               f"may be installed in its place)", interval=1.0)
+
+
 def _hold_policies(tmp: Path) -> Path:
     """A policy set that asks for nothing: only what the test does moves."""
     directory = tmp / "hold-policies"
@@ -214,6 +232,7 @@ def test_set_virtio_mem_requested_resizes_the_guest_and_the_event_updates_the_bu
     assert re.search(rf"VirtioMemMaximum\s+{DEVICE_MIB}\.0 MiB", shown.stdout), shown.stdout
 
     # Grow by 64 MiB (asked for 1 KiB less: rounded to the block).
+    _wait_for_action(env)
     sent = time.monotonic()
     env.bus.ok(env.path, GUEST_INTERFACE, "SetVirtioMemRequested", "t", [192 * MIB - 1])
     _follow(env, 192 * MIB, sent, "virtio-mem grow 128->192 MiB by hand "
@@ -225,11 +244,13 @@ def test_set_virtio_mem_requested_resizes_the_guest_and_the_event_updates_the_bu
     assert props["Statistics"]["stats_age"] == first_sample["stats_age"]
     assert props["Statistics"]["mem_unused"] == first_sample["mem_unused"]
 
+    _wait_for_action(env)
     sent = time.monotonic()
     env.bus.ok(env.path, GUEST_INTERFACE, "SetVirtioMemRequested", "t", [64 * MIB])
     _follow(env, 64 * MIB, sent, "virtio-mem shrink 192->64 MiB by hand", measure)
 
     # Beyond the device: refused with the reason, nothing sent.
+    _wait_for_action(env)
     reply = env.bus.call(env.path, GUEST_INTERFACE, "SetVirtioMemRequested", "t",
                          [DEVICE_MIB * MIB + BLOCK_KIB])
     assert reply.error_name == INVALID_ARGUMENT, reply.body
