@@ -243,6 +243,17 @@ def test_pressure_shrinks_guests_with_page_cache():
         assert 1 * GiB < targets[g.name] < 4 * GiB
 
 
+def roomy_with_limit(host: dict, guests: list[SimGuest], share: float) -> tuple[float, dict]:
+    """Make ``host`` roomy (twice the guests' maxima, nothing pressing);
+    the limit of ``share`` of the guests' maxima, and its parameters."""
+    held = sum(g.rss for g in guests)
+    host["mem_available"] = max(host["mem_available"], 2 * sum(g.maximum for g in guests))
+    host["mem_free"] = host["mem_available"] - held
+    host["swap_out"], host["mem_pressure_some"] = 0, 0.0
+    limit = share * sum(g.maximum for g in guests)
+    return limit, {"balloon_guests_limit": limit}
+
+
 @settings(max_examples=30, deadline=None)
 @given(hosts(), st.floats(0.1, 1.2))
 def test_guests_limit_caps_the_balloons_on_a_roomy_host(state, share):
@@ -251,12 +262,7 @@ def test_guests_limit_caps_the_balloons_on_a_roomy_host(state, share):
     memory to spare, short of each guest's deadband; a limit is never a
     reason to go below a minimum."""
     host, guests = state
-    held = sum(g.rss for g in guests)
-    host["mem_available"] = max(host["mem_available"], 2 * sum(g.maximum for g in guests))
-    host["mem_free"] = host["mem_available"] - held
-    host["swap_out"], host["mem_pressure_some"] = 0, 0.0
-    limit = share * sum(g.maximum for g in guests)
-    params = {"balloon_guests_limit": limit}
+    limit, params = roomy_with_limit(host, guests, share)
     policies = load_defaults()
     rounds = Round(guests)
     for _ in range(SETTLE_ROUNDS):
@@ -475,12 +481,7 @@ def test_guests_limit_caps_virtio_mem_guests_too(state, share):
     """balloon_guests_limit counts what the devices have plugged: the guests
     settle within it (or at their floors, boot memory included)."""
     host, guests = state
-    held = sum(g.rss for g in guests)
-    host["mem_available"] = max(host["mem_available"], 2 * sum(g.maximum for g in guests))
-    host["mem_free"] = host["mem_available"] - held
-    host["swap_out"], host["mem_pressure_some"] = 0, 0.0
-    limit = share * sum(g.maximum for g in guests)
-    params = {"balloon_guests_limit": limit}
+    limit, params = roomy_with_limit(host, guests, share)
     policies = load_defaults()
     rounds = Round(guests)
     for _ in range(SETTLE_ROUNDS):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidArgument
 from ..hypervisor.base import HypervisorError, HypervisorInterface, HypervisorUnsupported
 from ..journal_fields import guest_fields
+# The balloon's reading of a policy's number: whole KiB, None unless a size.
+from .balloon import _as_kib
 from .base import Decision, Mechanism, MechanismContext
 from .refusals import RefusalLog
 
@@ -28,15 +29,6 @@ VIRTIO_MEM_REQUESTED = "virtio_mem_requested"
 
 #: Requests sent before the event loop gets a turn.
 _YIELD_EVERY = 10
-
-
-def _as_kib(value: Any) -> int | None:
-    """A policy's number as KiB, None when not a usable size (negative too)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return int(value) if value >= 0 else None
 
 
 class VirtioMemController(Mechanism):

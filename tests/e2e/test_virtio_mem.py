@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
@@ -41,7 +40,7 @@ from tests.e2e.test_real_guests import DEFAULT_POLICIES, BusClient, _skip_reason
 from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_type,
                                        domain_xml, ensure_guest_image)
 from tests.helpers.momd_process import Momd, momctl, momd_config
-from tests.helpers.private_bus import system_bus_with_polkit
+from tests.helpers.private_bus import MOM_POLKIT_POLICY, system_bus_with_polkit
 from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd
 
 MIB = 1024
@@ -121,7 +120,8 @@ def env(tmp_path_factory, measure):
             f"{time.monotonic() - started:.1f} s (domain type {domain_type()})")
     tmp = tmp_path_factory.mktemp("virtio-mem")
     with contextlib.ExitStack() as stack:
-        system = stack.enter_context(system_bus_with_polkit(tmp / "sysbus"))
+        system = stack.enter_context(system_bus_with_polkit(
+            tmp / "sysbus", action_files=(MOM_POLKIT_POLICY, _own_action_file(tmp))))
         libvirtd = QemuLibvirtd(tmp / "lvd")
         libvirtd.start(timeout=60)
         stack.callback(libvirtd.stop)
@@ -157,21 +157,27 @@ def _destroy(conn, uuid: str) -> None:
         conn.destroy(uuid)
 
 
-def _polkit_knows(e: Env, action: str) -> bool:
-    result = subprocess.run(["pkaction", "--action-id", action], env=e.system.client_env(),
-                            capture_output=True, text=True, timeout=30)
-    return result.returncode == 0
+def _own_action_file(tmp: Path) -> Path:
+    """This checkout's control-virtio-mem action in a file of its own name.
 
-
-def _wait_for_action(e: Env, action: str = ACTION_CONTROL_VIRTIO_MEM) -> None:
-    """Until polkitd knows ``action``.  Its actions file is the host's one
-    /usr/share/polkit-1/actions/org.ovirt.mom1.policy, which every test run
-    on this machine installs while its polkitd runs (tests/helpers/
-    private_bus.py): a run of a checkout without this action, started after
-    ours, replaces the file for as long as it runs."""
-    wait_until(lambda: _polkit_knows(e, action), 300,
-               f"polkitd to know {action} (another test run's actions file "
-               f"may be installed in its place)", interval=1.0)
+    polkitd reads its actions from the host's /usr/share/polkit-1/actions,
+    where every test run on this machine installs org.ovirt.mom1.policy
+    while its polkitd runs (tests/helpers/private_bus.py): a run of another
+    checkout, without this action, replaces that file for as long as it
+    runs.  Under a name of its own the action stays known meanwhile.
+    """
+    root = ET.parse(MOM_POLKIT_POLICY).getroot()
+    for action in root.findall("action"):
+        if action.get("id") != ACTION_CONTROL_VIRTIO_MEM:
+            root.remove(action)
+    assert root.find("action") is not None, f"{ACTION_CONTROL_VIRTIO_MEM} not in {MOM_POLKIT_POLICY}"
+    path = tmp / "org.ovirt.mom1.e2e-virtio-mem.policy"
+    path.write_text('<?xml version="1.0" encoding="UTF-8"?>\n'
+                    '<!DOCTYPE policyconfig PUBLIC\n'
+                    ' "-//freedesktop//DTD PolicyKit Policy Configuration 1.0//EN"\n'
+                    ' "http://www.freedesktop.org/standards/PolicyKit/1/policyconfig.dtd">\n'
+                    + ET.tostring(root, encoding="unicode") + "\n")
+    return path
 
 
 def _hold_policies(tmp: Path) -> Path:
@@ -232,7 +238,6 @@ def test_set_virtio_mem_requested_resizes_the_guest_and_the_event_updates_the_bu
     assert re.search(rf"VirtioMemMaximum\s+{DEVICE_MIB}\.0 MiB", shown.stdout), shown.stdout
 
     # Grow by 64 MiB (asked for 1 KiB less: rounded to the block).
-    _wait_for_action(env)
     sent = time.monotonic()
     env.bus.ok(env.path, GUEST_INTERFACE, "SetVirtioMemRequested", "t", [192 * MIB - 1])
     _follow(env, 192 * MIB, sent, "virtio-mem grow 128->192 MiB by hand "
@@ -244,13 +249,11 @@ def test_set_virtio_mem_requested_resizes_the_guest_and_the_event_updates_the_bu
     assert props["Statistics"]["stats_age"] == first_sample["stats_age"]
     assert props["Statistics"]["mem_unused"] == first_sample["mem_unused"]
 
-    _wait_for_action(env)
     sent = time.monotonic()
     env.bus.ok(env.path, GUEST_INTERFACE, "SetVirtioMemRequested", "t", [64 * MIB])
     _follow(env, 64 * MIB, sent, "virtio-mem shrink 192->64 MiB by hand", measure)
 
     # Beyond the device: refused with the reason, nothing sent.
-    _wait_for_action(env)
     reply = env.bus.call(env.path, GUEST_INTERFACE, "SetVirtioMemRequested", "t",
                          [DEVICE_MIB * MIB + BLOCK_KIB])
     assert reply.error_name == INVALID_ARGUMENT, reply.body
