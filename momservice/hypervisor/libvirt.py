@@ -194,6 +194,10 @@ class LibvirtHypervisor(HypervisorInterface):
         self._offload = not _is_in_process(uri) if uri else True
 
         self._guests: dict[str, GuestInfo] = {}
+        # The running guests' domain objects and ids, kept from when they
+        # were added: no listing of every domain each cycle.
+        self._domains: dict[str, libvirt.virDomain] = {}
+        self._domain_ids: dict[str, int] = {}
         # Lifecycle events seen per UUID.  An addition or removal computed
         # from an older view (a resync listing, a slow lookup) is dropped
         # when an event for that guest arrived meanwhile: the event is newer.
@@ -267,6 +271,8 @@ class LibvirtHypervisor(HypervisorInterface):
                 log.debug("error closing the libvirt connection", exc_info=True)
         self._lifecycle_id = None
         self._definition_ids = []
+        self._domains.clear()
+        self._domain_ids.clear()
         if self._executor is not None:
             # Do not wait: a call stuck on a hung daemon must not hang close().
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -282,12 +288,24 @@ class LibvirtHypervisor(HypervisorInterface):
             return
         seen = dict(self._event_seq)
         try:
+            if not refresh_pids:
+                # The running domains' ids are a few bytes where the full list
+                # is an object per domain; when they are the ones known (a
+                # restarted guest gets a new id), nothing changed.
+                ids = await self._guarded(conn, conn.listDomainsID)
+                if (len(self._domain_ids) == len(self._guests)
+                        and set(ids) == set(self._domain_ids.values())):
+                    return
             domains = await self._guarded(conn, conn.listAllDomains,
                                           libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         except (_Disconnected, libvirt.libvirtError) as err:
             log.debug("resync failed: %s", err)
             return
         current = {dom.UUIDString(): dom for dom in domains}
+        for uuid, dom in current.items():
+            if uuid in self._guests:
+                # After a reconnect the old connection's objects are useless.
+                self._remember_domain(uuid, dom)
         for uuid in list(self._guests):
             if uuid not in current and self._event_seq.get(uuid, 0) == seen.get(uuid, 0):
                 self._remove_guest(uuid)
@@ -321,7 +339,7 @@ class LibvirtHypervisor(HypervisorInterface):
                 uuids = list(raw)
                 for start in range(0, len(uuids), _FALLBACK_SLICE):
                     await self._guarded(conn, self._read_domains, raw,
-                                        [domains[u] for u in uuids[start:start + _FALLBACK_SLICE]])
+                                        [(u, domains[u]) for u in uuids[start:start + _FALLBACK_SLICE]])
                     await asyncio.sleep(0)
         except _Disconnected:
             return {}
@@ -486,6 +504,10 @@ class LibvirtHypervisor(HypervisorInterface):
         self._conn = None
         lifecycle_id, self._lifecycle_id = self._lifecycle_id, None
         definition_ids, self._definition_ids = self._definition_ids, []
+        # Its domain objects would keep the dead connection open; the resync
+        # after reconnecting looks them up again.
+        self._domains.clear()
+        self._domain_ids.clear()
         log.warning("lost the libvirt connection to %s (%s); reconnecting", self.uri, why)
         # Not cancelled by close(): a broken connection must still be freed.
         self._spawn(self._run(self._teardown_sync, conn, lifecycle_id, definition_ids),
@@ -535,15 +557,23 @@ class LibvirtHypervisor(HypervisorInterface):
         except (_Disconnected, libvirt.libvirtError) as err:
             log.debug("describing new guests failed: %s", err)
             return
+        by_uuid = {dom.UUIDString(): dom for dom in domains}
         for info in infos:
             if self._conn is not conn or info.uuid in self._guests:
                 continue
             if self._event_seq.get(info.uuid, 0) != expected.get(info.uuid, 0):
                 continue  # a later lifecycle event decides about this guest
             self._guests[info.uuid] = info
+            self._remember_domain(info.uuid, by_uuid[info.uuid])
             self._notify("guest_added", info)
 
+    def _remember_domain(self, uuid: str, dom: libvirt.virDomain) -> None:
+        self._domains[uuid] = dom
+        self._domain_ids[uuid] = dom.ID()
+
     def _remove_guest(self, uuid: str) -> None:
+        self._domains.pop(uuid, None)
+        self._domain_ids.pop(uuid, None)
         if self._guests.pop(uuid, None) is not None:
             self._notify("guest_removed", uuid)
 
@@ -619,12 +649,12 @@ class LibvirtHypervisor(HypervisorInterface):
     # -- statistics -------------------------------------------------------
 
     def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
-                    ) -> tuple[dict[str, dict[str, Any]], list[libvirt.virDomain],
+                    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, libvirt.virDomain]],
                                dict[str, libvirt.virDomain]]:
         """Samples from one bulk call, the domains it left without balloon
         stats, and every wanted domain by UUID."""
         samples: dict[str, dict[str, Any]] = {}
-        fallback: list[libvirt.virDomain] = []
+        fallback: list[tuple[str, libvirt.virDomain]] = []
         domains: dict[str, libvirt.virDomain] = {}
         if self._bulk_balloon:
             try:
@@ -649,15 +679,14 @@ class LibvirtHypervisor(HypervisorInterface):
                             if reader.from_stats is not None:
                                 samples[uuid].update(reader.from_stats(stats))
                     else:
-                        fallback.append(dom)
+                        fallback.append((uuid, dom))
                 if fallback and not samples:
                     # Nothing came back in bulk: this driver does not fill
                     # the balloon group, stop asking it.
                     self._bulk_balloon = False
         if not self._bulk_balloon and not fallback:
-            fallback = [dom for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                        if dom.UUIDString() in wanted]
-            domains.update((dom.UUIDString(), dom) for dom in fallback)
+            domains.update((uuid, dom) for uuid, dom in self._domains.items() if uuid in wanted)
+            fallback = list(domains.items())
         if fallback and not self._fallback_logged:
             self._fallback_logged = True
             log.info("libvirt at %s does not report balloon statistics in bulk; "
@@ -665,10 +694,10 @@ class LibvirtHypervisor(HypervisorInterface):
         return samples, fallback, domains
 
     def _read_domains(self, raw: dict[str, dict[str, Any]],
-                      domains: list[libvirt.virDomain]) -> None:
+                      domains: list[tuple[str, libvirt.virDomain]]) -> None:
         """Add the per-domain readers' fields to the samples of ``domains``."""
-        for dom in domains:
-            sample = raw[dom.UUIDString()]
+        for uuid, dom in domains:
+            sample = raw[uuid]
             try:
                 for reader in self._readers:
                     if reader.per_domain is not None:
@@ -677,12 +706,13 @@ class LibvirtHypervisor(HypervisorInterface):
                 if err.get_error_code() not in _DOMAIN_GONE:
                     raise
 
-    def _per_domain_slice(self, domains: list[libvirt.virDomain]) -> dict[str, dict[str, Any]]:
+    def _per_domain_slice(self, domains: list[tuple[str, libvirt.virDomain]]
+                          ) -> dict[str, dict[str, Any]]:
         samples = {}
-        for dom in domains:
+        for uuid, dom in domains:
             fields = self._per_domain_stats(dom)
             if fields is not None:
-                samples[dom.UUIDString()] = fields
+                samples[uuid] = fields
         return samples
 
     @staticmethod
