@@ -11,7 +11,6 @@ tests/e2e/test_virtio_mem.py.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
