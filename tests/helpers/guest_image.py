@@ -410,10 +410,10 @@ def ensure_guest_image(cache: Path | None = None, *, virtio_mem: bool = False) -
 
 def _prune(cache: Path, keep: set[str], variant: str = "") -> None:
     """Drop kernels and initramfs images of earlier versions (images of
-    other variants, e.g. with virtio-mem, are another run's: left alone)."""
+    other variants, e.g. with virtio-mem, may be another run's: left alone)."""
     same_variant = re.compile(rf"^initrd-{re.escape(variant)}[0-9a-f]{{16}}\.cpio\.gz$")
-    for path in [*cache.glob("kernel-*"), *cache.glob("initrd-*.cpio.gz")]:
-        if path.name.startswith("initrd-") and not same_variant.match(path.name):
+    for path in [*cache.glob("kernel-*"), *cache.glob("initrd*.cpio.gz")]:
+        if path.name.startswith("initrd") and not same_variant.match(path.name):
             continue
         if path.name not in keep:
             if path.is_dir():
