@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from .base import GuestStatistics, HostStatistics
 from .guest import GUEST_BALLOON, GUEST_MEMORY, GUEST_QEMU_PROC
+from .guest_agent import GUEST_QEMU_AGENT
 from .host_cpu import HostCpu
 from .host_ksm import HostKSM
 from .host_memory import HostMemory
@@ -29,7 +30,7 @@ HOST_COLLECTORS: dict[str, type[HostStatistics]] = {
 #: Guest collectors by name.
 GUEST_COLLECTORS: dict[str, GuestStatistics] = {
     kind.name: kind for kind in (GUEST_QEMU_PROC, GUEST_MEMORY, GUEST_BALLOON,
-                                 GUEST_VIRTIO_MEM)}
+                                 GUEST_QEMU_AGENT, GUEST_VIRTIO_MEM)}
 
 def implemented(names: Iterable[str], registered: Iterable[str], kind: str) -> list[str]:
     """``names`` that are registered, in order, each once; every other one is

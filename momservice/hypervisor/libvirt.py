@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -167,10 +167,19 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def __init__(self, uri: str = "", *, stats_period: int = 5,
                  pid_dir: Path | None = None, reconnect_min: float = 0.5,
-                 reconnect_max: float = 30.0, collectors: Iterable[str] = ()) -> None:
+                 reconnect_max: float = 30.0, collectors: Iterable[str] = (),
+                 collector_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.uri = uri
+        collectors = list(collectors)
         #: What the configured guest collectors read beyond the balloon.
-        self._readers: tuple[DomainReader, ...] = readers_for(collectors)
+        self._readers: tuple[DomainReader, ...] = readers_for(collectors, collector_options)
+        # MoM's rule where two collectors give the same field: the one listed
+        # first wins.  A per-domain reader listed after GuestMemory (the
+        # balloon's statistics) only fills what the balloon left out.
+        balloon_at = collectors.index("GuestMemory") if "GuestMemory" in collectors \
+            else len(collectors)
+        self._filling = frozenset(r.collector for r in self._readers
+                                  if collectors.index(r.collector) > balloon_at)
         self._stats_groups = libvirt.VIR_DOMAIN_STATS_BALLOON
         for reader in self._readers:
             self._stats_groups |= reader.stats
@@ -198,6 +207,9 @@ class LibvirtHypervisor(HypervisorInterface):
         # were added: no listing of every domain each cycle.
         self._domains: dict[str, libvirt.virDomain] = {}
         self._domain_ids: dict[str, int] = {}
+        # Maximum memory by UUID, for the per-domain path: memoryStats()
+        # alone then makes a sample, without info().
+        self._max_kib: dict[str, int] = {}
         # Lifecycle events seen per UUID.  An addition or removal computed
         # from an older view (a resync listing, a slow lookup) is dropped
         # when an event for that guest arrived meanwhile: the event is newer.
@@ -573,6 +585,7 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def _remove_guest(self, uuid: str) -> None:
         self._domains.pop(uuid, None)
+        self._max_kib.pop(uuid, None)
         self._domain_ids.pop(uuid, None)
         if self._guests.pop(uuid, None) is not None:
             self._notify("guest_removed", uuid)
@@ -595,6 +608,7 @@ class LibvirtHypervisor(HypervisorInterface):
         # next samples carry the new values anyway.
         if inactive is not None:
             info.balloon_min = min_guarantee_kib(inactive)
+            self._max_kib.pop(info.uuid, None)   # the next sample reads it again
         if live is not None:
             info.defined = definition_fields(self._readers, live)
             self._notify("guest_changed", info)
@@ -701,7 +715,10 @@ class LibvirtHypervisor(HypervisorInterface):
             try:
                 for reader in self._readers:
                     if reader.per_domain is not None:
-                        sample.update(reader.per_domain(dom))
+                        fields = reader.per_domain(dom)
+                        if reader.collector in self._filling:
+                            fields = {k: v for k, v in fields.items() if sample.get(k) is None}
+                        sample.update(fields)
             except libvirt.libvirtError as err:
                 if err.get_error_code() not in _DOMAIN_GONE:
                     raise
@@ -710,26 +727,36 @@ class LibvirtHypervisor(HypervisorInterface):
                           ) -> dict[str, dict[str, Any]]:
         samples = {}
         for uuid, dom in domains:
-            fields = self._per_domain_stats(dom)
+            fields = self._per_domain_stats(dom, self._max_kib.get(uuid))
             if fields is not None:
                 samples[uuid] = fields
+                # Fixed while the guest runs (a redefinition forgets it).
+                self._max_kib.setdefault(uuid, fields["balloon_max"])
         return samples
 
     @staticmethod
-    def _per_domain_stats(dom: libvirt.virDomain) -> dict[str, Any] | None:
-        try:
-            _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
-        except libvirt.libvirtError as err:
-            if err.get_error_code() in _DOMAIN_GONE:
-                return None
-            raise
-        fields: dict[str, Any] = {"balloon_cur": cur_kib, "balloon_max": max_kib}
+    def _per_domain_stats(dom: libvirt.virDomain, max_kib: int | None) -> dict[str, Any] | None:
+        """One domain's balloon fields: memoryStats alone when it reports the
+        balloon's size ("actual") and the maximum is known from when the guest
+        was added, else info() as well."""
         try:
             stats = dom.memoryStats()
         except libvirt.libvirtError as err:
-            if err.get_error_code() in _DOMAIN_GONE or err.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-                return fields
-            raise
+            if err.get_error_code() in _DOMAIN_GONE:
+                return None
+            if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            stats = {}
+        if max_kib is not None and "actual" in stats:
+            fields: dict[str, Any] = {"balloon_cur": stats["actual"], "balloon_max": max_kib}
+        else:
+            try:
+                _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() in _DOMAIN_GONE:
+                    return None
+                raise
+            fields = {"balloon_cur": cur_kib, "balloon_max": max_kib}
         for key, field in MEMORY_STATS_FIELDS.items():
             if key in stats:
                 fields[field] = stats[key]

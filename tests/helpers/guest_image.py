@@ -13,6 +13,20 @@ line), then prints its own ``MemTotal`` to the serial console every second::
 
     MOMTEST MemTotal: 497456 kB
 
+With ``guest_agent=True`` (default off: the default image and its hash stay
+as they are) the initramfs also holds Debian's ``qemu-ga`` from the package
+``qemu-guest-agent`` (unpacked, never installed) with the shared libraries
+``ldd`` finds for it on this host, and the ``virtio_console`` module; /init
+then starts the agent on the virtio-serial port named
+``org.qemu.guest_agent.0`` (``domain_xml(guest_agent=True)`` adds that
+channel) and skips the balloon driver when the kernel command line says
+``mom_no_balloon`` (``domain_xml(balloon_driver=False)``).
+
+With ``virtio_mem=True`` (default off too) the initramfs also holds the
+``virtio_mem`` module, which /init loads after the others;
+``domain_xml(virtio_mem_mib=...)`` gives the guest a virtio-mem device and
+the kernel command line that onlines what it plugs.
+
 Both artifacts are cached between runs, outside the repository
 (``$MOM_TEST_CACHE`` or ``~/.cache/mom-tests``): the kernel under its package
 name and version, the initramfs under a hash of everything that goes into it.
@@ -33,7 +47,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from xml.sax.saxutils import escape
 
 from tests.helpers.file_lock import flock_within
@@ -42,26 +56,18 @@ KERNEL_META_PACKAGE = "linux-image-amd64"
 #: The balloon driver and what it needs, in load order.
 VIRTIO_MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev",
                   "virtio_pci_legacy_dev", "virtio_pci", "virtio_balloon")
-#: The virtio-mem driver (``ensure_guest_image(virtio_mem=True)``), loaded
-#: after the others: it needs only virtio and virtio_ring.
-VIRTIO_MEM_MODULE = "virtio_mem"
 BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
 QEMU_PATHS = ("qemu-system-x86_64", "/usr/bin/qemu-system-x86_64", "/usr/libexec/qemu-kvm")
 MARK = "MOMTEST"
 
-def _init_script(modules: tuple[str, ...]) -> str:
-    """The guest's /init, loading ``modules`` in this order."""
-    return _INIT_TEMPLATE.replace("@MODULES@", " ".join(modules))
-
-
-_INIT_TEMPLATE = f"""#!/bin/busybox sh
+INIT_SCRIPT = f"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo "{MARK} init started"
-for m in @MODULES@; do
+for m in {' '.join(VIRTIO_MODULES)}; do
     insmod /lib/modules/$m.ko || echo "{MARK} insmod $m failed"
 done
 echo "{MARK} modules loaded"
@@ -77,7 +83,54 @@ while :; do
     sleep 1
 done
 """
-INIT_SCRIPT = _init_script(VIRTIO_MODULES)
+
+
+AGENT_PACKAGE = "qemu-guest-agent"
+AGENT_BINARY = "usr/sbin/qemu-ga"
+AGENT_PORT_NAME = "org.qemu.guest_agent.0"
+#: Modules the agent variant adds: the virtio-serial driver, for the agent's port.
+AGENT_MODULES = {"virtio_console": "drivers/char"}
+#: Modules the virtio-mem variant adds (it needs only virtio and virtio_ring).
+VIRTIO_MEM_MODULES = {"virtio_mem": "drivers/virtio"}
+
+# The agent variant of /init: the balloon driver may be skipped, and the
+# agent runs on its port (named by the host; the kernel learns the name
+# shortly after the port appears, hence the wait).
+_BALLOON_INSMOD = "    insmod /lib/modules/$m.ko || "
+_AGENT_INSMOD = ('    case "$m" in virtio_balloon) grep -q mom_no_balloon /proc/cmdline '
+                 f'&& {{ echo "{MARK} no balloon driver"; continue; }};; esac\n' + _BALLOON_INSMOD)
+_AGENT_START = f"""insmod /lib/modules/virtio_console.ko || echo "{MARK} insmod virtio_console failed"
+port=""
+for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    for d in /sys/class/virtio-ports/*; do
+        [ "$(cat $d/name 2>/dev/null)" = "{AGENT_PORT_NAME}" ] && port=/dev/${{d##*/}}
+    done
+    [ -n "$port" ] && [ -e "$port" ] && break
+    sleep 1
+done
+if [ -n "$port" ]; then
+    mkdir -p /run /var/run /tmp/qga
+    /bin/qemu-ga -m virtio-serial -p "$port" -t /tmp/qga &
+    echo "{MARK} agent started on $port"
+else
+    echo "{MARK} no agent port"
+fi
+echo "{MARK} ready"
+"""
+
+
+def _init_script(guest_agent: bool, virtio_mem: bool = False) -> str:
+    script = INIT_SCRIPT
+    if guest_agent:
+        ready = f'echo "{MARK} ready"\n'
+        assert _BALLOON_INSMOD in script and ready in script
+        script = script.replace(_BALLOON_INSMOD, _AGENT_INSMOD).replace(ready, _AGENT_START)
+    if virtio_mem:
+        loaded = f'echo "{MARK} modules loaded"\n'
+        assert loaded in script
+        script = script.replace(loaded, 'insmod /lib/modules/virtio_mem.ko || '
+                                f'echo "{MARK} insmod virtio_mem failed"\n' + loaded)
+    return script
 
 
 class GuestImageError(RuntimeError):
@@ -205,11 +258,7 @@ def kernel_package() -> tuple[str, str]:
     if not names:
         raise GuestImageError(f"{KERNEL_META_PACKAGE} depends on no linux-image package:\n{out}")
     package = names[0]
-    show = _run(["apt-cache", "show", "--no-all-versions", package], timeout=60)
-    version = re.search(r"^Version:\s*(\S+)", show, re.M)
-    if version is None:
-        raise GuestImageError(f"no version for {package}:\n{show}")
-    return package, version.group(1)
+    return package, _package_version(package)
 
 
 def _safe(text: str) -> str:
@@ -233,26 +282,20 @@ def unpack_package(package: str, version: str, work: Path) -> Path:
     return unpacked
 
 
-def _fetch_kernel(cache: Path, package: str, version: str,
-                  extra_modules: tuple[str, ...] = ()) -> Path:
-    """Download and unpack the kernel and the virtio modules (cached);
-    ``extra_modules`` (virtio drivers beyond the balloon's) are added to a
-    cached kernel that lacks them, beside the others."""
-    final = _kernel_dir(cache, package, version)
+def _cached_unpack(final: Path, package: str, version: str,
+                   stage: Callable[[Path, Path], None]) -> Path:
+    """``final``, made once: ``package`` = ``version`` downloaded and unpacked
+    in a scratch directory of the cache, ``stage(unpacked, staging)`` picks
+    what is kept into ``staging``, which then becomes ``final`` at once."""
     if (final / "complete").exists():
-        _add_modules(final, package, version, extra_modules)
         return final
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".fetch-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # apt's sandbox user may write here
         unpacked = unpack_package(package, version, work)
-        kernels = sorted(unpacked.glob("boot/vmlinuz-*"))
-        if not kernels:
-            raise GuestImageError(f"{package} {version} holds no /boot/vmlinuz-*")
         staging = work / "out"
-        (staging / "modules").mkdir(parents=True)
-        shutil.copy2(kernels[0], staging / "vmlinuz")
-        _copy_modules(unpacked, VIRTIO_MODULES + extra_modules, staging)
+        staging.mkdir()
+        stage(unpacked, staging)
         (staging / "complete").write_text(f"{package} {version}\n")
         if final.exists():
             shutil.rmtree(final)
@@ -260,41 +303,82 @@ def _fetch_kernel(cache: Path, package: str, version: str,
     return final
 
 
-def _copy_modules(unpacked: Path, names: tuple[str, ...], kdir: Path) -> None:
-    """Copy the virtio modules ``names`` from an unpacked kernel package into
-    ``kdir/modules``, decompressed; those built in are listed in ``kdir/builtin``."""
-    builtin = _builtin(kdir)
-    for name in names:
-        found = [p for p in unpacked.glob(f"lib/modules/*/kernel/drivers/virtio/{name}.ko*")]
-        if not found:
-            # Built into the kernel: nothing to load (insmod fails harmlessly).
-            builtin.add(name)
-            continue
-        target = kdir / "modules" / f"{name}.ko"
-        tmp = target.with_name(f".{target.name}.{os.getpid()}")
-        tmp.write_bytes(_decompressed(found[0]))
-        os.replace(tmp, target)
-    (kdir / "builtin").write_text("".join(f"{n}\n" for n in sorted(builtin)))
+def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
+    """Download and unpack the kernel and the virtio modules (cached)."""
+    def stage(unpacked: Path, staging: Path) -> None:
+        kernels = sorted(unpacked.glob("boot/vmlinuz-*"))
+        if not kernels:
+            raise GuestImageError(f"{package} {version} holds no /boot/vmlinuz-*")
+        (staging / "modules").mkdir()
+        shutil.copy2(kernels[0], staging / "vmlinuz")
+        _stage_modules(unpacked, staging / "modules",
+                       {name: "drivers/virtio" for name in VIRTIO_MODULES})
+    return _cached_unpack(_kernel_dir(cache, package, version), package, version, stage)
 
 
-def _builtin(kdir: Path) -> set[str]:
+def _stage_modules(unpacked: Path, into: Path, modules: dict[str, str]) -> None:
+    """Modules by name -> their directory under ``kernel/``, decompressed."""
+    for name, where in modules.items():
+        found = sorted(unpacked.glob(f"lib/modules/*/kernel/{where}/{name}.ko*"))
+        if found:  # else built into the kernel: nothing to load (insmod fails harmlessly)
+            (into / f"{name}.ko").write_bytes(_decompressed(found[0]))
+
+
+def _package_version(package: str) -> str:
+    show = _run(["apt-cache", "show", "--no-all-versions", package], timeout=60)
+    version = re.search(r"^Version:\s*(\S+)", show, re.M)
+    if version is None:
+        raise GuestImageError(f"no version for {package}:\n{show}")
+    return version.group(1)
+
+
+def _fetch_extra_modules(cache: Path, package: str, version: str,
+                         modules: dict[str, str]) -> Path:
+    """Modules of the kernel package beyond the virtio ones, by name ->
+    directory under ``kernel/`` (cached, decompressed)."""
+    key = hashlib.sha256(repr(sorted(modules.items())).encode()).hexdigest()[:8]
+    return _cached_unpack(cache / f"modules-{package}_{_safe(version)}-{key}", package,
+                          version, lambda unpacked, staging: _stage_modules(
+                              unpacked, staging, modules))
+
+
+def _shared_libraries(binary: Path) -> dict[str, bytes]:
+    """What ``binary`` needs to run, as ``ldd`` finds it on this host:
+    path in the guest (the loader's name for it) -> the file's content."""
+    out = _run(["ldd", str(binary)], timeout=60)
+    if "not found" in out:
+        raise GuestImageError(f"{binary.name} needs libraries this host lacks:\n{out}")
+    libraries: dict[str, bytes] = {}
+    for line in out.splitlines():
+        match = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if match:
+            path = Path(match.group(1))
+            libraries[str(path).lstrip("/")] = path.resolve().read_bytes()
+    return libraries
+
+
+def _fetch_agent(cache: Path) -> Path:
+    """Debian's qemu-ga, unpacked from its package (cached by version)."""
     try:
-        return set((kdir / "builtin").read_text().split())
-    except OSError:
-        return set()
+        version = _package_version(AGENT_PACKAGE)
+    except (GuestImageError, OSError, subprocess.TimeoutExpired) as e:
+        cached = sorted(cache.glob("agent-*/complete"), key=lambda p: p.stat().st_mtime)
+        if not cached:
+            raise GuestImageError(f"cannot find {AGENT_PACKAGE}: {e}") from e
+        return cached[-1].parent
+    return _cached_unpack(cache / f"agent-{AGENT_PACKAGE}_{_safe(version)}", AGENT_PACKAGE,
+                          version, lambda unpacked, staging: shutil.copy2(
+                              unpacked / AGENT_BINARY, staging / "qemu-ga"))
 
 
-def _add_modules(kdir: Path, package: str, version: str, names: tuple[str, ...]) -> None:
-    """Fetch the modules of ``names`` a cached kernel does not have yet (in
-    place: the kernel and the other modules stay as they are)."""
-    missing = tuple(n for n in names if not (kdir / "modules" / f"{n}.ko").exists()
-                    and n not in _builtin(kdir))
-    if not missing:
-        return
-    with tempfile.TemporaryDirectory(dir=kdir.parent, prefix=".fetch-") as tmp:
-        work = Path(tmp)
-        os.chmod(work, 0o755)  # apt's sandbox user may write here
-        _copy_modules(unpack_package(package, version, work), missing, kdir)
+def agent_binary(cache: Path | None = None) -> Path:
+    """Debian's qemu-ga, unpacked in the cache (for tests that run it on the
+    host, on a UNIX socket); GuestImageError when it cannot be had."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    with cache_lock(cache):
+        binary = _fetch_agent(cache) / "qemu-ga"
+    _shared_libraries(binary)  # GuestImageError when this host lacks one
+    return binary
 
 
 def _decompressed(path: Path) -> bytes:
@@ -350,35 +434,55 @@ class _Cpio:
         return self.out.getvalue()
 
 
-def _build_initrd(modules: list[Path], busybox: Path, init_script: str) -> bytes:
+def _build_initrd(modules: Path, busybox: Path, init: str = INIT_SCRIPT,
+                  extra: dict[str, tuple[bytes, int]] | None = None) -> bytes:
+    """The archive; ``extra``: more files, path -> (content, mode), their
+    directories made as needed."""
     cpio = _Cpio()
-    for d in ("bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"):
+    directories = ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"]
+    for path in sorted(extra or {}):
+        parents = Path(path).parents
+        for parent in reversed(list(parents)[:-1]):
+            if str(parent) not in directories:
+                directories.append(str(parent))
+    for d in directories:
         cpio.directory(d)
     cpio.char_device("dev/console", 5, 1)
     cpio.char_device("dev/null", 1, 3)
     cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
-    for module in modules:
+    for module in sorted(modules.glob("*.ko")):
         cpio.file(f"lib/modules/{module.name}", module.read_bytes())
-    cpio.file("init", init_script.encode(), 0o755)
+    for path, (data, mode) in sorted((extra or {}).items()):
+        cpio.file(path, data, mode)
+    cpio.file("init", init.encode(), 0o755)
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
 
 
-def ensure_guest_image(cache: Path | None = None, *, virtio_mem: bool = False) -> GuestImage:
+def _agent_files(cache: Path, package: str, version: str) -> dict[str, tuple[bytes, int]]:
+    """What the agent variant adds to the initramfs: qemu-ga, its libraries
+    and the virtio-serial module."""
+    agent = _fetch_agent(cache) / "qemu-ga"
+    files = {"bin/qemu-ga": (agent.read_bytes(), 0o755)}
+    files.update((path, (data, 0o755)) for path, data in _shared_libraries(agent).items())
+    modules = _fetch_extra_modules(cache, package, version, AGENT_MODULES)
+    files.update((f"lib/modules/{m.name}", (m.read_bytes(), 0o644))
+                 for m in sorted(modules.glob("*.ko")))
+    return files
+
+
+def ensure_guest_image(cache: Path | None = None, *, guest_agent: bool = False,
+                       virtio_mem: bool = False) -> GuestImage:
     """The kernel and initramfs, fetched and built once, then from the cache.
 
-    ``virtio_mem``: the initramfs also loads the virtio-mem driver (an image
-    of its own, cached beside the default one; domains give the guest
-    ``memhp_default_state`` so that what it plugs is onlined).
     Without apt metadata (an offline host), the newest kernel already in
-    the cache is used.
+    the cache is used.  ``guest_agent``: the variant with qemu-ga,
+    ``virtio_mem``: the one with the virtio-mem driver (see the module),
+    each cached under its own name.
     """
     cache = Path(cache) if cache is not None else cache_dir()
     busybox = find_static_busybox()
     if busybox is None:
         raise GuestImageError("no static busybox (busybox-static) on this host")
-    extra = (VIRTIO_MEM_MODULE,) if virtio_mem else ()
-    variant = "".join(f"{name}-" for name in extra)
-    init_script = _init_script(VIRTIO_MODULES + extra)
     with cache_lock(cache):
         try:
             package, version = kernel_package()
@@ -387,34 +491,40 @@ def ensure_guest_image(cache: Path | None = None, *, virtio_mem: bool = False) -
             if not cached:
                 raise GuestImageError(f"cannot find the guest kernel package: {e}") from e
             package, version = cached[-1].read_text().split()
-        kdir = _fetch_kernel(cache, package, version, extra)
-        # Only the modules this image loads (a cached kernel may hold more).
-        wanted = {f"{name}.ko" for name in VIRTIO_MODULES + extra}
-        modules = [m for m in sorted((kdir / "modules").glob("*.ko")) if m.name in wanted]
+        kdir = _fetch_kernel(cache, package, version)
+        init = _init_script(guest_agent, virtio_mem)
+        extra = _agent_files(cache, package, version) if guest_agent else {}
+        if virtio_mem:
+            modules = _fetch_extra_modules(cache, package, version, VIRTIO_MEM_MODULES)
+            extra.update((f"lib/modules/{m.name}", (m.read_bytes(), 0o644))
+                         for m in sorted(modules.glob("*.ko")))
         digest = hashlib.sha256()
-        digest.update(init_script.encode())
+        digest.update(init.encode())
         digest.update(busybox.read_bytes())
-        for module in modules:
+        for module in sorted((kdir / "modules").glob("*.ko")):
             digest.update(module.name.encode())
             digest.update(module.read_bytes())
-        initrd = cache / f"initrd-{variant}{digest.hexdigest()[:16]}.cpio.gz"
+        for path, (data, _mode) in sorted(extra.items()):
+            digest.update(path.encode())
+            digest.update(data)
+        # Each variant under a prefix of its own, so that building one never
+        # prunes the other.
+        prefix = ("initrd" + ("+agent" if guest_agent else "")
+                  + ("+virtio_mem" if virtio_mem else "") + "-")
+        initrd = cache / f"{prefix}{digest.hexdigest()[:16]}.cpio.gz"
         if not initrd.exists():
             tmp = initrd.with_name(f".{initrd.name}.{os.getpid()}")
-            tmp.write_bytes(_build_initrd(modules, busybox, init_script))
+            tmp.write_bytes(_build_initrd(kdir / "modules", busybox, init, extra))
             os.replace(tmp, initrd)
         for path in (kdir, kdir / "vmlinuz", initrd):
             os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if path.is_dir() else 0))
-        _prune(cache, keep={kdir.name, initrd.name}, variant=variant)
+        _prune(cache, keep={kdir.name, initrd.name}, initrd_prefix=prefix)
     return GuestImage(kdir / "vmlinuz", initrd, package, version)
 
 
-def _prune(cache: Path, keep: set[str], variant: str = "") -> None:
-    """Drop kernels and initramfs images of earlier versions (images of
-    other variants, e.g. with virtio-mem, may be another run's: left alone)."""
-    same_variant = re.compile(rf"^initrd-{re.escape(variant)}[0-9a-f]{{16}}\.cpio\.gz$")
-    for path in [*cache.glob("kernel-*"), *cache.glob("initrd*.cpio.gz")]:
-        if path.name.startswith("initrd") and not same_variant.match(path.name):
-            continue
+def _prune(cache: Path, keep: set[str], initrd_prefix: str = "initrd-") -> None:
+    """Drop kernels and initramfs images (of this variant) of earlier versions."""
+    for path in [*cache.glob("kernel-*"), *cache.glob(f"{initrd_prefix}*.cpio.gz")]:
         if path.name not in keep:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -429,7 +539,9 @@ def _prune(cache: Path, keep: set[str], variant: str = "") -> None:
 def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
                memory_mib: int = 512, vcpus: int = 1, dirty_mib: int = 0,
                kind: str | None = None, emulator: str | None = None,
-               stats_period: int = 1, virtio_mem_mib: int = 0,
+               stats_period: int = 1, guest_agent: bool = False,
+               balloon_driver: bool = True,
+               balloon_attributes: dict[str, str] | None = None, virtio_mem_mib: int = 0,
                virtio_mem_block_kib: int = 2048, virtio_mem_requested_mib: int = 0) -> str:
     """A transient domain booting ``image``, its console written to ``serial_path``.
 
@@ -439,12 +551,25 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
     ``<maxMemory>`` and the NUMA cell it needs, and the guest kernel onlines
     what the device plugs as movable memory, so that it can be unplugged
     again (the image needs ``ensure_guest_image(virtio_mem=True)``).
+
+    ``guest_agent``: with the agent's virtio-serial channel (libvirt picks
+    the socket); ``balloon_driver`` False: the guest does not load its
+    balloon driver (the agent image only); ``balloon_attributes``: more
+    attributes of ``<memballoon>`` (``autodeflate``, ``freePageReporting``).
     """
     kind = kind or domain_type()
     emulator = emulator or find_qemu() or "/usr/bin/qemu-system-x86_64"
     cmdline = "console=ttyS0 loglevel=4 mitigations=off"
     if dirty_mib:
         cmdline += f" mom_dirty_mib={int(dirty_mib)}"
+    if not balloon_driver:
+        cmdline += " mom_no_balloon"
+    channel = (f"""    <channel type='unix'>
+      <target type='virtio' name='{AGENT_PORT_NAME}'/>
+    </channel>
+""" if guest_agent else "")
+    balloon = "".join(f" {key}='{escape(value)}'"
+                      for key, value in (balloon_attributes or {}).items())
     hotplug = cpu = device = ""
     if virtio_mem_mib:
         cmdline += " memhp_default_state=online_movable"
@@ -483,7 +608,7 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
       <source path='{escape(str(Path(serial_path).absolute()))}'/>
       <target port='0'/>
     </serial>
-    <memballoon model='virtio'>
+{channel}    <memballoon model='virtio'{balloon}>
       <stats period='{int(stats_period)}'/>
     </memballoon>{device}
   </devices>

@@ -315,6 +315,10 @@ class LibvirtClient:
     def memory_stats(self, uuid: str) -> dict[str, int]:
         return self._call("stats", uuid)
 
+    def live_xml(self, uuid: str) -> str:
+        """The running domain's live definition."""
+        return self._call("xml", uuid)
+
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
