@@ -127,6 +127,18 @@ MEMTUNE_LIMITS: tuple[Field, ...] = (
     Field("mem_swap_hard_limit", "MemSwapHardLimit", "t", KIB,
           "Memory plus swap limit of the QEMU process, 0 when unlimited", optional=True),
 )
+#: A guest's virtio-mem device (collector GuestVirtioMem): absent without one.
+VIRTIO_MEM: tuple[Field, ...] = (
+    Field("virtio_mem_max", "VirtioMemMaximum", "t", KIB,
+          "Size of the guest's virtio-mem device (0 without one)", optional=True),
+    Field("virtio_mem_block", "VirtioMemBlock", "t", KIB,
+          "Block size of the guest's virtio-mem device (0 without one)", optional=True),
+    Field("virtio_mem_requested", "VirtioMemRequested", "t", KIB,
+          "Memory the host asks the guest's virtio-mem device to plug (0 without one; "
+          "also the VirtioMem control)", optional=True),
+    Field("virtio_mem_current", "VirtioMemCurrent", "t", KIB,
+          "Memory the guest's virtio-mem device has plugged (0 without one)", optional=True),
+)
 #: Guest statistics, in the order ``momctl guest`` lists them.  A guest is in
 #: ``Guests`` once its sample has every statistic that is not ``optional``;
 #: an absent optional one reads as nil.
@@ -173,6 +185,7 @@ GUEST_STATISTICS: tuple[Field, ...] = (
     Field("io_tune_current", "IoTuneCurrent", "aa{sv}", None,
           "Every disk of the guest with its current I/O limits: name, path, "
           "total/read/write bytes and operations per second (0 unlimited)", optional=True),
+    *VIRTIO_MEM,
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,
                        "Balloon target last applied (0 if none)", label="TARGET")

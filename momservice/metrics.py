@@ -159,6 +159,12 @@ GUEST_METRICS: tuple[Metric, ...] = tuple(_statistic("guest", *row) for row in (
      "1 if the guest deflates its balloon itself when out of memory, else 0."),
     ("balloon_free_page_reporting", "guest_balloon_free_page_reporting",
      "1 if the guest returns the pages it frees to the host itself, else 0."),
+    ("virtio_mem_max", "guest_virtio_mem_maximum", "Size of the guest's virtio-mem device."),
+    ("virtio_mem_block", "guest_virtio_mem_block", "Block size of the guest's virtio-mem device."),
+    ("virtio_mem_requested", "guest_virtio_mem_requested",
+     "Memory the host asks the guest's virtio-mem device to plug."),
+    ("virtio_mem_current", "guest_virtio_mem_current",
+     "Memory the guest's virtio-mem device has plugged."),
 ))
 
 #: Not a statistic: the balloon target momd last sent for the guest.

@@ -288,9 +288,7 @@ class Service:
         outside [max(balloon_min, floor), balloon_max]; Failed (a
         HypervisorError) when the hypervisor refuses.
         """
-        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
-        if entity is None:
-            raise NotFound(f"no managed guest {uuid!r}")
+        entity = self._managed_guest(uuid)
         # Without balloon_cur: the sample may be older than the last change,
         # and a request must not be dropped as "already there" on its word.
         sample = {k: v for k, v in entity.latest.items() if k != "balloon_cur"}
@@ -303,9 +301,7 @@ class Service:
         NotFound for an unknown guest or disk; InvalidArgument for an unknown
         limit or a value outside 0..10**15; Failed when libvirt refuses.
         """
-        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
-        if entity is None:
-            raise NotFound(f"no managed guest {uuid!r}")
+        entity = self._managed_guest(uuid)
         if not isinstance(device, str) or not device:
             raise InvalidArgument("a disk (target name or source path) is needed")
         return await self._mechanism("IoTune").set_limits(uuid, device, limits, entity.latest,
@@ -325,9 +321,7 @@ class Service:
         a limit MemTune refuses (nothing sent); Failed when the hypervisor
         refuses or has no memory tunables.
         """
-        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
-        if entity is None:
-            raise NotFound(f"no managed guest {uuid!r}")
+        entity = self._managed_guest(uuid)
         if not isinstance(limits, Mapping):
             raise InvalidArgument("limits must be a mapping of names to KiB")
         unknown = sorted(str(k) for k in limits if k not in self.MEMTUNE_KEYS)
@@ -340,6 +334,25 @@ class Service:
         # The published limits follow at once, not at the next collection.
         await self.engine.collect_guests()
         return applied
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> int:
+        """Ask a managed guest's virtio-mem device for ``kib`` KiB; returns the
+        request sent, rounded to the device's block size.
+
+        NotFound for an unknown guest; InvalidArgument when it has no
+        virtio-mem device or ``kib`` lies outside 0..virtio_mem_max; Failed
+        (a HypervisorError) when the hypervisor refuses.
+        """
+        entity = self._managed_guest(uuid)
+        return await self._mechanism("VirtioMem").set_requested(uuid, kib, entity.latest,
+                                                                entity.name)
+
+    def _managed_guest(self, uuid: str) -> Entity:
+        """The managed guest ``uuid``; NotFound when there is none."""
+        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
+        if entity is None:
+            raise NotFound(f"no managed guest {uuid!r}")
+        return entity
 
     # -- history -----------------------------------------------------------------
 

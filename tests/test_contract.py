@@ -35,6 +35,8 @@ GUEST_PROPERTIES = {
     "Controls": "a{sv}", "IoTune": "aa{sv}", "IoTuneCurrent": "aa{sv}",
     # Issue 12: what the balloon does by itself (0 off, 1 on).
     "BalloonAutodeflate": "u", "BalloonFreePageReporting": "u",
+    "VirtioMemMaximum": "t", "VirtioMemBlock": "t", "VirtioMemRequested": "t",
+    "VirtioMemCurrent": "t",
 }
 MANAGER_PROPERTIES = {
     "Version": "s", "HypervisorURI": "s", "Connected": "b", "Controllers": "as", "DryRun": "b",
@@ -57,7 +59,8 @@ def test_names_are_the_documented_ones():
         "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
     assert contract.ACTIONS == ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
                                 "org.ovirt.mom1.control-ksm", "org.ovirt.mom1.control-iotune",
-                                "org.ovirt.mom1.control-memtune")
+                                "org.ovirt.mom1.control-memtune",
+                                "org.ovirt.mom1.control-virtio-mem")
 
 
 def test_contract_and_catalogue_import_without_dbus_next():
@@ -104,7 +107,9 @@ def test_momctl_columns_and_units_come_from_the_catalogue():
     assert GUEST_STAT_KIB == {"balloon_cur", "balloon_max", "balloon_min", "mem_available",
                               "mem_unused", "mem_usable", "disk_caches", "rss", "mem_soft_limit",
                               "mem_hard_limit", "mem_swap_hard_limit", "swap_in",
-                              "swap_out", "swap_total", "swap_usage", "balloon_target"}
+                              "swap_out", "swap_total", "swap_usage", "balloon_target",
+                              "virtio_mem_max", "virtio_mem_block", "virtio_mem_requested",
+                              "virtio_mem_current"}
     assert KSM_PROPERTIES == tuple(p for p in HOST_PROPERTIES if p.startswith("Ksm"))
 
 

@@ -17,6 +17,7 @@ from dbus_next.service import dbus_property, method, signal
 from .. import __version__
 from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_IOTUNE, ACTION_CONTROL_KSM,
                         ACTION_CONTROL_MEMTUNE,
+                        ACTION_CONTROL_VIRTIO_MEM,
                         ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
@@ -48,6 +49,8 @@ def applied_controls(evaluation: "Evaluation") -> dict:
         uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()}
     for uuid, disks in evaluation.applied.get("IoTune", {}).items():
         guests.setdefault(uuid, {})["io_tune"] = disks
+    for uuid, kib in evaluation.applied.get("VirtioMem", {}).items():
+        guests.setdefault(uuid, {})["virtio_mem_requested"] = kib
     return controls_by_object(
         {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()}, guests)
 
@@ -334,6 +337,12 @@ class GuestInterface(Published):
         hard_limit, swap_hard_limit (t, KiB; 0 = unlimited); a key not given stays."""
         await self.service.set_mem_tune(self.uuid, from_variants(limits))
         self.publish_changes()
+
+    @method()
+    @requires(ACTION_CONTROL_VIRTIO_MEM)
+    async def SetVirtioMemRequested(self, kib: "t"):
+        """Ask the virtio-mem device to plug kib KiB (rounded to VirtioMemBlock), within [0, VirtioMemMaximum]."""
+        await self.service.set_virtio_mem_requested(self.uuid, kib)
 
 
 #: GuestInterface's unsignalled properties: their values are written into kept

@@ -19,7 +19,7 @@ from dbus_next import Variant
 
 from ..contract import GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE, MANAGER_PATH
 from ..fields import (BALLOON_TARGET, GUEST_BY_PROPERTY, GUEST_CATALOGUE, GUEST_CONTROL_FIELDS,
-                      MEMTUNE_LIMITS,
+                      MEMTUNE_LIMITS, VIRTIO_MEM,
                       GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
 from . import exitcodes
 from .bus_client import MomClient, guests_of, unwrap
@@ -198,6 +198,9 @@ def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
     names += sorted(n for n in props if n not in GUEST_ORDER
                     and n not in ("Statistics", "Controls"))
     width = max((len(n) for n in names), default=0)
+    stats = props.get("Statistics")
+    # Its properties read 0 on a guest without the device: say so instead.
+    no_virtio_mem = isinstance(stats, dict) and "virtio_mem_max" not in stats
     for name in names:
         value = props[name]
         field = GUEST_BY_PROPERTY.get(name)
@@ -205,7 +208,9 @@ def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
             lines.append(f"  {name}:")   # a disk per line (IoTune, IoTuneCurrent)
             lines.extend(disk_lines(value))
             continue
-        if not value and field is BALLOON_TARGET:
+        if no_virtio_mem and field in VIRTIO_MEM:
+            text = "none (no virtio-mem device)"
+        elif not value and field is BALLOON_TARGET:
             text = "none"
         elif not value and field in MEMTUNE_LIMITS:
             text = "unlimited"

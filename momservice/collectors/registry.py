@@ -20,6 +20,7 @@ from .host_cpu import HostCpu
 from .host_ksm import HostKSM
 from .host_memory import HostMemory
 from .host_pressure import HostPressure
+from .virtio_mem import GUEST_VIRTIO_MEM
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ HOST_COLLECTORS: dict[str, type[HostStatistics]] = {
 #: Guest collectors by name.
 GUEST_COLLECTORS: dict[str, GuestStatistics] = {
     kind.name: kind for kind in (GUEST_QEMU_PROC, GUEST_MEMORY, GUEST_BALLOON,
-                                 GUEST_MEMTUNE, GUEST_QEMU_AGENT,
+                                 GUEST_MEMTUNE, GUEST_QEMU_AGENT, GUEST_VIRTIO_MEM,
                                  GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL)}
 
 def implemented(names: Iterable[str], registered: Iterable[str], kind: str) -> list[str]:

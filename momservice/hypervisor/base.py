@@ -47,6 +47,11 @@ class HypervisorListener(Protocol):
 
     def connection_changed(self, connected: bool) -> None: ...
 
+    def guest_changed(self, info: GuestInfo) -> None:
+        """``info.defined`` was read again after one of its events (a
+        virtio-mem device's new size, ...): its fields need not wait for
+        the next collection."""
+
 
 class HypervisorInterface(abc.ABC):
     """A source of guests and guest statistics, and the one way each mechanism
@@ -120,3 +125,8 @@ class HypervisorInterface(abc.ABC):
         ``mem_swap_hard_limit``), KiB, 0 = unlimited; the others stay.
         HypervisorUnsupported where the hypervisor or the guest has none."""
         raise HypervisorUnsupported(f"{type(self).__name__} has no memory tunables")
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> None:
+        """Ask the guest's virtio-mem device for ``kib`` KiB; HypervisorError
+        when refused, HypervisorUnsupported without such a device."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no virtio-mem")

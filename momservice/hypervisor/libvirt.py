@@ -28,6 +28,7 @@ from .libvirt_eventloop import bind_event_loop, settle
 from .libvirt_iotune import set_block_io_tune
 from .libvirt_memtune import memory_parameters
 from .libvirt_readers import DomainReader, definition_fields, readers_for
+from .libvirt_virtio_mem import NoVirtioMemDevice, set_requested
 from .libvirt_xml import min_guarantee_kib
 
 log = logging.getLogger(__name__)
@@ -395,6 +396,17 @@ class LibvirtHypervisor(HypervisorInterface):
                     dom = await self._on_domain(uuid, lambda dom: dom)
                     await self._refresh_definition(conn, dom, redefined=False)
 
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> None:
+        try:
+            dom = await self._on_domain(uuid, lambda dom: (set_requested(dom, kib), dom)[1])
+        except NoVirtioMemDevice as err:
+            raise HypervisorUnsupported(str(err)) from err
+        # The new <requested> is in the live definition now, but libvirt sends
+        # its event only once the guest has plugged or unplugged something.
+        conn = self._conn
+        if conn is not None and uuid in self._guests:
+            self._spawn(self._refresh_definition(conn, dom, redefined=False))
+
     async def _on_domain(self, uuid: str, change: Callable[[libvirt.virDomain], _T]) -> _T:
         """Run ``change`` on the running domain ``uuid``: the one way a
         mechanism's request reaches libvirt.  HypervisorUnsupported when the
@@ -619,6 +631,7 @@ class LibvirtHypervisor(HypervisorInterface):
             self._max_kib.pop(info.uuid, None)   # the next sample reads it again
         if live is not None:
             info.defined = definition_fields(self._readers, live)
+            self._notify("guest_changed", info)
 
     def _describe_sync(self, domains: Iterable[libvirt.virDomain]) -> list[GuestInfo]:
         """GuestInfo for each domain still running; sets its stats period."""

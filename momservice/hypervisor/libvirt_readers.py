@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import libvirt
 
+from . import libvirt_virtio_mem as _virtio_mem
 from .libvirt_balloon_features import balloon_features
 from . import libvirt_iotune
 from .libvirt_memtune import memtune_fields
@@ -75,6 +76,8 @@ READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
     # later libvirt would send, and costs nothing until then.
     DomainReader("GuestMemTune", from_xml=memtune_fields,
                  events=(libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE,)),
+    DomainReader(_virtio_mem.COLLECTOR, from_xml=_virtio_mem.virtio_mem_fields,
+                 events=_virtio_mem.EVENTS),
 )}
 
 

@@ -92,6 +92,10 @@ class GuestModel:
 
         self.balloon_cur = float(self.max_kib)
         self.balloon_target = float(self.max_kib)
+        # virtio-mem: balloon_cur is then the guest's size, its boot memory
+        # plus what the device has plugged (the balloon itself stays deflated).
+        self.virtio_mem_kib = spec.virtio_mem_mib * MiB
+        self.boot_kib = self.max_kib - self.virtio_mem_kib
         self.working_set = workload.working_set(now)
         room = self._room(self.balloon_cur)
         self.anon = min(self.working_set, room)
@@ -212,6 +216,12 @@ class GuestModel:
                     self.limit_oom_kib = excess
         return swapped_out, swapped_in
 
+    def set_virtio_mem_requested(self, kib: float) -> int:
+        """Ask the virtio-mem device for ``kib`` (within 0..its size); returns it."""
+        requested = min(max(0, int(kib)), self.virtio_mem_kib)
+        self.balloon_target = float(self.boot_kib + requested)
+        return requested
+
     # -- time ------------------------------------------------------------------
 
     def step(self, now: float, dt: float) -> None:
@@ -268,6 +278,9 @@ class GuestModel:
             # slower and bounded by its free swap space.
             easy = max(0.0, cur - self.reserved - self.kernel - self.watermark - self.anon)
             fast = min(step, easy)
+            if self.virtio_mem_kib:
+                # The guest unplugs only blocks it can empty: never its working set.
+                return max(target, cur - fast)
             slow = min(step - fast, self.swap_rate * dt, self.anon,
                        max(0.0, self.swap_total - self.swapped))
             return max(target, cur - fast - slow)
@@ -301,6 +314,10 @@ class GuestModel:
         sample["rss"] = int(self.resident_ram * host_ram_share)
         sample["stats_age"] = max(0.0, now - self._last_update)
         sample.update(self.limits())
+        if self.virtio_mem_kib:
+            sample.update(virtio_mem_max=int(self.virtio_mem_kib), virtio_mem_block=2 * MiB,
+                          virtio_mem_requested=int(self.balloon_target - self.boot_kib),
+                          virtio_mem_current=int(self.balloon_cur - self.boot_kib))
         return sample
 
     def state(self) -> tuple[float, ...]:

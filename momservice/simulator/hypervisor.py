@@ -16,7 +16,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..hypervisor.base import GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener
+from ..hypervisor.base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
+                               HypervisorUnsupported)
 from ..journal_fields import guest_fields
 from .driver import SimulationDriver
 from .guest_model import MiB
@@ -140,6 +141,18 @@ class SimHypervisor(HypervisorInterface):
         name = self.simulation.guests[uuid].name
         log.debug("simulated guest %s: memory limits %s", name, dict(limits),
                   extra=guest_fields(uuid, name))
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> None:
+        if self._closed:
+            raise HypervisorError("the simulated hypervisor is closed")
+        guest = self.simulation.guests.get(uuid)
+        if guest is None:
+            raise HypervisorError(f"no simulated guest with UUID {uuid!r}")
+        if not guest.virtio_mem_kib:
+            raise HypervisorUnsupported(f"simulated guest {guest.name} has no virtio-mem device")
+        requested = guest.set_virtio_mem_requested(kib)
+        log.debug("simulated guest %s: virtio-mem requested %d KiB", guest.name, requested,
+                  extra=guest_fields(uuid, guest.name))
 
     # -- time ------------------------------------------------------------------
 

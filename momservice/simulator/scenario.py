@@ -101,6 +101,9 @@ class GuestSpec:
     # answering (hung, unloaded): its statistics age without end and
     # balloon targets do nothing.  What MemTune's limits are for.
     balloon_responds: bool = True
+    # A virtio-mem device of this size, part of memory_mib (0: none): the
+    # guest boots with the rest and is sized by the device.
+    virtio_mem_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -412,7 +415,7 @@ _HOST_KEYS = {"memory_mib", "overcommit", "overhead_mib", "swap_mib", "cache_mib
 _KSM_KEYS = set(KSM_TUNABLES)   # a scenario sets the tunables, by file name
 _GUEST_KEYS = {"name", "count", "memory_mib", "min_guarantee_mib", "shareable", "swap_mib",
                "cache_share", "initial_cache_share", "io_mib_s", "uuid", "workload",
-               "balloon_responds"}
+               "balloon_responds", "virtio_mem_mib"}
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -551,8 +554,13 @@ def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
     if guarantee > memory:
         raise ValueError(f"{context}: min_guarantee_mib ({guarantee}) is above "
                          f"memory_mib ({memory})")
+    device = int(_number(merged.get("virtio_mem_mib", 0), "virtio_mem_mib", context,
+                         integer=True, minimum=0))
+    if device > memory - 128:
+        raise ValueError(f"{context}: virtio_mem_mib ({device}) leaves less than 128 MiB "
+                         f"of memory_mib ({memory}) to boot with")
     common = dict(
-        memory_mib=memory, workload=load, min_guarantee_mib=guarantee,
+        memory_mib=memory, workload=load, min_guarantee_mib=guarantee, virtio_mem_mib=device,
         shareable=_fraction(merged.get("shareable", 0.10), "shareable", context),
         swap_mib=int(_number(merged.get("swap_mib", 1024), "swap_mib", context,
                              integer=True, minimum=0)),

@@ -34,7 +34,8 @@ GiB = 1024 * 1024
 
 
 def test_the_registry_is_the_configurations_list_of_controllers():
-    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "IoTune", "MemTune")
+    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "IoTune", "MemTune",
+                                                       "VirtioMem")
     for name, kind in MECHANISMS.items():
         assert issubclass(kind, Mechanism) and kind.name == name
         assert kind.entity in ("host", "guest") and kind.controls
@@ -42,12 +43,13 @@ def test_the_registry_is_the_configurations_list_of_controllers():
 
 def test_the_mechanisms_consume_exactly_the_known_controls():
     # The guest's are the catalogue's control rows, io_tune (its statistic's row:
-    # the control is the list of its disks, set through them) and MemTune's
-    # limits (also statistics: the current limits); the host's the KSM tunables.
+    # the control is the list of its disks, set through them), MemTune's limits
+    # and virtio_mem_requested (also statistics: the current values); the
+    # host's the KSM tunables.
     memtune = {"mem_soft_limit", "mem_hard_limit", "mem_swap_hard_limit"}
     assert memtune <= fields.GUEST_OPTIONAL_FIELDS
     assert CONTROLS["guest"] == ({f.name for f in fields.GUEST_CONTROL_FIELDS}
-                                 | {"io_tune"} | memtune)
+                                 | {"io_tune", "virtio_mem_requested"} | memtune)
     assert CONTROLS["host"] == {f"ksm_{name}" for name in KSM_TUNABLES}
 
 
@@ -90,7 +92,7 @@ def test_check_refuses_what_cannot_be_applied(tmp_path, mechanism, control, valu
 
 def test_every_mechanism_is_built_once_and_the_configured_ones_are_enabled(tmp_path):
     built = build_mechanisms(MechanismContext(None, tmp_path), ["KSM", "CpuTune"])  # type: ignore[arg-type]
-    assert sorted(built) == ["Balloon", "IoTune", "KSM", "MemTune"]
+    assert sorted(built) == ["Balloon", "IoTune", "KSM", "MemTune", "VirtioMem"]
     assert built.enabled == (built["KSM"],)
     assert isinstance(built["KSM"], KsmController) and built["KSM"].ksm_dir == tmp_path
 

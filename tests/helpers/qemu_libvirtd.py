@@ -469,6 +469,10 @@ class LibvirtClient:
         """Replace the domain's live metadata element of ``namespace``."""
         self._call("set_metadata", uuid, xml, key, namespace)
 
+    def domain_xml(self, uuid: str) -> str:
+        """The running domain's live definition."""
+        return self._call("xml", uuid)
+
     def destroy(self, uuid: str) -> None:
         """Destroy a domain (gone already: nothing to do)."""
         self._call("destroy", uuid)
