@@ -385,9 +385,13 @@ class Generator:
             return obj
         t = self.temp()
         if len(attrs) == 1:
-            self.emit(f"try: {t} = {obj}.latest[{attrs[0]!r}]")
-            self.emit(f"except (KeyError, AttributeError): "
-                      f"{t} = _attr({obj}, {attrs[0]!r}, {full!r}, {line})")
+            # get(), not [...]: an optional statistic the sample lacks (nil)
+            # is common, and an exception per read costs more than the read.
+            self.emit(f"try: {t} = {obj}.latest.get({attrs[0]!r}, _MISS)")
+            self.emit(f"except AttributeError: {t} = _MISS")
+            self.emit(f"if {t} is _MISS: {t} = None if type({obj}) is _Ent and "
+                      f"{attrs[0]!r} in {obj}.schema.known else "
+                      f"_attr({obj}, {attrs[0]!r}, {full!r}, {line})")
             return t
         self.emit(f"{t} = {obj}")
         for attr in attrs:
@@ -597,8 +601,8 @@ class Generator:
         n = len(values)
         k = values[0]
         if method == "Stat" and n == 1:
-            return [f"try: {t} = {obj}.latest[{k}]",
-                    f"except KeyError: {t} = _attr({obj}, {k}, '', {line})"]
+            return [f"{t} = {obj}.latest.get({k}, _MISS)",
+                    f"if {t} is _MISS: {t} = _attr({obj}, {k}, '', {line})"]
         if method == "StatAvg" and n == 1:
             return [f"try: {t} = {obj}._averages[{k}]",
                     f"except KeyError: {t} = _savg({obj}, {k}, {line})"]

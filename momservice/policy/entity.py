@@ -10,7 +10,8 @@ from ..fields import (GUEST_OPTIONAL_FIELDS, GUEST_PROPERTIES,
 from .errors import PolicyError
 
 DEFAULT_HISTORY_LENGTH = 10
-_ABSENT = object()
+#: What ``dict.get`` gives for a field a sample does not have (not nil: nil is None).
+MISSING = object()
 
 
 class Schema:
@@ -106,7 +107,7 @@ class Entity:
         # sample to sample, and with a thousand guests times the history a
         # fresh number object for each would be megabytes.
         latest = self.latest
-        sample = {k: (old if type(old := latest.get(k, _ABSENT)) is type(v) and old == v
+        sample = {k: (old if type(old := latest.get(k, MISSING)) is type(v) and old == v
                       else v)
                   for k, v in sample.items()}
         schema = self.schema
@@ -135,12 +136,12 @@ class Entity:
 
     def stat(self, field: str) -> Any:
         """Newest value of a statistic; nil when known but absent."""
-        try:
-            return self.latest[field]
-        except KeyError:
-            if field in self.known:
-                return None
-            raise PolicyError(f"{self.kind} has no statistic {field!r}") from None
+        value = self.latest.get(field, MISSING)
+        if value is not MISSING:
+            return value
+        if field in self.schema.known:
+            return None
+        raise PolicyError(f"{self.kind} has no statistic {field!r}")
 
     def stat_avg(self, field: str) -> float:
         """Mean over the kept history, ignoring nil samples; 0.0 if all are nil."""

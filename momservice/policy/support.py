@@ -12,7 +12,7 @@ from typing import Any
 
 from .builtins import (ARITHMETIC_ERRORS, BINARY_OPERATORS, BUILTINS, ENTITY_METHODS,
                        MAX_INT_BITS, MAX_SEQUENCE, SEQUENCE_OPERATORS, operand_error)
-from .entity import Entity
+from .entity import MISSING, Entity
 from .errors import PolicyBudgetError, PolicyError, PolicyLimitError
 from .records import PolicyRecord
 from .runtime import UNBOUND, Builtin, Env, UserFunction, show
@@ -135,7 +135,7 @@ NAMESPACE: dict[str, Any] = {
                      "TypeError": TypeError, "RecursionError": RecursionError},
     "_PE": PolicyError, "_BE": PolicyBudgetError, "_LE": PolicyLimitError,
     "_AE": ARITHMETIC_ERRORS, "_UF": UserFunction, "_BI": Builtin, "_Ent": Entity,
-    "_UNB": UNBOUND, "_H": _HUGE, "_NH": -_HUGE, "_NOC": _NO_CONTROLS,
+    "_UNB": UNBOUND, "_MISS": MISSING, "_H": _HUGE, "_NH": -_HUGE, "_NOC": _NO_CONTROLS,
     "_operr": _operr, "_capped": _capped, "_binary": _binary,
     "_cmp": _cannot_compare, "_abserr": _abs_error, "_nargs": _nargs,
     "_attr": _attribute, "_savg": _stat_avg, "_method": _method, "_rmethod": _record_method,
