@@ -93,11 +93,11 @@ CONTROLLERS: tuple[str, ...] = tuple(MECHANISMS)
 
 #: MoM plugins mom accepts in an old configuration but does not implement:
 #: they are dropped from the lists, with one warning each.
-UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ("HostTime",)
+UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ()
 UNIMPLEMENTED_GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestQemuAgent", "GuestNetworkDaemon", "GuestCpuTune", "GuestIoTune",
+    "GuestQemuAgent", "GuestNetworkDaemon", "GuestIoTune",
     "GuestIoTuneOptional")
-UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ("CpuTune", "IoTune")
+UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ("IoTune",)
 
 #: MoM's "Optional" collector variants, read as the collector they vary
 #: (with one warning each): in mom, the optional statistics of a collector are

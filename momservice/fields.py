@@ -27,6 +27,7 @@ PAGES = Unit("pages", "pages")
 MILLISECONDS = Unit("ms", "ms")
 PERCENT = Unit("percent", "%")
 SECONDS = Unit("seconds", "s")
+MICROSECONDS = Unit("microseconds", "us")
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,23 @@ HOST_KSM: tuple[Field, ...] = (
     Field("ksm_shareable", "KsmShareable", "t", KIB, "Guest memory KSM could merge"),
     Field("ksmd_cpu_usage", "KsmdCpuUsage", "d", PERCENT, "CPU used by ksmd"),
 )
-#: Every statistic a host sample may carry, each a typed Host property.
-HOST_STATISTICS: tuple[Field, ...] = HOST_MEMORY + HOST_SWAP + HOST_PRESSURE + HOST_KSM
+# The host's local wall clock (HostTime), for time-of-day policies.  Only in
+# the Statistics dictionary, not typed Host properties: they change every
+# second, so as signalled properties they would make the host object emit
+# PropertiesChanged at every sample, and a client wanting the time has its own.
+HOST_TIME: tuple[Field, ...] = (
+    Field("time_year", None, "u", None, "Local year of the host's clock"),
+    Field("time_month", None, "u", None, "Local month of the host's clock, 1-12"),
+    Field("time_day", None, "u", None, "Local day of the month of the host's clock, 1-31"),
+    Field("time_hour", None, "u", None, "Local hour of the host's clock, 0-23"),
+    Field("time_minute", None, "u", None, "Minute of the host's clock, 0-59"),
+    Field("time_second", None, "u", None, "Second of the host's clock, 0-59"),
+    Field("time_microsecond", None, "u", None, "Microsecond of the host's clock, 0-999999"),
+)
+#: Every statistic a host sample may carry (each a typed Host property, but
+#: the clock's).
+HOST_STATISTICS: tuple[Field, ...] = (HOST_MEMORY + HOST_SWAP + HOST_PRESSURE + HOST_KSM
+                                      + HOST_TIME)
 
 # -- guests --------------------------------------------------------------------------
 
@@ -114,6 +130,19 @@ GUEST_IDENTITY: tuple[Field, ...] = (
     Field("name", "Name", "s", None, "The guest's name", label="NAME"),
     Field("uuid", "UUID", "s", None, "The guest's UUID"),
     Field("pid", "Pid", "u", None, "The QEMU process id; 0 if unknown"),
+)
+#: GuestCpuTune: the CFS bandwidth of the guest's vCPUs (libvirt's
+#: ``<cputune>``), the limit its manager asked for, and its vCPUs.
+GUEST_CPU_TUNE: tuple[Field, ...] = (
+    Field("vcpu_quota", "VcpuQuota", "x", MICROSECONDS,
+          "CPU time each vCPU may use per period; -1 unlimited, 0 unknown",
+          optional=True),
+    Field("vcpu_period", "VcpuPeriod", "t", MICROSECONDS,
+          "Period of the vCPU quota; 0 unknown", optional=True),
+    Field("vcpu_user_limit", "VcpuUserLimit", "u", PERCENT,
+          "CPU limit set for the guest (metadata vcpuLimit of "
+          "http://ovirt.org/vm/tune/1.0; 100 when none)", optional=True),
+    Field("vcpu_count", "VcpuCount", "u", None, "vCPUs of the guest", optional=True),
 )
 #: Guest statistics, in the order ``momctl guest`` lists them.  A guest is in
 #: ``Guests`` once its sample has every statistic that is not ``optional``;
@@ -145,11 +174,18 @@ GUEST_STATISTICS: tuple[Field, ...] = (
     # guest emit PropertiesChanged every cycle, whether anything changed or not.
     Field("stats_age", "StatsAge", "d", SECONDS, "Time since the guest last reported",
           optional=True, signalled=False),
+    *GUEST_CPU_TUNE,
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,
                        "Balloon target last applied (0 if none)", label="TARGET")
+#: CpuTune's controls: the statistics of the same names show what applies.
+CPU_TUNE_CONTROLS: tuple[Field, ...] = (
+    Field("vcpu_quota", None, "x", MICROSECONDS,
+          "vCPU quota to apply: -1 (unlimited) or 1000..17592186044415"),
+    Field("vcpu_period", None, "t", MICROSECONDS, "vCPU period to apply: 1000..1000000"),
+)
 #: Controls a policy may request for a guest.
-GUEST_CONTROL_FIELDS: tuple[Field, ...] = (BALLOON_TARGET,)
+GUEST_CONTROL_FIELDS: tuple[Field, ...] = (BALLOON_TARGET,) + CPU_TUNE_CONTROLS
 #: Every row about guests, in the order ``momctl guest`` lists their properties
 #: (the balloon target right after the balloon's three sizes).
 GUEST_CATALOGUE: tuple[Field, ...] = (GUEST_IDENTITY + GUEST_STATISTICS[:3]

@@ -291,6 +291,21 @@ class Service:
         sample = {k: v for k, v in entity.latest.items() if k != "balloon_cur"}
         return await self._mechanism("Balloon").set_target(uuid, kib, sample, entity.name)
 
+    async def set_cpu_tune(self, uuid: str, settings: Mapping[str, Any]) -> dict[str, int]:
+        """Set a managed guest's vCPU bandwidth: keys ``quota`` (-1 or
+        1000..17592186044415) and ``period`` (1000..1000000), microseconds;
+        returns the controls set (``vcpu_quota``, ``vcpu_period``).
+
+        NotFound for an unknown guest; InvalidArgument for an unknown key or
+        a value out of range (nothing sent); Failed when the hypervisor
+        refuses (no CPU tuning for this guest, no cpu cgroup, ...).
+        """
+        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
+        if entity is None:
+            raise NotFound(f"no managed guest {uuid!r}")
+        return await self._mechanism("CpuTune").set_by_hand(uuid, settings, entity.latest,
+                                                           entity.name)
+
     # -- history -----------------------------------------------------------------
 
     def get_history(self, entity: str, field: str) -> list[tuple[int, float]]:

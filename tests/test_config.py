@@ -670,7 +670,7 @@ def test_moms_optional_collectors_read_as_plain(tmp_path, caplog):
     assert len(warnings(caplog)) == 2
 
 
-@pytest.mark.parametrize("name", ["CpuTune", "Cputune", "IoTune"])
+@pytest.mark.parametrize("name", ["IoTune", "Iotune"])
 def test_moms_other_controllers_warn_once(tmp_path, caplog, name):
     c = load_text(tmp_path,
                   f"[main]\ncontrollers: Balloon, {name}, KSM, {name}\n")

@@ -32,6 +32,8 @@ GUEST_PROPERTIES = {
     "DiskCaches": "t", "SwapIn": "t", "SwapOut": "t", "MajorFaults": "t", "MinorFaults": "t",
     "Rss": "t", "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
     "Controls": "a{sv}",
+    # GuestCpuTune
+    "VcpuQuota": "x", "VcpuPeriod": "t", "VcpuUserLimit": "u", "VcpuCount": "u",
 }
 MANAGER_PROPERTIES = {
     "Version": "s", "HypervisorURI": "s", "Connected": "b", "Controllers": "as", "DryRun": "b",
@@ -53,7 +55,7 @@ def test_names_are_the_documented_ones():
         "org.ovirt.mom1.Error.Failed", "org.freedesktop.DBus.Error.AccessDenied",
         "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
     assert contract.ACTIONS == ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
-                                "org.ovirt.mom1.control-ksm")
+                                "org.ovirt.mom1.control-ksm", "org.ovirt.mom1.control-cputune")
 
 
 def test_contract_and_catalogue_import_without_dbus_next():
@@ -104,7 +106,9 @@ def test_momctl_columns_and_units_come_from_the_catalogue():
 
 
 def test_catalogue_rows_are_unique():
-    for rows in (fields.HOST_STATISTICS, fields.GUEST_CATALOGUE):
+    # A control may share its statistic's name (vcpu_quota: asked, and what applies).
+    for rows in (fields.HOST_STATISTICS, fields.GUEST_IDENTITY + fields.GUEST_STATISTICS,
+                 fields.GUEST_CONTROL_FIELDS):
         names = [f.name for f in rows]
         props = [f.prop for f in rows if f.prop]
         assert len(names) == len(set(names)) and len(props) == len(set(props))

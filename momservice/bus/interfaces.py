@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
-from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM, ACTION_MANAGE_POLICY,
+from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_CONTROL_KSM,
+                        ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
 from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
@@ -40,9 +41,12 @@ def controls_by_object(host: dict[str, Any], guests: dict[str, dict[str, Any]]) 
 
 def applied_controls(evaluation: "Evaluation") -> dict:
     """What an evaluation changed, by object, under the policies' control names."""
+    guests: dict[str, dict[str, Any]] = {
+        uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()}
+    for uuid, tuned in evaluation.applied.get("CpuTune", {}).items():
+        guests.setdefault(uuid, {}).update(tuned)
     return controls_by_object(
-        {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()},
-        {uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()})
+        {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()}, guests)
 
 
 def _last(interface: Any, attribute: str, default: Any = None) -> Any:
@@ -262,3 +266,10 @@ class GuestInterface(Published):
         """Resize the balloon to kib, within [BalloonMinimum or the floor, BalloonMaximum]."""
         self.balloon_target = await self.service.set_balloon_target(self.uuid, kib)
         self.publish_changes()
+
+    @method()
+    @requires(ACTION_CONTROL_CPUTUNE)
+    async def SetCpuTune(self, settings: "a{sv}"):
+        """Set the vCPU bandwidth by hand, microseconds: keys quota (x: -1 unlimited, or
+        1000..17592186044415) and period (t: 1000..1000000); VcpuQuota and VcpuPeriod follow."""
+        await self.service.set_cpu_tune(self.uuid, from_variants(settings))

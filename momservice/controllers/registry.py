@@ -12,11 +12,13 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from .balloon import BalloonController
 from .base import Mechanism, MechanismContext
+from .cputune import CpuTuneController
 from .ksm import KsmController
 
 _REGISTERED: tuple[type[Mechanism], ...] = (
     BalloonController,
     KsmController,
+    CpuTuneController,
 )
 
 #: Every mechanism by MoM's name, in the order the engine applies them.

@@ -106,3 +106,9 @@ class HypervisorInterface(abc.ABC):
     @abc.abstractmethod
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
         """Resize the guest's balloon to ``kib``; HypervisorError when refused."""
+
+    async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
+                           period: int | None = None) -> None:
+        """Set the guest's vCPU bandwidth (microseconds; None leaves one as it
+        is); HypervisorUnsupported where this hypervisor has no CPU tuning."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no CPU tuning")

@@ -23,6 +23,7 @@ import libvirt
 from ..journal_fields import guest_fields
 from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
                    HypervisorUnsupported)
+from .libvirt_cputune import set_cpu_tune
 from .libvirt_eventloop import bind_event_loop, settle
 from .libvirt_readers import DomainReader, definition_fields, readers_for
 from .libvirt_xml import min_guarantee_kib
@@ -344,6 +345,16 @@ class LibvirtHypervisor(HypervisorInterface):
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
         await self._on_domain(uuid, lambda dom: dom.setMemoryFlags(
             int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
+                           period: int | None = None) -> None:
+        await self._on_domain(uuid, lambda dom: set_cpu_tune(dom, quota, period))
+        # Kept at once: the TUNABLE event that re-reads the definition may
+        # come after the next evaluation, which must not send them again.
+        info = self._guests.get(uuid)
+        if info is not None and "vcpu_quota" in info.defined:
+            info.defined.update({k: v for k, v in (("vcpu_quota", quota),
+                                                    ("vcpu_period", period)) if v is not None})
 
     async def _on_domain(self, uuid: str, change: Callable[[libvirt.virDomain], _T]) -> _T:
         """Run ``change`` on the running domain ``uuid``: the one way a

@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import libvirt
 
+from . import libvirt_cputune
+
 Fields = dict[str, Any]
 
 
@@ -45,6 +47,8 @@ class DomainReader:
 #: Readers by guest collector name; the collectors not listed need nothing
 #: beyond the balloon statistics.
 READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
+    DomainReader("GuestCpuTune", from_xml=libvirt_cputune.cputune_fields,
+                 events=libvirt_cputune.EVENTS),
 )}
 
 
