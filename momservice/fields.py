@@ -106,18 +106,19 @@ HOST_KSM: tuple[Field, ...] = (
     Field("ksmd_cpu_usage", "KsmdCpuUsage", "d", PERCENT, "CPU used by ksmd"),
 )
 # The host's local wall clock (HostTime), for time-of-day policies.  Only in
-# the Statistics dictionary, not typed Host properties: they change every
-# second, so as signalled properties they would make the host object emit
-# PropertiesChanged at every sample, and a client wanting the time has its own.
-HOST_TIME: tuple[Field, ...] = (
-    Field("time_year", None, "u", None, "Local year of the host's clock"),
-    Field("time_month", None, "u", None, "Local month of the host's clock, 1-12"),
-    Field("time_day", None, "u", None, "Local day of the month of the host's clock, 1-31"),
-    Field("time_hour", None, "u", None, "Local hour of the host's clock, 0-23"),
-    Field("time_minute", None, "u", None, "Minute of the host's clock, 0-59"),
-    Field("time_second", None, "u", None, "Second of the host's clock, 0-59"),
-    Field("time_microsecond", None, "u", None, "Microsecond of the host's clock, 0-999999"),
-)
+# the Statistics dictionary, not typed Host properties, and no reason for a
+# PropertiesChanged: they change at every sample, so the host object would
+# signal every second for nothing, and a client wanting the time has its own.
+HOST_TIME: tuple[Field, ...] = tuple(
+    Field(name, None, "u", None, doc, signalled=False) for name, doc in (
+        ("time_year", "Local year of the host's clock"),
+        ("time_month", "Local month of the host's clock, 1-12"),
+        ("time_day", "Local day of the month of the host's clock, 1-31"),
+        ("time_hour", "Local hour of the host's clock, 0-23"),
+        ("time_minute", "Minute of the host's clock, 0-59"),
+        ("time_second", "Second of the host's clock, 0-59"),
+        ("time_microsecond", "Microsecond of the host's clock, 0-999999"),
+    ))
 #: Every statistic a host sample may carry (each a typed Host property, but
 #: the clock's).
 HOST_STATISTICS: tuple[Field, ...] = (HOST_MEMORY + HOST_SWAP + HOST_PRESSURE + HOST_KSM

@@ -305,6 +305,25 @@ def test_root_moves_a_balloon_and_properties_follow(system, momd, domain_conn) -
     assert name == contract.NOT_FOUND
 
 
+def test_set_cpu_tune_checks_first_and_reports_the_hypervisors_refusal(system, momd,
+                                                                       domain_conn) -> None:
+    # libvirt's test driver has no vCPU scheduler parameters: a valid request
+    # reaches it and its refusal comes back as Failed; an invalid one never does.
+    path = guest_path(domain_conn.lookupByName("test").UUIDString())
+    name, text = error(call(system, path, GUEST_INTERFACE, "SetCpuTune", "a{sv}",
+                            [{"quota": Variant("x", 50000), "period": Variant("t", 100000)}]))
+    assert name == contract.FAILED, (name, text)
+    for settings, words in (({"quota": Variant("x", 999)}, "vcpu_quota 999"),
+                            ({"period": Variant("t", 1000001)}, "vcpu_period 1000001"),
+                            ({"weight": Variant("t", 5)}, "weight"), ({}, "quota")):
+        name, text = error(call(system, path, GUEST_INTERFACE, "SetCpuTune", "a{sv}",
+                                [settings]))
+        assert name == contract.INVALID_ARGUMENT and words in text, (settings, name, text)
+    name, _ = error(call(system, guest_path("00000000-0000-0000-0000-000000000000"),
+                         GUEST_INTERFACE, "SetCpuTune", "a{sv}", [{"quota": Variant("x", -1)}]))
+    assert name.startswith("org.freedesktop.DBus.Error.Unknown"), name
+
+
 def test_root_sets_the_real_ksm(system, momd) -> None:
     with saved_real_ksm() as saved:
         wanted = int(saved["pages_to_scan"]) + 7

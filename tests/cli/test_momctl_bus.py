@@ -327,6 +327,23 @@ def test_balloon(system, momd):
     failed(momctl(system, "balloon", spec.name, "lots"), exitcodes.INVALID_ARGUMENT)
 
 
+def test_cputune(system, momd):
+    spec = GUESTS[0]
+    # This momd does not configure GuestCpuTune: momctl says so.
+    out = ok(momctl(system, "cputune", spec.name))
+    assert out.startswith(f"{spec.name}: no CPU tuning figures") and "GuestCpuTune" in out
+    assert set(json.loads(ok(momctl(system, "cputune", spec.uuid, "--json")))) == {
+        "VcpuQuota", "VcpuPeriod", "VcpuUserLimit", "VcpuCount"}
+    # libvirt's test driver has no vCPU scheduler parameters: the service's refusal.
+    err = failed(momctl(system, "cputune", spec.name, "quota=50000", "period=100000"),
+                 exitcodes.FAILED)
+    assert "failed" in err
+    err = failed(momctl(system, "cputune", spec.name, "quota=500"), exitcodes.INVALID_ARGUMENT)
+    assert "1000..17592186044415" in err
+    failed(momctl(system, "cputune", spec.name, "quota=lots"), exitcodes.INVALID_ARGUMENT)
+    failed(momctl(system, "cputune", "no-such-guest", "quota=-1"), exitcodes.NOT_FOUND)
+
+
 def test_evaluate(system, momd):
     out = ok(momctl(system, "evaluate", "--dry-run"))
     assert out.startswith("dry run: nothing applied\n")

@@ -16,8 +16,8 @@ without touching anything of the host's.
   user and the ``kvm``/``libvirt-qemu`` groups added (libvirtd 9.0 looks the
   user up before it reads ``qemu.conf``), bind-mounted in the namespace.
 * ``qemu.conf``: QEMU runs as root, no relabelling (``dynamic_ownership``
-  0, ``security_driver`` none), no cgroups, no namespaces, logs to files
-  (no virtlogd).
+  0, ``security_driver`` none), no cgroups (``cgroups``: the controllers
+  libvirt may use), no namespaces, logs to files (no virtlogd).
 
 Connect with ``qemu_uri`` (``qemu:///system?socket=...``).  ``stop()``
 destroys the domains first (QEMU would outlive the daemon), then stops the
@@ -73,13 +73,26 @@ QEMU_CONF = {
 
 _QEMU_UID = 64055  # Debian's libvirt-qemu
 
+#: Where a hybrid cgroup host mounts its cgroup2 hierarchy.
+HYBRID_UNIFIED = "/sys/fs/cgroup/unified"
+
+
+def _unified_without(controllers: Iterable[str]) -> bool:
+    """Whether a hybrid cgroup2 mount is there and holds none of ``controllers``."""
+    try:
+        available = Path(HYBRID_UNIFIED, "cgroup.controllers").read_text().split()
+    except OSError:
+        return False
+    return not set(available) & set(controllers)
+
 
 class QemuLibvirtd(PrivateLibvirtd):
     """A private ``qemu:///system`` daemon under ``base``."""
 
     def __init__(self, base: Path, *, qemu_config: Mapping[str, object] | None = None,
                  extra_config: Mapping[str, object] | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 cgroups: tuple[str, ...] = ()) -> None:
         # No tmpfs from the base class: our private directories are bind
         # mounts that outlive the daemon (see _command).
         super().__init__(base, private_dirs=(), driver_modules=("qemu",),
@@ -89,6 +102,10 @@ class QemuLibvirtd(PrivateLibvirtd):
             (self.state_dir / name).mkdir(parents=True, exist_ok=True)
         self._namespaces: set[str] = set()      # mount namespaces it ran in
         settings = dict(QEMU_CONF)
+        # The cgroup controllers libvirt may use for its guests (none by
+        # default: a test's QEMU stays in the test's own cgroups).
+        settings["cgroup_controllers"] = list(cgroups)
+        self.cgroups = tuple(cgroups)
         settings.update(qemu_config or {})
         (self.state_dir / "etc" / "qemu.conf").write_text(
             "".join(f"{k} = {config_value(v)}\n" for k, v in settings.items()))
@@ -140,6 +157,13 @@ class QemuLibvirtd(PrivateLibvirtd):
             steps.append(f"mount --bind {source} {shlex.quote(target)}")
         for name in ("passwd", "group"):
             steps.append(f"mount --bind {shlex.quote(str(self.state_dir / name))} /etc/{name}")
+        if self.cgroups and _unified_without(self.cgroups):
+            # A hybrid host (cgroup v1 controllers, a cgroup2 mount holding
+            # none of them): libvirt 9.0 takes the cgroup2 mount for a v2
+            # backend and fails to start guests ("v2 controller '(null)' is
+            # not available").  Without it, in the daemon's namespace only,
+            # libvirt uses the v1 hierarchies alone.
+            steps.append(f"umount {HYBRID_UNIFIED}")
         return "".join(f"{step} && " for step in steps)
 
     def _command(self) -> list[str]:
@@ -318,6 +342,14 @@ class LibvirtClient:
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
+    def set_metadata(self, uuid: str, xml: str | None, key: str, namespace: str) -> None:
+        """Set (None: remove) the live metadata element of ``namespace``, as vdsm does."""
+        self._call("metadata", uuid, xml, key, namespace)
+
+    def scheduler_parameters(self, uuid: str) -> dict[str, int]:
+        """The running domain's scheduler parameters (vcpu_quota, vcpu_period, ...)."""
+        return self._call("sched", uuid)
+
     def destroy(self, uuid: str) -> None:
         """Destroy a domain (gone already: nothing to do)."""
         self._call("destroy", uuid)
@@ -390,6 +422,10 @@ def _serve() -> None:
         "stats": lambda uuid: conn.lookupByUUIDString(uuid).memoryStats(),
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "metadata": lambda uuid, xml, key, namespace: conn.lookupByUUIDString(uuid).setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, namespace,
+            libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "sched": lambda uuid: conn.lookupByUUIDString(uuid).schedulerParameters(),
         "destroy": destroy,
         "destroy_all": destroy_all,
         "domains": lambda: [[d.name(), d.UUIDString(), bool(d.isActive())]
