@@ -34,14 +34,13 @@ from momservice.hypervisor.libvirt_cputune import TUNE_NAMESPACE
 from tests.e2e.test_real_guests import REPO, BusClient, _skip_reason, _take_real_ksm, wait_until
 from tests.helpers.guest_image import GuestImageError, domain_xml, ensure_guest_image
 from tests.helpers.momd_process import Momd, momd_config
-from tests.helpers.private_bus import POLKIT_ACTIONS_DIR, MOM_POLKIT_POLICY, system_bus_with_polkit
+from tests.helpers.private_bus import replaced_actions_reason, system_bus_with_polkit
 from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd, qemu_processes
 
 VDSM_STYLE = REPO / "benchmarks" / "policies" / "vdsm-style"
 GUEST_NAME = f"mom-e2e-cputune-{os.getpid()}"
 VCPUS = 2
 CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
-INSTALLED_ACTIONS = POLKIT_ACTIONS_DIR / MOM_POLKIT_POLICY.name
 #: vdsm's rule, as 04-cputune.policy states it (its own unit tests check it
 #: against worked examples: tests/policy/test_vdsm_style_cputune.py).
 DEFAULT_PERIOD = 100000
@@ -267,12 +266,8 @@ def test_set_cpu_tune_by_hand_applies_and_refuses_out_of_range(env) -> None:
     # next evaluation gives the policy's -1 back, as a vdsm-managed host would.
     reply = env.bus.call(env.path, GUEST_INTERFACE, "SetCpuTune", "a{sv}",
                          [{"quota": Variant("x", 30000), "period": Variant("t", 60000)}])
-    if reply.message_type == MessageType.ERROR and ACTION_CONTROL_CPUTUNE not in \
-            INSTALLED_ACTIONS.read_text(errors="replace"):
-        # polkitd's actions directory is the machine's: a test run of another
-        # checkout (without this action) may have installed its file meanwhile.
-        pytest.skip(f"{INSTALLED_ACTIONS} lacks {ACTION_CONTROL_CPUTUNE}: another test run "
-                    f"replaced it while this one ran")
+    if reply.message_type == MessageType.ERROR and replaced_actions_reason(ACTION_CONTROL_CPUTUNE):
+        pytest.skip(replaced_actions_reason(ACTION_CONTROL_CPUTUNE))
     assert reply.message_type == MessageType.METHOD_RETURN, (reply.error_name, reply.body)
     wait_until(lambda: env.log_text().count(
         f"Set CPU tuning of guest {GUEST_NAME} ({env.uuid}): vcpu_quota 30000") >= 1, 10,
