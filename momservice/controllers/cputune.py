@@ -18,7 +18,6 @@ from typing import Any
 
 from ..errors import InvalidArgument
 from ..hypervisor.base import HypervisorError, HypervisorInterface, HypervisorUnsupported
-from ..hypervisor.libvirt_cputune import check_period, check_quota
 from ..journal_fields import guest_fields
 from .base import Decision, Mechanism, MechanismContext
 from .refusals import RefusalLog
@@ -30,8 +29,33 @@ VCPU_PERIOD = "vcpu_period"
 #: The keys of a request by hand (``SetCpuTune``) -> the controls they set.
 MANUAL_KEYS: dict[str, str] = {"quota": VCPU_QUOTA, "period": VCPU_PERIOD}
 
+#: The ranges libvirt (its qemu driver, over the cgroup cpu controller)
+#: accepts, microseconds; -1 is "no quota".
+PERIOD_RANGE = (1000, 1000000)
+QUOTA_RANGE = (1000, 17592186044415)
+UNLIMITED_QUOTA = -1
+
 #: Changes sent before the event loop gets a turn.
 _YIELD_EVERY = 10
+
+
+
+def check_period(period: int) -> str | None:
+    """Why libvirt would refuse ``period`` (us), None when it accepts it."""
+    low, high = PERIOD_RANGE
+    if not low <= period <= high:
+        return f"vcpu_period {period} us is outside libvirt's range {low}..{high} us"
+    return None
+
+
+def check_quota(quota: int) -> str | None:
+    """Why libvirt would refuse ``quota`` (us), None when it accepts it."""
+    low, high = QUOTA_RANGE
+    if quota != UNLIMITED_QUOTA and not low <= quota <= high:
+        return (f"vcpu_quota {quota} us is outside libvirt's range: -1 (unlimited) "
+                f"or {low}..{high} us")
+    return None
+
 
 _CHECKS = {VCPU_QUOTA: check_quota, VCPU_PERIOD: check_period}
 

@@ -29,10 +29,6 @@ NO_LIMIT_PERCENT = 100
 DEFAULT_PERIOD_US = 100000
 UNLIMITED_QUOTA = -1
 
-#: libvirt's accepted ranges (qemu driver, cgroup cpu controller), microseconds.
-PERIOD_RANGE = (1000, 1000000)
-QUOTA_RANGE = (1000, 17592186044415)
-
 #: The events after which the definition is read again.
 EVENTS: tuple[int, ...] = (libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE,
                            libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE)
@@ -102,23 +98,6 @@ def cputune_fields(domain_xml: str) -> dict[str, Any]:
         except ValueError:
             pass
     return fields
-
-
-def check_period(period: int) -> str | None:
-    """Why libvirt would refuse ``period`` (µs), None when it accepts it."""
-    low, high = PERIOD_RANGE
-    if not low <= period <= high:
-        return f"vcpu_period {period} us is outside libvirt's range {low}..{high} us"
-    return None
-
-
-def check_quota(quota: int) -> str | None:
-    """Why libvirt would refuse ``quota`` (µs), None when it accepts it."""
-    low, high = QUOTA_RANGE
-    if quota != UNLIMITED_QUOTA and not low <= quota <= high:
-        return (f"vcpu_quota {quota} us is outside libvirt's range: -1 (unlimited) "
-                f"or {low}..{high} us")
-    return None
 
 
 def scheduler_parameters(quota: int | None, period: int | None) -> dict[str, int]:

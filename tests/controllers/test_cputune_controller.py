@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from momservice.controllers import CpuTuneController, Decision
+from momservice.controllers.cputune import check_period, check_quota
 from momservice.errors import InvalidArgument
 from momservice.hypervisor.base import (GuestInfo, HypervisorError, HypervisorInterface,
                                         HypervisorUnsupported)
@@ -188,3 +189,16 @@ def test_a_sample_older_than_the_change_does_not_resend_it_but_a_newer_one_does(
     # Someone else set it back: the guest's figure is news, the policy's value goes again.
     run(controller.act(decision(ask, {A: dict(UNTUNED, vcpu_quota=7000)})))
     assert hv.calls == [(A, 5000, None), (A, 5000, None)]
+
+
+@pytest.mark.parametrize("period, ok", [(999, False), (1000, True), (1000000, True),
+                                        (1000001, False), (0, False)])
+def test_period_range(period, ok):
+    assert (check_period(period) is None) is ok
+
+
+@pytest.mark.parametrize("quota, ok", [(-1, True), (0, False), (999, False), (1000, True),
+                                       (17592186044415, True), (17592186044416, False),
+                                       (-2, False)])
+def test_quota_range(quota, ok):
+    assert (check_quota(quota) is None) is ok
