@@ -105,3 +105,8 @@ def test_a_limit_of_zero_is_asked_for_and_refused_by_the_controller():
     mechanism = CpuTuneController(None)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="vcpu_period"):
         mechanism.check("vcpu_period", got["vcpu_period"])
+
+
+def test_a_guest_unlimited_already_is_asked_nothing():
+    got = controls(host_entity(4), guest_entity("g", limit=100))["g"]
+    assert "vcpu_quota" not in got and "vcpu_period" not in got and "balloon_target" in got
