@@ -5,7 +5,7 @@ The chain: vdsm's way of asking (the domain metadata ``vcpuLimit`` in
 METADATA_CHANGE event -> momd's GuestCpuTune fields -> the vdsm-style
 policy set (benchmarks/policies/vdsm-style, 01 to 04, unchanged) -> the
 CpuTune controller -> libvirt's scheduler parameters -> the guest's cpu
-cgroup (``cpu.cfs_quota_us`` of each vCPU).  momd runs Balloon, KSM and
+cgroup (``cpu.cfs_quota_us`` of each vCPU; ``cpu.max`` on cgroup v2, untried).  momd runs Balloon, KSM and
 CpuTune, vdsm's set of controllers here (IoTune is another module's).
 
 Real parts: the private system bus with polkitd, momd as a process, a
@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from dbus_next import MessageType, Variant
 
-from momservice.contract import (ACTION_CONTROL_CPUTUNE, GUEST_INTERFACE, HOST_INTERFACE,
-                                 HOST_PATH, INVALID_ARGUMENT, guest_path)
+from momservice.contract import (ACCESS_DENIED, ACTION_CONTROL_CPUTUNE, GUEST_INTERFACE,
+                                 HOST_INTERFACE, HOST_PATH, INVALID_ARGUMENT, guest_path)
 from momservice.hypervisor.libvirt_cputune import TUNE_NAMESPACE
 from tests.e2e.test_real_guests import REPO, BusClient, _skip_reason, _take_real_ksm, wait_until
 from tests.helpers.guest_image import GuestImageError, domain_xml, ensure_guest_image
@@ -40,7 +40,10 @@ from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd, qemu_pro
 VDSM_STYLE = REPO / "benchmarks" / "policies" / "vdsm-style"
 GUEST_NAME = f"mom-e2e-cputune-{os.getpid()}"
 VCPUS = 2
-CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: The cgroup v1 cpu hierarchy (this machine), or None on a cgroup v2 host.
+CPU_CGROUP: Path | None = next((p for p in (CGROUP_ROOT / "cpu", CGROUP_ROOT / "cpu,cpuacct")
+                                if (p / "cpu.cfs_quota_us").exists()), None)
 #: vdsm's rule, as 04-cputune.policy states it (its own unit tests check it
 #: against worked examples: tests/policy/test_vdsm_style_cputune.py).
 DEFAULT_PERIOD = 100000
@@ -54,10 +57,17 @@ def vdsm_quota(limit: int, host_cpus: int, vcpus: int) -> tuple[int, int]:
 
 
 def _cgroup_reason() -> str | None:
-    if not (CPU_CGROUP / "cpu.cfs_quota_us").exists():
-        return f"no cgroup v1 cpu controller mounted at {CPU_CGROUP}: libvirt cannot limit vCPUs"
-    if not os.access(CPU_CGROUP, os.W_OK):
-        return f"{CPU_CGROUP} is not writable here: libvirt cannot make the guests' cgroups"
+    if CPU_CGROUP is None:
+        try:
+            v2 = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
+        except OSError:
+            v2 = []
+        if "cpu" not in v2:
+            return (f"no cpu cgroup controller here (no cgroup v1 cpu hierarchy under "
+                    f"{CGROUP_ROOT}, none in a cgroup v2 one): libvirt cannot limit vCPUs")
+    where = CPU_CGROUP or CGROUP_ROOT
+    if not os.access(where, os.W_OK):
+        return f"{where} is not writable here: libvirt cannot make the guests' cgroups"
     return None
 
 
@@ -116,17 +126,30 @@ class CpuTuneE2E:
     def vcpu_cgroups(self) -> list[Path]:
         """The cpu cgroup directory of each vCPU thread of the guest's QEMU."""
         pid = self.libvirtd.qemu_pids()[GUEST_NAME]
-        line = next(l for l in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-                    if "cpu" in l.split(":")[1].split(","))
+        lines = [l.split(":", 2) for l in Path(f"/proc/{pid}/cgroup").read_text().splitlines()]
+        if CPU_CGROUP is not None:
+            path = next(p for _, names, p in lines if "cpu" in names.split(","))
+            root = CPU_CGROUP
+        else:
+            path = next(p for number, _, p in lines if number == "0")
+            root = CGROUP_ROOT
         # QEMU's main thread sits in the domain's "emulator" group; the vCPU
         # threads in vcpu0, vcpu1, ... beside it.
-        domain = CPU_CGROUP / line.split(":", 2)[2].lstrip("/")
+        domain = root / path.lstrip("/")
         domain = domain.parent if domain.name == "emulator" else domain
         return sorted(domain.glob("vcpu[0-9]*"))
 
     def cgroup_bandwidth(self) -> set[tuple[int, int]]:
-        return {(int((d / "cpu.cfs_quota_us").read_text()),
-                 int((d / "cpu.cfs_period_us").read_text())) for d in self.vcpu_cgroups()}
+        """(quota, period) of each vCPU's cgroup, -1 for no quota (v1's way)."""
+        found = set()
+        for group in self.vcpu_cgroups():
+            if (group / "cpu.cfs_quota_us").exists():
+                found.add((int((group / "cpu.cfs_quota_us").read_text()),
+                           int((group / "cpu.cfs_period_us").read_text())))
+            else:   # cgroup v2: "max 100000" or "25000 100000"
+                quota, period = (group / "cpu.max").read_text().split()
+                found.add((-1 if quota == "max" else int(quota), int(period)))
+        return found
 
     def log_text(self) -> str:
         return self.momd.log_text() if self.momd else ""
@@ -258,16 +281,22 @@ def test_removing_the_limit_gives_the_guest_its_cpus_back(env, measure) -> None:
     wait_until(lambda: env.props()["VcpuUserLimit"] == 100, 10, "momd to see no limit")
 
 
+def _set_cpu_tune(env: CpuTuneE2E, settings: dict[str, Variant]):
+    """SetCpuTune as root; skips when polkitd lost our action (see replaced_actions_reason)."""
+    reply = env.bus.call(env.path, GUEST_INTERFACE, "SetCpuTune", "a{sv}", [settings])
+    if reply.message_type == MessageType.ERROR and reply.error_name == ACCESS_DENIED \
+            and replaced_actions_reason(ACTION_CONTROL_CPUTUNE):
+        pytest.skip(replaced_actions_reason(ACTION_CONTROL_CPUTUNE))
+    return reply
+
+
 def test_set_cpu_tune_by_hand_applies_and_refuses_out_of_range(env) -> None:
     if env.momd is None:
         env.start_momd()
         env.wait_published()
     # The policy asks for no limit: momd applies a manual setting, and the
     # next evaluation gives the policy's -1 back, as a vdsm-managed host would.
-    reply = env.bus.call(env.path, GUEST_INTERFACE, "SetCpuTune", "a{sv}",
-                         [{"quota": Variant("x", 30000), "period": Variant("t", 60000)}])
-    if reply.message_type == MessageType.ERROR and replaced_actions_reason(ACTION_CONTROL_CPUTUNE):
-        pytest.skip(replaced_actions_reason(ACTION_CONTROL_CPUTUNE))
+    reply = _set_cpu_tune(env, {"quota": Variant("x", 30000), "period": Variant("t", 60000)})
     assert reply.message_type == MessageType.METHOD_RETURN, (reply.error_name, reply.body)
     wait_until(lambda: env.log_text().count(
         f"Set CPU tuning of guest {GUEST_NAME} ({env.uuid}): vcpu_quota 30000") >= 1, 10,
@@ -278,6 +307,6 @@ def test_set_cpu_tune_by_hand_applies_and_refuses_out_of_range(env) -> None:
     assert "vcpu_quota 30000" in env.log_text() and "vcpu_period 60000" in env.log_text()
     for settings in ({"quota": Variant("x", 500)}, {"period": Variant("t", 2000000)},
                      {"shares": Variant("t", 5)}):
-        reply = env.bus.call(env.path, GUEST_INTERFACE, "SetCpuTune", "a{sv}", [settings])
+        reply = _set_cpu_tune(env, settings)
         assert reply.message_type == MessageType.ERROR and reply.error_name == INVALID_ARGUMENT, \
             (settings, reply.error_name, reply.body)
