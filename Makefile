@@ -85,7 +85,7 @@ UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/
 INSTALL_PYTHON ?= $(if $(wildcard /usr/bin/python3 /etc/debian_version),/usr/bin/python3,$(PYTHON))
 # What momd imports from outside the standard library (tests check this
 # against momservice's imports and debian/control).
-RUNTIME_MODULES := dbus_next libvirt libvirtaio pyudev systemd.daemon systemd.journal
+RUNTIME_MODULES := dbus_next libvirt libvirt_qemu libvirtaio pyudev systemd.daemon systemd.journal
 # --ignore-installed: never uninstall a mom installed in INSTALL_PYTHON's
 # own environment (with DESTDIR, that one is not the one being installed).
 PIP_INSTALL_ARGS ?= --no-deps --ignore-installed --no-warn-script-location

@@ -349,6 +349,18 @@
             }
         }
         renderGuest();
+        loadExplain(view);
+    }
+
+    /* The guest's story, asked again after every ControlsApplied that
+     * names the guest (each such evaluation adds a record). */
+    function loadExplain(view) {
+        client.call(view.path, GUEST_IFACE, "Explain", [0])
+            .then(([text]) => {
+                if (guestView === view)
+                    window.MomExplain.render($("guest-explain"), JSON.parse(text));
+            })
+            .catch(error => console.warn("Explain:", F.errorText(error)));
     }
 
     function renderGuest() {
@@ -756,6 +768,11 @@
                 renderGuest();
         });
         guests.addEventListener("removed", (event, proxy) => removeRow(proxy.path));
+        client.subscribe({ interface: MANAGER_IFACE, member: "ControlsApplied", path: ROOT_PATH },
+                         (path, iface, signal, [controls]) => {
+                             if (guestView && controls && controls[guestView.path])
+                                 loadExplain(guestView);
+                         });
 
         manager.wait(() => {
             renderManager();

@@ -23,6 +23,7 @@ from .config import Config, shipped_policy_dir
 from .controllers.base import MechanismContext
 from .controllers.registry import build_mechanisms
 from .engine.core import Engine
+from .engine.explain import ExplainLog
 from .engine.hotplug import MemoryHotplugMonitor
 from .engine.notify import StatusNotifier
 from .engine.pressure import PressureTrigger
@@ -60,7 +61,8 @@ def _all_fields(registry: dict[str, Any]) -> frozenset[str]:
 def make_hypervisor(config: Config) -> HypervisorInterface:
     """The libvirt hypervisor interface for the configured URI."""
     from .hypervisor.libvirt import LibvirtHypervisor  # libvirt only where it is used
-    return LibvirtHypervisor(config.hypervisor_uri, collectors=config.guest_collectors)
+    return LibvirtHypervisor(config.hypervisor_uri, collectors=config.guest_collectors,
+                             collector_options=config.collector_options)
 
 
 def build_service(config: Config, *, hypervisor: HypervisorInterface | None = None,
@@ -116,6 +118,9 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
         guest_fields_left_out=(_all_fields(GUEST_COLLECTORS)
                                - guest_fields(config.guest_collectors)))
     library.try_out = engine.try_out
+    explain = ExplainLog(engine, length=config.explain_length,
+                         max_age=config.explain_max_age, locate=library.locate)
+    engine.observers.append(explain)
     engine.observers.append(StatusNotifier(engine, lambda: library.load_error))
     if config.metrics_file is not None:
         engine.observers.append(MetricsFileWriter(engine, config.metrics_file,
@@ -125,7 +130,8 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
     # Hotplug events are the real host's: a simulated one has none.
     hotplug = None if simulated else MemoryHotplugMonitor(engine.collect_host)
     return Service(config, hypervisor=hypervisor, engine=engine, library=library,
-                   mechanisms=mechanisms, pressure=pressure, hotplug=hotplug)
+                   mechanisms=mechanisms, pressure=pressure, hotplug=hotplug,
+                   explain=explain)
 
 
 def attach_bus(service: Service, address: str | None = None) -> None:

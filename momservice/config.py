@@ -21,6 +21,9 @@ Sections and keys
     ``metrics-file`` (empty: none): a file momd rewrites after every
     collection with its metrics in Prometheus' text format, for
     node_exporter's textfile collector (:mod:`momservice.metrics`).
+    ``explain-length`` (20) and ``explain-max-age`` (86400 seconds): how
+    many applied controls momd keeps per guest for ``momctl explain``, and
+    for how long at most (:mod:`momservice.engine.explain`).
     Our own keys: ``state-dir`` (``/var/lib/mom``), ``dry-run`` (a boolean:
     true/false, yes/no, on/off, 1/0) and ``balloon-floor`` (KiB, 256 MiB by
     default: no balloon target below it is ever applied).
@@ -46,6 +49,12 @@ Sections and keys
 ``[Collector: NAME]``
     Options for one collector, kept as strings in
     :attr:`Config.collector_options` under the collector's name.
+    ``[Collector: GuestQemuAgent]`` (see docs/mechanisms/guest-agent.md):
+    MoM's ``socket_path`` (``/var/lib/libvirt/qemu``) and
+    ``socket_name_template`` (``%(name)s.agent``), for guests whose agent
+    libvirt has no channel for, and our ``timeout`` (2 seconds: the
+    longest one guest's agent is waited for); checked when loaded, other
+    keys warned about.
 
 Unknown keys in these sections and unknown sections are warned about and
 ignored (old configurations carry extra keys).  A bad value raises
@@ -95,7 +104,7 @@ CONTROLLERS: tuple[str, ...] = tuple(MECHANISMS)
 #: they are dropped from the lists, with one warning each.
 UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ()
 UNIMPLEMENTED_GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestQemuAgent", "GuestNetworkDaemon", "GuestIoTune",
+    "GuestNetworkDaemon", "GuestIoTune",
     "GuestIoTuneOptional")
 UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ("IoTune",)
 
@@ -185,6 +194,10 @@ class Config:
     plot_dir: Path | None = None
     #: ``[main] metrics-file`` / ``--metrics-file``: Prometheus text format; None: none.
     metrics_file: Path | None = None
+    #: ``[main] explain-length``: records of applied controls kept per guest.
+    explain_length: int = 20
+    #: ``[main] explain-max-age``: seconds a record of an applied control is kept.
+    explain_max_age: float = 86400.0
     #: ``[main] policy`` / ``-r``: a single policy file.
     policy_file: Path | None = None
     #: ``[main] policy-dir`` / ``-P``: a directory of policies.
@@ -405,6 +418,10 @@ _KEYS: dict[str, dict[str, tuple[str, _Parser]]] = {
         "policy-dir": ("policy_dir", lambda w, r: _optional_path(r)),
         "plot-dir": ("plot_dir", lambda w, r: _optional_path(r)),
         "metrics-file": ("metrics_file", lambda w, r: _optional_path(r)),
+        "explain-length": (
+            "explain_length",
+            lambda w, r: _integer(w, r, 1, "an integer >= 1")),
+        "explain-max-age": ("explain_max_age", _seconds),
         "state-dir": ("state_dir", _required_path),
         "dry-run": ("dry_run", parse_bool),
         "balloon-floor": (
@@ -430,6 +447,25 @@ _ALL_COLLECTORS = {
     for name in (HOST_COLLECTORS + GUEST_COLLECTORS
                  + UNIMPLEMENTED_HOST_COLLECTORS
                  + UNIMPLEMENTED_GUEST_COLLECTORS + tuple(COLLECTOR_ALIASES))
+}
+
+
+def _socket_name_template(where: str, raw: str) -> str:
+    try:
+        raw.strip() % {"name": "guest"}
+    except (KeyError, ValueError, TypeError):
+        raise _bad(where, "a file name naming the guest as %(name)s", raw) from None
+    return raw
+
+
+#: Collector -> its ``[Collector: NAME]`` keys and how each is checked (the
+#: options stay strings; the collector reads them).
+_COLLECTOR_KEYS: dict[str, dict[str, _Parser]] = {
+    "GuestQemuAgent": {
+        "timeout": _seconds,
+        "socket_path": lambda w, r: _required_path(w, r),
+        "socket_name_template": _socket_name_template,
+    },
 }
 
 
@@ -482,8 +518,15 @@ def _from_parser(parser: configparser.ConfigParser,
                                 "ignored", section, name)
                 continue
             options = collector_options.setdefault(canonical, {})
-            options.update((key, raw)
-                           for key, raw in parser.items(section, raw=True))
+            known_keys = _COLLECTOR_KEYS.get(canonical)
+            for key, raw in parser.items(section, raw=True):
+                if known_keys is not None:
+                    if key in known_keys:
+                        known_keys[key](f"[{section}] {key}", raw)
+                    else:
+                        _logger.warning("[%s] %s: unknown key, ignored", section, key)
+                        continue
+                options[key] = raw
         else:
             hint = ""
             if section.lower() in _KEYS:

@@ -175,6 +175,13 @@ GUEST_STATISTICS: tuple[Field, ...] = (
     # guest emit PropertiesChanged every cycle, whether anything changed or not.
     Field("stats_age", "StatsAge", "d", SECONDS, "Time since the guest last reported",
           optional=True, signalled=False),
+    # From <memballoon>: what the balloon does without being asked.
+    Field("balloon_autodeflate", "BalloonAutodeflate", "u", None,
+          "Whether the guest deflates its balloon itself when out of memory (deflate-on-oom)",
+          states=("off", "on"), optional=True),
+    Field("balloon_free_page_reporting", "BalloonFreePageReporting", "u", None,
+          "Whether the guest returns the pages it frees to the host itself "
+          "(free page reporting)", states=("off", "on"), optional=True),
     *GUEST_CPU_TUNE,
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,

@@ -112,6 +112,25 @@ class PolicyLibrary:
         except (KeyError, TypeError):
             raise NotFound(f"no policy {name!r}") from None
 
+    def locate(self, name: str) -> str | None:
+        """The file the active policy ``name`` is read from now: the store's
+        copy if it was set over the bus, else the policy file of that name in
+        the sources (or the shipped defaults, which stand in when the
+        configured policies failed at start-up); None if none holds it."""
+        if name in self.store.names():
+            return str(self.store.path(name))
+        for sources in (self.sources(), self.defaults):
+            path = find_policy_files(sources).get(name)
+            if path is not None and self._same_text(name, path):
+                return str(path)
+        return None
+
+    def _same_text(self, name: str, path: Path) -> bool:
+        try:
+            return read_policy_texts({name: path})[name] == self.active.text(name)
+        except (OSError, UnicodeDecodeError, KeyError):
+            return False
+
     # -- start-up ------------------------------------------------------------
 
     def check_startup(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from .config import Config, ConfigError, load_config, parse_verbosity
 from .controllers.registry import Mechanisms
 from .engine.core import Engine, Evaluation
+from .engine.explain import ExplainLog
 from .engine.hotplug import MemoryHotplugMonitor
 from .engine.notify import notify, watchdog_interval
 from .engine.plot import PlotWriter, Plotter
@@ -81,14 +82,16 @@ class Service:
     ``mechanisms`` are all the registered ones (the engine drives the
     configured ones; requests by hand may use any); ``pressure`` and
     ``hotplug`` are the triggers, None where there are none (a test, the
-    simulator).  Windows attached with :meth:`attach` start after the
+    simulator).  ``explain`` is the record of applied controls behind
+    :meth:`explain`, None where none is kept.  Windows attached with :meth:`attach` start after the
     first evaluation and stop first.
     """
 
     def __init__(self, config: Config, *, hypervisor: HypervisorInterface, engine: Engine,
                  library: PolicyLibrary, mechanisms: Mechanisms,
                  pressure: PressureTrigger | None = None,
-                 hotplug: MemoryHotplugMonitor | None = None) -> None:
+                 hotplug: MemoryHotplugMonitor | None = None,
+                 explain: ExplainLog | None = None) -> None:
         self.config = config
         self.hypervisor = hypervisor
         self.engine = engine
@@ -96,6 +99,8 @@ class Service:
         self.mechanisms = mechanisms
         self.pressure = pressure
         self.hotplug = hotplug
+        #: The record of applied controls (None: not kept).
+        self.explain_log = explain
         self.windows: list[Window] = []
         self.plot: PlotWriter | None = None
         self._stop = asyncio.Event()
@@ -327,6 +332,19 @@ class Service:
                 continue
             history.append((max(0, int(when * 1_000_000)), float(value)))
         return history
+
+    def explain(self, which: str, since_usec: int = 0) -> list[dict[str, Any]]:
+        """Why ``which`` (``"host"`` or a guest UUID) changed: every control
+        applied to it since ``since_usec`` (microseconds since the epoch; 0:
+        all that is kept), oldest first, as ``ExplainLog``'s records say
+        (``Record.as_dict``).  NotFound for an unknown guest."""
+        self._entity(which)
+        if isinstance(since_usec, bool) or not isinstance(since_usec, int) or since_usec < 0:
+            raise InvalidArgument(f"since must be microseconds since the epoch, "
+                                  f"not {since_usec!r}")
+        if self.explain_log is None:
+            return []
+        return [r.as_dict() for r in self.explain_log.story(which, since_usec / 1_000_000)]
 
     def _entity(self, which: str) -> Entity:
         if which == "host":

@@ -650,15 +650,53 @@ def test_empty_collector_list(tmp_path):
     assert c.host_collectors == ()
 
 
-def test_guest_qemu_agent_accepted_with_one_warning(tmp_path, caplog):
+def test_unimplemented_guest_collector_accepted_with_one_warning(tmp_path, caplog):
     c = load_text(tmp_path, """\
         [guest]
-        collectors: GuestQemuProc, GuestQemuAgent, GuestMemory, GuestQemuAgent
+        collectors: GuestQemuProc, GuestNetworkDaemon, GuestMemory, GuestNetworkDaemon
     """)
     assert c.guest_collectors == ("GuestQemuProc", "GuestMemory")
     msgs = warnings(caplog)
     assert len(msgs) == 1
-    assert "GuestQemuAgent" in msgs[0] and "not implemented" in msgs[0]
+    assert "GuestNetworkDaemon" in msgs[0] and "not implemented" in msgs[0]
+
+
+def test_guest_qemu_agent_is_a_collector_in_the_order_given(tmp_path, caplog):
+    c = load_text(tmp_path, """\
+        [guest]
+        collectors: GuestQemuProc, guestqemuagent, GuestMemory, GuestQemuAgent
+    """)
+    assert c.guest_collectors == ("GuestQemuProc", "GuestQemuAgent", "GuestMemory")
+    assert warnings(caplog) == []
+
+
+def test_guest_qemu_agent_keys_checked_and_kept(tmp_path, caplog):
+    c = load_text(tmp_path, """\
+        [Collector: GuestQemuAgent]
+        socket_path: /run/qga
+        socket_name_template: qga-%(name)s.sock
+        timeout: 0.5
+        sockets: 2
+    """)
+    assert c.collector_options == {"GuestQemuAgent": {
+        "socket_path": "/run/qga", "socket_name_template": "qga-%(name)s.sock",
+        "timeout": "0.5"}}
+    (msg,) = warnings(caplog)
+    assert "sockets" in msg and "unknown key" in msg
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("timeout", "0", "a positive number of seconds"),
+    ("timeout", "soon", "a positive number of seconds"),
+    ("socket_path", "", "a directory path"),
+    ("socket_name_template", "%(uuid)s.agent", "%(name)s"),
+    ("socket_name_template", "%(name)d", "%(name)s"),
+])
+def test_guest_qemu_agent_bad_values(tmp_path, key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        load_text(tmp_path, f"[Collector: GuestQemuAgent]\n{key}: {value}\n")
+    assert str(err.value).startswith(f"[Collector: GuestQemuAgent] {key}:")
+    assert expected in str(err.value)
 
 
 def test_moms_optional_collectors_read_as_plain(tmp_path, caplog):

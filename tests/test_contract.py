@@ -32,6 +32,8 @@ GUEST_PROPERTIES = {
     "DiskCaches": "t", "SwapIn": "t", "SwapOut": "t", "MajorFaults": "t", "MinorFaults": "t",
     "Rss": "t", "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
     "Controls": "a{sv}",
+    # Issue 12: what the balloon does by itself (0 off, 1 on).
+    "BalloonAutodeflate": "u", "BalloonFreePageReporting": "u",
     # GuestCpuTune
     "VcpuQuota": "x", "VcpuPeriod": "t", "VcpuUserLimit": "u", "VcpuCount": "u",
 }

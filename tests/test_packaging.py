@@ -33,6 +33,7 @@ DEB = DEB_DIR / f"mom_{momservice.__version__}_all.deb"
 MODULE_PACKAGE = {
     "dbus_next": "python3-dbus-next",
     "libvirt": "python3-libvirt",
+    "libvirt_qemu": "python3-libvirt",   # GuestQemuAgent's agent commands
     "libvirtaio": "python3-libvirt",
     "pyudev": "python3-pyudev",
     "systemd": "python3-systemd",

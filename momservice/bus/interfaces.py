@@ -9,6 +9,7 @@ field catalogue (``momservice.fields``).
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Callable
 
 from dbus_next.service import dbus_property, method, signal
@@ -47,6 +48,21 @@ def applied_controls(evaluation: "Evaluation") -> dict:
         guests.setdefault(uuid, {}).update(tuned)
     return controls_by_object(
         {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()}, guests)
+
+
+def explain_json(service: "Service", which: str, since_usec: int) -> str:
+    """``Explain``'s answer: the records of ``Service.explain`` as a JSON array."""
+    # default=str: a value JSON has no type for (none today) still shows.
+    return json.dumps(service.explain(which, since_usec), default=str)
+
+
+#: The doc string of both Explain methods (introspection; README "momctl explain").
+EXPLAIN_DOC = (
+    "Why {what} changed: the controls applied since since_usec (microseconds since the "
+    "epoch; 0: all kept), oldest first, as a JSON array of objects {{time_usec, reason, "
+    "dry_run, changes: [{{control, from, to, policy, line, file}}], inputs: {{guest, host, "
+    "guest_means, host_means}}}}; policy and line name the Control call that set the value, "
+    "inputs the statistics the policies read, with their values then.")
 
 
 def _last(interface: Any, attribute: str, default: Any = None) -> Any:
@@ -213,6 +229,13 @@ class HostInterface(Published):
         return [[t, float(v)] for t, v in self.service.get_history("host", field)]
 
     @method()
+    @public
+    def Explain(self, since_usec: "t") -> "s":
+        return explain_json(self.service, "host", since_usec)
+
+    Explain.__doc__ = EXPLAIN_DOC.format(what="the host")
+
+    @method()
     @requires(ACTION_CONTROL_KSM)
     async def SetKsm(self, settings: "a{sv}"):
         """Tune KSM by hand: keys run (0, 1, 2), pages_to_scan, sleep_millisecs, merge_across_nodes."""
@@ -259,6 +282,13 @@ class GuestInterface(Published):
     def GetHistory(self, field: "s") -> "a(td)":
         """Kept samples of a statistic: (microseconds since the epoch, value)."""
         return [[t, float(v)] for t, v in self.service.get_history(self.uuid, field)]
+
+    @method()
+    @public
+    def Explain(self, since_usec: "t") -> "s":
+        return explain_json(self.service, self.uuid, since_usec)
+
+    Explain.__doc__ = EXPLAIN_DOC.format(what="this guest")
 
     @method()
     @requires(ACTION_CONTROL_BALLOON)

@@ -10,6 +10,7 @@ from .. import __version__
 from . import exitcodes
 from .bus_client import MomctlError
 from .bus_commands import add_bus_commands, add_policy_bus_commands, bus_options
+from .explain_commands import add_explain_commands
 from .lab_command import add_lab_parser
 from .monitor import add_monitor_command
 from .policy_tools import UsageError, add_policy_tool_parsers
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_bus_commands(commands)
     add_monitor_command(commands)
+    add_explain_commands(commands)
     add_lab_parser(commands)
     policy = commands.add_parser("policy", help="work with policies")
     policy_commands = policy.add_subparsers(dest="policy_command", required=True,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from .base import GuestStatistics
 
-#: The balloon's size and bounds, KiB.
+#: The balloon's size and bounds, KiB; what it does by itself (0/1, from
+#: its definition: hypervisor/libvirt_balloon_features.py).
 GUEST_BALLOON = GuestStatistics("GuestBalloon", frozenset({
-    "balloon_cur", "balloon_max", "balloon_min"}))
+    "balloon_cur", "balloon_max", "balloon_min",
+    "balloon_autodeflate", "balloon_free_page_reporting"}))
 
 #: What the guest's balloon driver reports of its memory, and how old that is.
 GUEST_MEMORY = GuestStatistics("GuestMemory", frozenset({

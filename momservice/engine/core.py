@@ -161,12 +161,16 @@ class Engine:
         if not samples and not self.hypervisor.connected:
             return  # keep the last samples; they are marked stale
         self.stale = False
-        known = self.hypervisor.guests()
         # Not while an evaluation reads the entities (it runs in a thread).
         async with self._evaluation_lock:
+            # Which guests still run is asked after every wait: a guest
+            # removed meanwhile (by its lifecycle event) must not come back
+            # from a sample taken before it went.
+            known = self.hypervisor.guests()
             for count, (uuid, sample) in enumerate(samples.items(), 1):
                 if count % _SAMPLE_SLICE == 0:
                     await asyncio.sleep(0)  # let the bus answer between slices
+                    known = self.hypervisor.guests()
                 entity = self.guests.get(uuid)
                 if entity is None:
                     info = known.get(uuid)

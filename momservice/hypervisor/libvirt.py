@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import libvirt
@@ -167,10 +167,19 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def __init__(self, uri: str = "", *, stats_period: int = 5,
                  pid_dir: Path | None = None, reconnect_min: float = 0.5,
-                 reconnect_max: float = 30.0, collectors: Iterable[str] = ()) -> None:
+                 reconnect_max: float = 30.0, collectors: Iterable[str] = (),
+                 collector_options: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.uri = uri
+        collectors = list(collectors)
         #: What the configured guest collectors read beyond the balloon.
-        self._readers: tuple[DomainReader, ...] = readers_for(collectors)
+        self._readers: tuple[DomainReader, ...] = readers_for(collectors, collector_options)
+        # MoM's rule where two collectors give the same field: the one listed
+        # first wins.  A per-domain reader listed after GuestMemory (the
+        # balloon's statistics) only fills what the balloon left out.
+        balloon_at = collectors.index("GuestMemory") if "GuestMemory" in collectors \
+            else len(collectors)
+        self._filling = frozenset(r.collector for r in self._readers
+                                  if collectors.index(r.collector) > balloon_at)
         self._stats_groups = libvirt.VIR_DOMAIN_STATS_BALLOON
         for reader in self._readers:
             self._stats_groups |= reader.stats
@@ -194,6 +203,13 @@ class LibvirtHypervisor(HypervisorInterface):
         self._offload = not _is_in_process(uri) if uri else True
 
         self._guests: dict[str, GuestInfo] = {}
+        # The running guests' domain objects and ids, kept from when they
+        # were added: no listing of every domain each cycle.
+        self._domains: dict[str, libvirt.virDomain] = {}
+        self._domain_ids: dict[str, int] = {}
+        # Maximum memory by UUID, for the per-domain path: memoryStats()
+        # alone then makes a sample, without info().
+        self._max_kib: dict[str, int] = {}
         # Lifecycle events seen per UUID.  An addition or removal computed
         # from an older view (a resync listing, a slow lookup) is dropped
         # when an event for that guest arrived meanwhile: the event is newer.
@@ -267,6 +283,8 @@ class LibvirtHypervisor(HypervisorInterface):
                 log.debug("error closing the libvirt connection", exc_info=True)
         self._lifecycle_id = None
         self._definition_ids = []
+        self._domains.clear()
+        self._domain_ids.clear()
         if self._executor is not None:
             # Do not wait: a call stuck on a hung daemon must not hang close().
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -282,12 +300,24 @@ class LibvirtHypervisor(HypervisorInterface):
             return
         seen = dict(self._event_seq)
         try:
+            if not refresh_pids:
+                # The running domains' ids are a few bytes where the full list
+                # is an object per domain; when they are the ones known (a
+                # restarted guest gets a new id), nothing changed.
+                ids = await self._guarded(conn, conn.listDomainsID)
+                if (len(self._domain_ids) == len(self._guests)
+                        and set(ids) == set(self._domain_ids.values())):
+                    return
             domains = await self._guarded(conn, conn.listAllDomains,
                                           libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
         except (_Disconnected, libvirt.libvirtError) as err:
             log.debug("resync failed: %s", err)
             return
         current = {dom.UUIDString(): dom for dom in domains}
+        for uuid, dom in current.items():
+            if uuid in self._guests:
+                # After a reconnect the old connection's objects are useless.
+                self._remember_domain(uuid, dom)
         for uuid in list(self._guests):
             if uuid not in current and self._event_seq.get(uuid, 0) == seen.get(uuid, 0):
                 self._remove_guest(uuid)
@@ -321,7 +351,7 @@ class LibvirtHypervisor(HypervisorInterface):
                 uuids = list(raw)
                 for start in range(0, len(uuids), _FALLBACK_SLICE):
                     await self._guarded(conn, self._read_domains, raw,
-                                        [domains[u] for u in uuids[start:start + _FALLBACK_SLICE]])
+                                        [(u, domains[u]) for u in uuids[start:start + _FALLBACK_SLICE]])
                     await asyncio.sleep(0)
         except _Disconnected:
             return {}
@@ -485,6 +515,10 @@ class LibvirtHypervisor(HypervisorInterface):
         self._conn = None
         lifecycle_id, self._lifecycle_id = self._lifecycle_id, None
         definition_ids, self._definition_ids = self._definition_ids, []
+        # Its domain objects would keep the dead connection open; the resync
+        # after reconnecting looks them up again.
+        self._domains.clear()
+        self._domain_ids.clear()
         log.warning("lost the libvirt connection to %s (%s); reconnecting", self.uri, why)
         # Not cancelled by close(): a broken connection must still be freed.
         self._spawn(self._run(self._teardown_sync, conn, lifecycle_id, definition_ids),
@@ -534,15 +568,24 @@ class LibvirtHypervisor(HypervisorInterface):
         except (_Disconnected, libvirt.libvirtError) as err:
             log.debug("describing new guests failed: %s", err)
             return
+        by_uuid = {dom.UUIDString(): dom for dom in domains}
         for info in infos:
             if self._conn is not conn or info.uuid in self._guests:
                 continue
             if self._event_seq.get(info.uuid, 0) != expected.get(info.uuid, 0):
                 continue  # a later lifecycle event decides about this guest
             self._guests[info.uuid] = info
+            self._remember_domain(info.uuid, by_uuid[info.uuid])
             self._notify("guest_added", info)
 
+    def _remember_domain(self, uuid: str, dom: libvirt.virDomain) -> None:
+        self._domains[uuid] = dom
+        self._domain_ids[uuid] = dom.ID()
+
     def _remove_guest(self, uuid: str) -> None:
+        self._domains.pop(uuid, None)
+        self._max_kib.pop(uuid, None)
+        self._domain_ids.pop(uuid, None)
         if self._guests.pop(uuid, None) is not None:
             self._notify("guest_removed", uuid)
 
@@ -564,6 +607,7 @@ class LibvirtHypervisor(HypervisorInterface):
         # next samples carry the new values anyway.
         if inactive is not None:
             info.balloon_min = min_guarantee_kib(inactive)
+            self._max_kib.pop(info.uuid, None)   # the next sample reads it again
         if live is not None:
             info.defined = definition_fields(self._readers, live)
 
@@ -617,12 +661,12 @@ class LibvirtHypervisor(HypervisorInterface):
     # -- statistics -------------------------------------------------------
 
     def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
-                    ) -> tuple[dict[str, dict[str, Any]], list[libvirt.virDomain],
+                    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, libvirt.virDomain]],
                                dict[str, libvirt.virDomain]]:
         """Samples from one bulk call, the domains it left without balloon
         stats, and every wanted domain by UUID."""
         samples: dict[str, dict[str, Any]] = {}
-        fallback: list[libvirt.virDomain] = []
+        fallback: list[tuple[str, libvirt.virDomain]] = []
         domains: dict[str, libvirt.virDomain] = {}
         if self._bulk_balloon:
             try:
@@ -647,15 +691,14 @@ class LibvirtHypervisor(HypervisorInterface):
                             if reader.from_stats is not None:
                                 samples[uuid].update(reader.from_stats(stats))
                     else:
-                        fallback.append(dom)
+                        fallback.append((uuid, dom))
                 if fallback and not samples:
                     # Nothing came back in bulk: this driver does not fill
                     # the balloon group, stop asking it.
                     self._bulk_balloon = False
         if not self._bulk_balloon and not fallback:
-            fallback = [dom for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                        if dom.UUIDString() in wanted]
-            domains.update((dom.UUIDString(), dom) for dom in fallback)
+            domains.update((uuid, dom) for uuid, dom in self._domains.items() if uuid in wanted)
+            fallback = list(domains.items())
         if fallback and not self._fallback_logged:
             self._fallback_logged = True
             log.info("libvirt at %s does not report balloon statistics in bulk; "
@@ -663,41 +706,55 @@ class LibvirtHypervisor(HypervisorInterface):
         return samples, fallback, domains
 
     def _read_domains(self, raw: dict[str, dict[str, Any]],
-                      domains: list[libvirt.virDomain]) -> None:
+                      domains: list[tuple[str, libvirt.virDomain]]) -> None:
         """Add the per-domain readers' fields to the samples of ``domains``."""
-        for dom in domains:
-            sample = raw[dom.UUIDString()]
+        for uuid, dom in domains:
+            sample = raw[uuid]
             try:
                 for reader in self._readers:
                     if reader.per_domain is not None:
-                        sample.update(reader.per_domain(dom))
+                        fields = reader.per_domain(dom)
+                        if reader.collector in self._filling:
+                            fields = {k: v for k, v in fields.items() if sample.get(k) is None}
+                        sample.update(fields)
             except libvirt.libvirtError as err:
                 if err.get_error_code() not in _DOMAIN_GONE:
                     raise
 
-    def _per_domain_slice(self, domains: list[libvirt.virDomain]) -> dict[str, dict[str, Any]]:
+    def _per_domain_slice(self, domains: list[tuple[str, libvirt.virDomain]]
+                          ) -> dict[str, dict[str, Any]]:
         samples = {}
-        for dom in domains:
-            fields = self._per_domain_stats(dom)
+        for uuid, dom in domains:
+            fields = self._per_domain_stats(dom, self._max_kib.get(uuid))
             if fields is not None:
-                samples[dom.UUIDString()] = fields
+                samples[uuid] = fields
+                # Fixed while the guest runs (a redefinition forgets it).
+                self._max_kib.setdefault(uuid, fields["balloon_max"])
         return samples
 
     @staticmethod
-    def _per_domain_stats(dom: libvirt.virDomain) -> dict[str, Any] | None:
-        try:
-            _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
-        except libvirt.libvirtError as err:
-            if err.get_error_code() in _DOMAIN_GONE:
-                return None
-            raise
-        fields: dict[str, Any] = {"balloon_cur": cur_kib, "balloon_max": max_kib}
+    def _per_domain_stats(dom: libvirt.virDomain, max_kib: int | None) -> dict[str, Any] | None:
+        """One domain's balloon fields: memoryStats alone when it reports the
+        balloon's size ("actual") and the maximum is known from when the guest
+        was added, else info() as well."""
         try:
             stats = dom.memoryStats()
         except libvirt.libvirtError as err:
-            if err.get_error_code() in _DOMAIN_GONE or err.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
-                return fields
-            raise
+            if err.get_error_code() in _DOMAIN_GONE:
+                return None
+            if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise
+            stats = {}
+        if max_kib is not None and "actual" in stats:
+            fields: dict[str, Any] = {"balloon_cur": stats["actual"], "balloon_max": max_kib}
+        else:
+            try:
+                _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() in _DOMAIN_GONE:
+                    return None
+                raise
+            fields = {"balloon_cur": cur_kib, "balloon_max": max_kib}
         for key, field in MEMORY_STATS_FIELDS.items():
             if key in stats:
                 fields[field] = stats[key]

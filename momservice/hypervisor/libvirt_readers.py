@@ -13,6 +13,10 @@ from, cheapest first:
 - ``per_domain``: calls of its own on each domain at each collection, for
   what neither carries (libvirt has no bulk call for it).
 
+A reader with options or state of its own (``bind``) is made afresh for
+each hypervisor connection from its collector's ``[Collector: NAME]``
+options.
+
 Readers only read: nothing here changes a domain.  Each is registered in
 ``READERS`` under its collector's name, and the hypervisor runs those of
 the configured collectors only, so a host that does not ask for a
@@ -28,6 +32,7 @@ from typing import Any, Callable
 import libvirt
 
 from . import libvirt_cputune
+from .libvirt_balloon_features import balloon_features
 
 Fields = dict[str, Any]
 
@@ -42,19 +47,43 @@ class DomainReader:
     from_xml: Callable[[str], Fields] | None = None
     events: tuple[int, ...] = ()
     per_domain: Callable[[libvirt.virDomain], Fields] | None = None
+    #: Makes the reader to use from the collector's options (None: this one).
+    bind: Callable[[Mapping[str, str]], DomainReader] | None = None
 
+
+def _guest_agent(options: Mapping[str, str]) -> DomainReader:
+    # Imported here: its threads and sockets only where it is configured.
+    from .libvirt_agent import AgentOptions, QemuAgentReader
+    reader = QemuAgentReader(AgentOptions.from_config(options))
+    return DomainReader("GuestQemuAgent", from_xml=reader.definition,
+                        per_domain=reader.collect, events=_AGENT_EVENTS)
+
+
+_AGENT_EVENTS = (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,)
 
 #: Readers by guest collector name; the collectors not listed need nothing
 #: beyond the balloon statistics.
 READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
+    DomainReader("GuestBalloon", from_xml=balloon_features),
+    DomainReader("GuestQemuAgent", bind=_guest_agent, events=_AGENT_EVENTS),
     DomainReader("GuestCpuTune", from_xml=libvirt_cputune.cputune_fields,
                  events=libvirt_cputune.EVENTS),
 )}
 
 
-def readers_for(collectors: Iterable[str]) -> tuple[DomainReader, ...]:
-    """The readers of the named collectors, in the order named."""
-    return tuple(READERS[name] for name in dict.fromkeys(collectors) if name in READERS)
+def readers_for(collectors: Iterable[str],
+                options: Mapping[str, Mapping[str, str]] | None = None
+                ) -> tuple[DomainReader, ...]:
+    """The readers of the named collectors, in the order named, bound to
+    their ``[Collector: NAME]`` ``options`` where they take any."""
+    readers = []
+    for name in dict.fromkeys(collectors):
+        reader = READERS.get(name)
+        if reader is not None and reader.bind is not None:
+            reader = reader.bind((options or {}).get(name, {}))
+        if reader is not None:
+            readers.append(reader)
+    return tuple(readers)
 
 
 def definition_fields(readers: Iterable[DomainReader], domain_xml: str) -> Fields:

@@ -569,8 +569,7 @@ class Generator:
         fast = self.method_fast_path(method, obj, values, t, line) if values else None
         if fast is None:
             self.emit(generic)
-            return t
-        if args[0][0] == "const" and type(args[0][1]) is str:
+        elif args[0][0] == "const" and type(args[0][1]) is str:
             for code in fast:
                 self.emit(code)
         else:
@@ -579,6 +578,13 @@ class Generator:
             for code in fast:
                 self.emit("    " + code)
             self.emit(f"else: {generic}")
+        if method == "Control" and values:
+            # Where the value came from, for "why did my guest shrink?": the
+            # last call wins, as for the value.  Reached only when the call
+            # succeeded, so the name is a string.
+            # By name, then entity: no tuple made per call (a thousand of
+            # them per evaluation would cost more than the rest of this).
+            self.emit(f"E.origins[{values[0]}][{obj}] = {self.const((self.policy, line))}")
         return t
 
     @staticmethod

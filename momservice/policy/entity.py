@@ -10,6 +10,7 @@ from ..fields import (GUEST_OPTIONAL_FIELDS, GUEST_PROPERTIES,
 from .errors import PolicyError
 
 DEFAULT_HISTORY_LENGTH = 10
+_ABSENT = object()
 
 
 class Schema:
@@ -100,12 +101,22 @@ class Entity:
     def add_sample(self, sample: Mapping[str, Any], time: float | None = None) -> None:
         """Append a sample taken at ``time`` (seconds since the epoch, None when
         unknown); a field no collector declared becomes known."""
-        sample = dict(sample)
+        # A value equal to the newest one is kept as that very object: most
+        # statistics (sizes, bounds, counters of an idle guest) repeat from
+        # sample to sample, and with a thousand guests times the history a
+        # fresh number object for each would be megabytes.
+        latest = self.latest
+        sample = {k: (old if type(old := latest.get(k, _ABSENT)) is type(v) and old == v
+                      else v)
+                  for k, v in sample.items()}
         schema = self.schema
         if not sample.keys() <= schema.index.keys():
             schema = self.schema = schema.with_fields(sample.keys())
         history = self.history
-        history.append(tuple(map(sample.get, schema.fields)))
+        row = tuple(map(sample.get, schema.fields))
+        if history and history[-1] == row:
+            row = history[-1]   # the same again: one row object, kept twice
+        history.append(row)
         times = self.times
         times.append(time)
         if len(history) > self.history_length:

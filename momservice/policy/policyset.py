@@ -11,6 +11,7 @@ from .codegen import CompiledPolicy
 from .compiler import RESERVED_WORDS, compile_policy
 from .entity import Entity
 from .errors import PolicyError, PolicyLimitError, PolicyTrialError
+from .reads import FieldsRead, fields_read
 from .runtime import Env
 
 #: Step budget of one evaluation, in evaluated nodes (roughly): a runaway
@@ -45,6 +46,10 @@ class EvaluationResult:
     error: PolicyError | None = None
     values: list[Any] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    #: control name -> entity -> (policy, line) of the ``Control`` call
+    #: whose value won (the last one made in the evaluation).
+    control_origins: Mapping[str, dict[Entity, tuple[str | None, int]]] = \
+        field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +72,7 @@ class PolicySet:
         self._texts: dict[str, str] = {}
         self._compiled: dict[str, CompiledPolicy] = {}
         self._program: list[tuple[str, list]] = []
+        self._reads: FieldsRead | None = None
         if policies:
             self.replace(policies)
 
@@ -130,6 +136,17 @@ class PolicySet:
         free = frozenset().union(*(c.free for c in self._compiled.values()))
         self._program = [(name, self._compiled[name].program(free))
                          for name in sorted(self._compiled)]
+        self._reads: FieldsRead | None = None
+
+    @property
+    def reads(self) -> FieldsRead:
+        """The statistics the set's code reads (see ``reads``), found once."""
+        if self._reads is None:
+            found = FieldsRead()
+            for compiled in self._compiled.values():
+                found = found | fields_read(compiled.tree, HOST_BINDING)
+            self._reads = found
+        return self._reads
 
     def evaluate(self, host: Entity, guests: Iterable[Entity],
                  params: Mapping[str, Any] | None = None, *,
@@ -149,7 +166,7 @@ class PolicySet:
         bindings[GUESTS_BINDING] = managed
         env = Env(bindings, max_steps=self.max_steps, max_depth=self.max_depth,
                   keep_variables=not trial)
-        result = EvaluationResult(messages=env.messages)
+        result = EvaluationResult(messages=env.messages, control_origins=env.origins)
         policy = None
         try:
             for policy, expressions in self._program:

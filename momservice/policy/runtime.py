@@ -68,7 +68,7 @@ class Env:
     """Everything one evaluation changes: bindings, budget, requests."""
 
     __slots__ = ("b", "gframe", "steps", "depth", "max_depth", "controls",
-                 "failed", "messages", "variables")
+                 "origins", "failed", "messages", "variables")
 
     def __init__(self, bindings: dict[str, Any], *, max_steps: int,
                  max_depth: int, keep_variables: bool = True) -> None:
@@ -83,6 +83,10 @@ class Env:
         self.depth = 0
         self.max_depth = max_depth
         self.controls: dict[Entity, dict[str, Any]] = {}
+        #: Where each control got its value: control name -> entity ->
+        #: (policy, line) of the last ``Control`` call, the one that wins.
+        self.origins: defaultdict[str, dict[Entity, tuple[str | None, int]]] = \
+            defaultdict(dict)
         self.failed: dict[Entity, PolicyError] = {}
         self.messages: list[str] = []
         #: SetVar writes of a trial run, kept here instead of on the

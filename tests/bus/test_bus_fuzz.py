@@ -114,7 +114,7 @@ SIGNATURE_ERRORS = frozenset({INVALID_ARGS, UNKNOWN_METHOD})
 #: The contract's guarded members (polkit) and its read-only methods.
 GUARDED = {"SetPolicy", "DeletePolicy", "ReloadPolicies", "ResetPolicies",
            "SetParameters", "EvaluateNow", "SetBalloonTarget", "SetKsm"}
-PUBLIC = {"GetPolicies", "GetPolicy", "GetHistory"}
+PUBLIC = {"GetPolicies", "GetPolicy", "GetHistory", "Explain"}
 #: Writable properties this test has a model for.
 VERBOSITY = (MANAGER_INTERFACE, "Verbosity")
 
@@ -519,6 +519,8 @@ def specific_args(target: Target, limits: dict[str, tuple[int, int]]) -> st.Sear
         return st.tuples(_balloon_values(low, high)).map(list)
     if m == "GetHistory":
         return st.tuples(HISTORY_FIELDS).map(list)
+    if m == "Explain":
+        return st.tuples(st.integers(0, 2**64 - 1)).map(list)
     if m in ("GetPolicies", "ReloadPolicies", "ResetPolicies"):
         return st.just([])
     return None
@@ -752,6 +754,8 @@ def expect(call: Call, model: Model, ctx: Context, *, nobody: bool) -> list[Outc
     if m == "GetHistory":
         known = ("mem_free" if call.path == HOST_PATH else "balloon_cur")
         return no_change(None) if body[0] == known else no_change(None, NOT_FOUND)
+    if m == "Explain":
+        return [Outcome(None, check=lambda b: _is_json_list(b[0]))]
     if m == "SetPolicy":
         name, text = body
         if not valid_policy_name(name):
@@ -833,6 +837,10 @@ def expect_properties(call: Call, ctx: Context, *, nobody: bool) -> list[Outcome
 
 def _equal(actual: Any, expected: Any, what: str) -> None:
     assert actual == expected, f"{what}: got {actual!r:.500}, expected {expected!r:.500}"
+
+
+def _is_json_list(text: Any) -> None:
+    assert isinstance(json.loads(text), list), f"Explain: not a JSON array: {text!r:.500}"
 
 
 # -- the state as it is ---------------------------------------------------------------
@@ -957,7 +965,7 @@ def resources(call: Call, ctx: Context) -> set[str] | None:
         return {"ksm"}
     if call.member == "SetBalloonTarget":
         return {f"balloon {call.path}"}
-    if call.member == "GetHistory":
+    if call.member in ("GetHistory", "Explain"):
         return set()
     return None  # EvaluateNow, or a member new to this test
 

@@ -156,6 +156,8 @@ CALLS = [
     ("read", M, MI, "GetPolicy", "s", ["02-balloon"]),
     ("read", H, HI, "GetHistory", "s", ["mem_free"]),
     ("read", G, GI, "GetHistory", "s", ["balloon_cur"]),
+    ("read", H, HI, "Explain", "t", [0]),
+    ("read", G, GI, "Explain", "t", [0]),
     ("read", M, INTRO, "Introspect", "", []),
     ("write", M, MI, "SetPolicy", "ss", ["99-nobody", "(defvar x 1)"]),
     ("write", M, MI, "DeletePolicy", "s", ["02-balloon"]),

@@ -239,6 +239,47 @@ def test_a_guests_page_plots_its_history(tab, host, keep_artifact):
     page.wait_for_selector("#page-overview:not([hidden])")
 
 
+#: A policy that shrinks sim-guest-03 by 64 MiB from its line 3: last in
+#: the order of names, its Control call wins over 02-balloon's.
+EXPLAINED_POLICY = """(with Guests guest
+  (if (== (guest.Prop "name") "sim-guest-03")
+      (guest.Control "balloon_target" (- guest.balloon_cur 65536))
+      nil))
+"""
+
+
+def test_a_guests_page_explains_why_it_shrank(tab, host, keep_artifact, tmp_path):
+    tab.open()
+    page = tab.page
+    page.click("#guest-rows tr[data-name='sim-guest-03'] a")
+    page.wait_for_function("() => document.getElementById('guest-name').textContent === 'sim-guest-03'")
+    page.wait_for_selector("#guest-explain:not([hidden])")
+    policy = tmp_path / "90-explained.policy"
+    policy.write_text(EXPLAINED_POLICY)
+    stored = momctl(host.system, "policy", "set", "90-explained", str(policy))
+    assert stored.returncode == 0, stored.stderr
+    try:
+        evaluated = momctl(host.system, "evaluate")
+        assert evaluated.returncode == 0, evaluated.stderr
+        # Shown without a reload: the page follows ControlsApplied.
+        page.wait_for_selector("#guest-explain .mom-explain-where:has-text('policy 90-explained, line 3')")
+        text = page.text_content("#guest-explain")
+        # The page tells what momd recorded (the balloon may still be moving:
+        # where it stood is what the policy read, not what the test saw).
+        (change,) = momctl_json(host.system, "explain", "sim-guest-03")["records"][-1]["changes"]
+        assert change["to"] == change["from"] - 65536
+        assert f"balloon_target: {kib_text(change['from'])} → {kib_text(change['to'])}" in text
+        assert "(−64.0 MiB)" in text
+        assert "90-explained.policy:3" in text   # the stored policy's file
+        assert f"balloon_cur {kib_text(change['from'])}" in text
+        shot = host.tmp / "cockpit-guest-explain.png"
+        page.locator("#guest-explain").screenshot(path=str(shot))
+        keep_artifact(shot)
+    finally:
+        deleted = momctl(host.system, "policy", "delete", "90-explained")
+        assert deleted.returncode == 0, deleted.stderr
+
+
 def _new_policy(page, name: str, text: str) -> None:
     page.fill("#new-policy-name", name)
     page.click("#new-policy-form button[type=submit]")

@@ -8,6 +8,7 @@ the KSM controller writes a temporary directory laid out like
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,30 @@ def test_a_misspelt_control_is_named_once(run, tmp_path, fake_host, specs, caplo
     run(body())
     warnings = [r.getMessage() for r in caplog.records if "balon_target" in r.getMessage()]
     assert len(warnings) == 1 and "balloon_target" in warnings[0]
+
+
+def test_a_guest_gone_while_its_sample_waited_does_not_come_back(run, tmp_path, fake_host, specs):
+    # The sample is taken, then waits for the evaluation lock; the guest's
+    # lifecycle event removes it meanwhile.  Seen in benchmarks/churn_bench.py
+    # as a guest re-added to the bus after it was destroyed.
+    node = write_node_xml(tmp_path / "node.xml", specs)
+
+    async def body() -> None:
+        engine, recorder = make_engine(node, fake_host, shipped_policies())
+        await engine.connect()
+        try:
+            victim = specs[0].uuid
+            dom = engine.hypervisor.connection.lookupByUUIDString(victim)
+            async with engine._evaluation_lock:  # noqa: SLF001 - an evaluation in progress
+                collecting = asyncio.ensure_future(engine.collect_guests())
+                await asyncio.sleep(0.05)   # collect() has returned; the lock is awaited
+                dom.destroy()
+                await wait_for(lambda: victim not in engine.guests, what="guest removed")
+            await collecting
+            assert victim not in engine.guests
+            assert recorder.removed == [victim]
+            assert recorder.added.count(victim) == 1   # at connect, never again
+        finally:
+            await engine.stop()
+
+    run(body())

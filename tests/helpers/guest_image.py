@@ -13,6 +13,15 @@ line), then prints its own ``MemTotal`` to the serial console every second::
 
     MOMTEST MemTotal: 497456 kB
 
+With ``guest_agent=True`` (default off: the default image and its hash stay
+as they are) the initramfs also holds Debian's ``qemu-ga`` from the package
+``qemu-guest-agent`` (unpacked, never installed) with the shared libraries
+``ldd`` finds for it on this host, and the ``virtio_console`` module; /init
+then starts the agent on the virtio-serial port named
+``org.qemu.guest_agent.0`` (``domain_xml(guest_agent=True)`` adds that
+channel) and skips the balloon driver when the kernel command line says
+``mom_no_balloon`` (``domain_xml(balloon_driver=False)``).
+
 Both artifacts are cached between runs, outside the repository
 (``$MOM_TEST_CACHE`` or ``~/.cache/mom-tests``): the kernel under its package
 name and version, the initramfs under a hash of everything that goes into it.
@@ -33,7 +42,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from xml.sax.saxutils import escape
 
 from tests.helpers.file_lock import flock_within
@@ -69,6 +78,47 @@ while :; do
     sleep 1
 done
 """
+
+
+AGENT_PACKAGE = "qemu-guest-agent"
+AGENT_BINARY = "usr/sbin/qemu-ga"
+AGENT_PORT_NAME = "org.qemu.guest_agent.0"
+#: Modules the agent variant adds: the virtio-serial driver, for the agent's port.
+AGENT_MODULES = {"virtio_console": "drivers/char"}
+
+# The agent variant of /init: the balloon driver may be skipped, and the
+# agent runs on its port (named by the host; the kernel learns the name
+# shortly after the port appears, hence the wait).
+_BALLOON_INSMOD = "    insmod /lib/modules/$m.ko || "
+_AGENT_INSMOD = ('    case "$m" in virtio_balloon) grep -q mom_no_balloon /proc/cmdline '
+                 f'&& {{ echo "{MARK} no balloon driver"; continue; }};; esac\n' + _BALLOON_INSMOD)
+_AGENT_START = f"""insmod /lib/modules/virtio_console.ko || echo "{MARK} insmod virtio_console failed"
+port=""
+for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    for d in /sys/class/virtio-ports/*; do
+        [ "$(cat $d/name 2>/dev/null)" = "{AGENT_PORT_NAME}" ] && port=/dev/${{d##*/}}
+    done
+    [ -n "$port" ] && [ -e "$port" ] && break
+    sleep 1
+done
+if [ -n "$port" ]; then
+    mkdir -p /run /var/run /tmp/qga
+    /bin/qemu-ga -m virtio-serial -p "$port" -t /tmp/qga &
+    echo "{MARK} agent started on $port"
+else
+    echo "{MARK} no agent port"
+fi
+echo "{MARK} ready"
+"""
+
+
+def _init_script(guest_agent: bool) -> str:
+    if not guest_agent:
+        return INIT_SCRIPT
+    ready = f'echo "{MARK} ready"\n'
+    assert _BALLOON_INSMOD in INIT_SCRIPT and ready in INIT_SCRIPT
+    return (INIT_SCRIPT.replace(_BALLOON_INSMOD, _AGENT_INSMOD)
+            .replace(ready, _AGENT_START))
 
 
 class GuestImageError(RuntimeError):
@@ -196,11 +246,7 @@ def kernel_package() -> tuple[str, str]:
     if not names:
         raise GuestImageError(f"{KERNEL_META_PACKAGE} depends on no linux-image package:\n{out}")
     package = names[0]
-    show = _run(["apt-cache", "show", "--no-all-versions", package], timeout=60)
-    version = re.search(r"^Version:\s*(\S+)", show, re.M)
-    if version is None:
-        raise GuestImageError(f"no version for {package}:\n{show}")
-    return package, version.group(1)
+    return package, _package_version(package)
 
 
 def _safe(text: str) -> str:
@@ -224,32 +270,103 @@ def unpack_package(package: str, version: str, work: Path) -> Path:
     return unpacked
 
 
-def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
-    """Download and unpack the kernel and the virtio modules (cached)."""
-    final = _kernel_dir(cache, package, version)
+def _cached_unpack(final: Path, package: str, version: str,
+                   stage: Callable[[Path, Path], None]) -> Path:
+    """``final``, made once: ``package`` = ``version`` downloaded and unpacked
+    in a scratch directory of the cache, ``stage(unpacked, staging)`` picks
+    what is kept into ``staging``, which then becomes ``final`` at once."""
     if (final / "complete").exists():
         return final
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".fetch-") as tmp:
+    with tempfile.TemporaryDirectory(dir=final.parent, prefix=".fetch-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)  # apt's sandbox user may write here
         unpacked = unpack_package(package, version, work)
-        kernels = sorted(unpacked.glob("boot/vmlinuz-*"))
-        if not kernels:
-            raise GuestImageError(f"{package} {version} holds no /boot/vmlinuz-*")
         staging = work / "out"
-        (staging / "modules").mkdir(parents=True)
-        shutil.copy2(kernels[0], staging / "vmlinuz")
-        for name in VIRTIO_MODULES:
-            found = [p for p in unpacked.glob(f"lib/modules/*/kernel/drivers/virtio/{name}.ko*")]
-            if not found:
-                # Built into the kernel: nothing to load (insmod fails harmlessly).
-                continue
-            (staging / "modules" / f"{name}.ko").write_bytes(_decompressed(found[0]))
+        staging.mkdir()
+        stage(unpacked, staging)
         (staging / "complete").write_text(f"{package} {version}\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
     return final
+
+
+def _fetch_kernel(cache: Path, package: str, version: str) -> Path:
+    """Download and unpack the kernel and the virtio modules (cached)."""
+    def stage(unpacked: Path, staging: Path) -> None:
+        kernels = sorted(unpacked.glob("boot/vmlinuz-*"))
+        if not kernels:
+            raise GuestImageError(f"{package} {version} holds no /boot/vmlinuz-*")
+        (staging / "modules").mkdir()
+        shutil.copy2(kernels[0], staging / "vmlinuz")
+        _stage_modules(unpacked, staging / "modules",
+                       {name: "drivers/virtio" for name in VIRTIO_MODULES})
+    return _cached_unpack(_kernel_dir(cache, package, version), package, version, stage)
+
+
+def _stage_modules(unpacked: Path, into: Path, modules: dict[str, str]) -> None:
+    """Modules by name -> their directory under ``kernel/``, decompressed."""
+    for name, where in modules.items():
+        found = sorted(unpacked.glob(f"lib/modules/*/kernel/{where}/{name}.ko*"))
+        if found:  # else built into the kernel: nothing to load (insmod fails harmlessly)
+            (into / f"{name}.ko").write_bytes(_decompressed(found[0]))
+
+
+def _package_version(package: str) -> str:
+    show = _run(["apt-cache", "show", "--no-all-versions", package], timeout=60)
+    version = re.search(r"^Version:\s*(\S+)", show, re.M)
+    if version is None:
+        raise GuestImageError(f"no version for {package}:\n{show}")
+    return version.group(1)
+
+
+def _fetch_extra_modules(cache: Path, package: str, version: str,
+                         modules: dict[str, str]) -> Path:
+    """Modules of the kernel package beyond the virtio ones, by name ->
+    directory under ``kernel/`` (cached, decompressed)."""
+    key = hashlib.sha256(repr(sorted(modules.items())).encode()).hexdigest()[:8]
+    return _cached_unpack(cache / f"modules-{package}_{_safe(version)}-{key}", package,
+                          version, lambda unpacked, staging: _stage_modules(
+                              unpacked, staging, modules))
+
+
+def _shared_libraries(binary: Path) -> dict[str, bytes]:
+    """What ``binary`` needs to run, as ``ldd`` finds it on this host:
+    path in the guest (the loader's name for it) -> the file's content."""
+    out = _run(["ldd", str(binary)], timeout=60)
+    if "not found" in out:
+        raise GuestImageError(f"{binary.name} needs libraries this host lacks:\n{out}")
+    libraries: dict[str, bytes] = {}
+    for line in out.splitlines():
+        match = re.search(r"(?:=>\s*)?(/\S+)\s+\(0x", line)
+        if match:
+            path = Path(match.group(1))
+            libraries[str(path).lstrip("/")] = path.resolve().read_bytes()
+    return libraries
+
+
+def _fetch_agent(cache: Path) -> Path:
+    """Debian's qemu-ga, unpacked from its package (cached by version)."""
+    try:
+        version = _package_version(AGENT_PACKAGE)
+    except (GuestImageError, OSError, subprocess.TimeoutExpired) as e:
+        cached = sorted(cache.glob("agent-*/complete"), key=lambda p: p.stat().st_mtime)
+        if not cached:
+            raise GuestImageError(f"cannot find {AGENT_PACKAGE}: {e}") from e
+        return cached[-1].parent
+    return _cached_unpack(cache / f"agent-{AGENT_PACKAGE}_{_safe(version)}", AGENT_PACKAGE,
+                          version, lambda unpacked, staging: shutil.copy2(
+                              unpacked / AGENT_BINARY, staging / "qemu-ga"))
+
+
+def agent_binary(cache: Path | None = None) -> Path:
+    """Debian's qemu-ga, unpacked in the cache (for tests that run it on the
+    host, on a UNIX socket); GuestImageError when it cannot be had."""
+    cache = Path(cache) if cache is not None else cache_dir()
+    with cache_lock(cache):
+        binary = _fetch_agent(cache) / "qemu-ga"
+    _shared_libraries(binary)  # GuestImageError when this host lacks one
+    return binary
 
 
 def _decompressed(path: Path) -> bytes:
@@ -305,24 +422,48 @@ class _Cpio:
         return self.out.getvalue()
 
 
-def _build_initrd(modules: Path, busybox: Path) -> bytes:
+def _build_initrd(modules: Path, busybox: Path, init: str = INIT_SCRIPT,
+                  extra: dict[str, tuple[bytes, int]] | None = None) -> bytes:
+    """The archive; ``extra``: more files, path -> (content, mode), their
+    directories made as needed."""
     cpio = _Cpio()
-    for d in ("bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"):
+    directories = ["bin", "dev", "proc", "sys", "tmp", "lib", "lib/modules"]
+    for path in sorted(extra or {}):
+        parents = Path(path).parents
+        for parent in reversed(list(parents)[:-1]):
+            if str(parent) not in directories:
+                directories.append(str(parent))
+    for d in directories:
         cpio.directory(d)
     cpio.char_device("dev/console", 5, 1)
     cpio.char_device("dev/null", 1, 3)
     cpio.file("bin/busybox", busybox.read_bytes(), 0o755)
     for module in sorted(modules.glob("*.ko")):
         cpio.file(f"lib/modules/{module.name}", module.read_bytes())
-    cpio.file("init", INIT_SCRIPT.encode(), 0o755)
+    for path, (data, mode) in sorted((extra or {}).items()):
+        cpio.file(path, data, mode)
+    cpio.file("init", init.encode(), 0o755)
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
 
 
-def ensure_guest_image(cache: Path | None = None) -> GuestImage:
+def _agent_files(cache: Path, package: str, version: str) -> dict[str, tuple[bytes, int]]:
+    """What the agent variant adds to the initramfs: qemu-ga, its libraries
+    and the virtio-serial module."""
+    agent = _fetch_agent(cache) / "qemu-ga"
+    files = {"bin/qemu-ga": (agent.read_bytes(), 0o755)}
+    files.update((path, (data, 0o755)) for path, data in _shared_libraries(agent).items())
+    modules = _fetch_extra_modules(cache, package, version, AGENT_MODULES)
+    files.update((f"lib/modules/{m.name}", (m.read_bytes(), 0o644))
+                 for m in sorted(modules.glob("*.ko")))
+    return files
+
+
+def ensure_guest_image(cache: Path | None = None, *, guest_agent: bool = False) -> GuestImage:
     """The kernel and initramfs, fetched and built once, then from the cache.
 
     Without apt metadata (an offline host), the newest kernel already in
-    the cache is used.
+    the cache is used.  ``guest_agent``: the variant with qemu-ga (see the
+    module), cached under its own name.
     """
     cache = Path(cache) if cache is not None else cache_dir()
     busybox = find_static_busybox()
@@ -337,26 +478,34 @@ def ensure_guest_image(cache: Path | None = None) -> GuestImage:
                 raise GuestImageError(f"cannot find the guest kernel package: {e}") from e
             package, version = cached[-1].read_text().split()
         kdir = _fetch_kernel(cache, package, version)
+        init = _init_script(guest_agent)
+        extra = _agent_files(cache, package, version) if guest_agent else {}
         digest = hashlib.sha256()
-        digest.update(INIT_SCRIPT.encode())
+        digest.update(init.encode())
         digest.update(busybox.read_bytes())
         for module in sorted((kdir / "modules").glob("*.ko")):
             digest.update(module.name.encode())
             digest.update(module.read_bytes())
-        initrd = cache / f"initrd-{digest.hexdigest()[:16]}.cpio.gz"
+        for path, (data, _mode) in sorted(extra.items()):
+            digest.update(path.encode())
+            digest.update(data)
+        # Each variant under a prefix of its own, so that building one never
+        # prunes the other.
+        prefix = "initrd+agent-" if guest_agent else "initrd-"
+        initrd = cache / f"{prefix}{digest.hexdigest()[:16]}.cpio.gz"
         if not initrd.exists():
             tmp = initrd.with_name(f".{initrd.name}.{os.getpid()}")
-            tmp.write_bytes(_build_initrd(kdir / "modules", busybox))
+            tmp.write_bytes(_build_initrd(kdir / "modules", busybox, init, extra))
             os.replace(tmp, initrd)
         for path in (kdir, kdir / "vmlinuz", initrd):
             os.chmod(path, os.stat(path).st_mode | 0o444 | (0o111 if path.is_dir() else 0))
-        _prune(cache, keep={kdir.name, initrd.name})
+        _prune(cache, keep={kdir.name, initrd.name}, initrd_prefix=prefix)
     return GuestImage(kdir / "vmlinuz", initrd, package, version)
 
 
-def _prune(cache: Path, keep: set[str]) -> None:
-    """Drop kernels and initramfs images of earlier versions."""
-    for path in [*cache.glob("kernel-*"), *cache.glob("initrd-*.cpio.gz")]:
+def _prune(cache: Path, keep: set[str], initrd_prefix: str = "initrd-") -> None:
+    """Drop kernels and initramfs images (of this variant) of earlier versions."""
+    for path in [*cache.glob("kernel-*"), *cache.glob(f"{initrd_prefix}*.cpio.gz")]:
         if path.name not in keep:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
@@ -371,13 +520,29 @@ def _prune(cache: Path, keep: set[str]) -> None:
 def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
                memory_mib: int = 512, vcpus: int = 1, dirty_mib: int = 0,
                kind: str | None = None, emulator: str | None = None,
-               stats_period: int = 1) -> str:
-    """A transient domain booting ``image``, its console written to ``serial_path``."""
+               stats_period: int = 1, guest_agent: bool = False,
+               balloon_driver: bool = True,
+               balloon_attributes: dict[str, str] | None = None) -> str:
+    """A transient domain booting ``image``, its console written to ``serial_path``.
+
+    ``guest_agent``: with the agent's virtio-serial channel (libvirt picks
+    the socket); ``balloon_driver`` False: the guest does not load its
+    balloon driver (the agent image only); ``balloon_attributes``: more
+    attributes of ``<memballoon>`` (``autodeflate``, ``freePageReporting``).
+    """
     kind = kind or domain_type()
     emulator = emulator or find_qemu() or "/usr/bin/qemu-system-x86_64"
     cmdline = "console=ttyS0 loglevel=4 mitigations=off"
     if dirty_mib:
         cmdline += f" mom_dirty_mib={int(dirty_mib)}"
+    if not balloon_driver:
+        cmdline += " mom_no_balloon"
+    channel = (f"""    <channel type='unix'>
+      <target type='virtio' name='{AGENT_PORT_NAME}'/>
+    </channel>
+""" if guest_agent else "")
+    balloon = "".join(f" {key}='{escape(value)}'"
+                      for key, value in (balloon_attributes or {}).items())
     return f"""<domain type='{kind}'>
   <name>{escape(name)}</name>
   <uuid>{uuid}</uuid>
@@ -400,7 +565,7 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
       <source path='{escape(str(Path(serial_path).absolute()))}'/>
       <target port='0'/>
     </serial>
-    <memballoon model='virtio'>
+{channel}    <memballoon model='virtio'{balloon}>
       <stats period='{int(stats_period)}'/>
     </memballoon>
   </devices>

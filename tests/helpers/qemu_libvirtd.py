@@ -339,6 +339,10 @@ class LibvirtClient:
     def memory_stats(self, uuid: str) -> dict[str, int]:
         return self._call("stats", uuid)
 
+    def live_xml(self, uuid: str) -> str:
+        """The running domain's live definition."""
+        return self._call("xml", uuid)
+
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
@@ -422,6 +426,7 @@ def _serve() -> None:
         "stats": lambda uuid: conn.lookupByUUIDString(uuid).memoryStats(),
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "xml": lambda uuid: conn.lookupByUUIDString(uuid).XMLDesc(0),
         "metadata": lambda uuid, xml, key, namespace: conn.lookupByUUIDString(uuid).setMetadata(
             libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, namespace,
             libvirt.VIR_DOMAIN_AFFECT_LIVE),
