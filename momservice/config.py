@@ -104,9 +104,8 @@ CONTROLLERS: tuple[str, ...] = tuple(MECHANISMS)
 #: they are dropped from the lists, with one warning each.
 UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ()
 UNIMPLEMENTED_GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestNetworkDaemon", "GuestIoTune",
-    "GuestIoTuneOptional")
-UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ("IoTune",)
+    "GuestNetworkDaemon",)
+UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ()
 
 #: MoM's "Optional" collector variants, read as the collector they vary
 #: (with one warning each): in mom, the optional statistics of a collector are

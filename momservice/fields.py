@@ -182,6 +182,14 @@ GUEST_STATISTICS: tuple[Field, ...] = (
     Field("balloon_free_page_reporting", "BalloonFreePageReporting", "u", None,
           "Whether the guest returns the pages it frees to the host itself "
           "(free page reporting)", states=("off", "on"), optional=True),
+    # IoTune (docs/mechanisms/iotune.md): lists of disks, each a dictionary.
+    Field("io_tune", "IoTune", "aa{sv}", None,
+          "Disks with I/O limits in the guest's metadata: name, path, and the guaranteed, "
+          "maximum and current limits (total/read/write bytes and operations per second, "
+          "0 unlimited)", optional=True),
+    Field("io_tune_current", "IoTuneCurrent", "aa{sv}", None,
+          "Every disk of the guest with its current I/O limits: name, path, "
+          "total/read/write bytes and operations per second (0 unlimited)", optional=True),
     *GUEST_CPU_TUNE,
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,

@@ -124,6 +124,12 @@ HOST_FIELDS_LEFT_OUT: dict[str, str] = {
     **{f.name: "the wall clock: every sample has its own timestamp" for f in HOST_TIME},
 }
 
+#: Guest statistics that are no number, each with the reason it has no metric.
+GUEST_FIELDS_LEFT_OUT: dict[str, str] = {
+    "io_tune": "a list of disks, each with limits of its own: not one number",
+    "io_tune_current": "a list of disks, each with limits of its own: not one number",
+}
+
 #: Each guest's statistics, labelled ``guest`` (its name) and ``uuid``.
 GUEST_METRICS: tuple[Metric, ...] = tuple(_statistic("guest", *row) for row in (
     ("balloon_cur", "guest_balloon_current", "Memory the balloon leaves the guest."),

@@ -296,6 +296,21 @@ class Service:
         sample = {k: v for k, v in entity.latest.items() if k != "balloon_cur"}
         return await self._mechanism("Balloon").set_target(uuid, kib, sample, entity.name)
 
+    async def set_io_tune(self, uuid: str, device: str, limits: Mapping[str, Any]) -> dict[str, int]:
+        """Set I/O limits of one disk (target name or source path) of a managed
+        guest; returns the limits sent (with the rest of their groups).
+
+        NotFound for an unknown guest or disk; InvalidArgument for an unknown
+        limit or a value outside 0..10**15; Failed when libvirt refuses.
+        """
+        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
+        if entity is None:
+            raise NotFound(f"no managed guest {uuid!r}")
+        if not isinstance(device, str) or not device:
+            raise InvalidArgument("a disk (target name or source path) is needed")
+        return await self._mechanism("IoTune").set_limits(uuid, device, limits, entity.latest,
+                                                          entity.name)
+
     async def set_cpu_tune(self, uuid: str, settings: Mapping[str, Any]) -> dict[str, int]:
         """Set a managed guest's vCPU bandwidth: keys ``quota`` (-1 or
         1000..17592186044415) and ``period`` (1000..1000000), microseconds;

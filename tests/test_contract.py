@@ -31,7 +31,7 @@ GUEST_PROPERTIES = {
     "BalloonMinimum": "t", "MemAvailable": "t", "MemUnused": "t", "MemUsable": "t",
     "DiskCaches": "t", "SwapIn": "t", "SwapOut": "t", "MajorFaults": "t", "MinorFaults": "t",
     "Rss": "t", "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
-    "Controls": "a{sv}",
+    "Controls": "a{sv}", "IoTune": "aa{sv}", "IoTuneCurrent": "aa{sv}",
     # Issue 12: what the balloon does by itself (0 off, 1 on).
     "BalloonAutodeflate": "u", "BalloonFreePageReporting": "u",
     # GuestCpuTune
@@ -57,7 +57,8 @@ def test_names_are_the_documented_ones():
         "org.ovirt.mom1.Error.Failed", "org.freedesktop.DBus.Error.AccessDenied",
         "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
     assert contract.ACTIONS == ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
-                                "org.ovirt.mom1.control-ksm", "org.ovirt.mom1.control-cputune")
+                                "org.ovirt.mom1.control-ksm", "org.ovirt.mom1.control-iotune",
+                                "org.ovirt.mom1.control-cputune")
 
 
 def test_contract_and_catalogue_import_without_dbus_next():

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
-from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_CONTROL_KSM,
+from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_CONTROL_IOTUNE,
+                        ACTION_CONTROL_KSM,
                         ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
@@ -44,6 +45,8 @@ def applied_controls(evaluation: "Evaluation") -> dict:
     """What an evaluation changed, by object, under the policies' control names."""
     guests: dict[str, dict[str, Any]] = {
         uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()}
+    for uuid, disks in evaluation.applied.get("IoTune", {}).items():
+        guests.setdefault(uuid, {})["io_tune"] = disks
     for uuid, tuned in evaluation.applied.get("CpuTune", {}).items():
         guests.setdefault(uuid, {}).update(tuned)
     return controls_by_object(
@@ -296,6 +299,14 @@ class GuestInterface(Published):
         """Resize the balloon to kib, within [BalloonMinimum or the floor, BalloonMaximum]."""
         self.balloon_target = await self.service.set_balloon_target(self.uuid, kib)
         self.publish_changes()
+
+    @method()
+    @requires(ACTION_CONTROL_IOTUNE)
+    async def SetIoTune(self, device: "s", limits: "a{sv}"):
+        """Set I/O limits of one disk (target name or source path): keys total_bytes_sec,
+        read_bytes_sec, write_bytes_sec, total_iops_sec, read_iops_sec, write_iops_sec
+        (0 unlimited, at most 10**15); a group's limits not given stay as they are."""
+        await self.service.set_io_tune(self.uuid, device, from_variants(limits))
 
     @method()
     @requires(ACTION_CONTROL_CPUTUNE)

@@ -15,6 +15,7 @@ from dbus_next import PropertyAccess, Variant
 from dbus_next.service import dbus_property
 
 from ..fields import UNSIGNALLED_FIELDS
+from ..policy.records import PolicyRecord
 from .access import MomInterface
 
 
@@ -43,7 +44,14 @@ def _coerce(signature: str, value: Any) -> Any:
         return bool(value)
     if signature == "s":
         return "" if value is None else str(value)
+    if signature == "aa{sv}":
+        # A list of records (a guest's disks): each as a dictionary.
+        return [to_variants(_plain(item)) for item in value] if isinstance(value, list) else []
     return value
+
+
+def _plain(value: Any) -> Any:
+    return value.plain() if isinstance(value, PolicyRecord) else value
 
 
 def _getter(prop: Prop) -> dbus_property:
@@ -67,6 +75,12 @@ def to_variant(value: Any) -> Variant | None:
         return Variant("s", value)
     if value is None:
         return None
+    if isinstance(value, PolicyRecord):
+        value = value.plain()
+    if isinstance(value, dict):
+        return Variant("a{sv}", to_variants(value))
+    if isinstance(value, list) and all(isinstance(v, (dict, PolicyRecord)) for v in value):
+        return Variant("aa{sv}", [to_variants(_plain(v)) for v in value])
     return Variant("s", repr(value))
 
 

@@ -22,6 +22,7 @@ from ..fields import (BALLOON_TARGET, GUEST_BY_PROPERTY, GUEST_CATALOGUE, GUEST_
                       GUEST_CPU_TUNE, GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
 from . import exitcodes
 from .bus_client import MomClient, guests_of, unwrap
+from .iotune_format import disk_lines
 from .formatting import (KSM_KEYS, cputune_setting, dump_json, field_text, format_duration_us,
                          format_kib, format_table, format_timestamp_us, format_value,
                          ksm_setting, param_variant, parse_assignment, parse_size)
@@ -199,6 +200,10 @@ def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
     for name in names:
         value = props[name]
         field = GUEST_BY_PROPERTY.get(name)
+        if field is not None and field.signature == "aa{sv}":
+            lines.append(f"  {name}:")   # a disk per line (IoTune, IoTuneCurrent)
+            lines.extend(disk_lines(value))
+            continue
         text = "none" if field is BALLOON_TARGET and not value else field_text(field, value)
         lines.append(f"  {name:<{width}}  {text}")
     for section in ("Statistics", "Controls"):
@@ -217,6 +222,10 @@ def _named_values(values: dict[str, Any]) -> list[str]:
     lines = []
     for key in sorted(values):
         value = values[key]
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"  {key}:")   # disks (io_tune): one per line
+            lines.extend(disk_lines(value))
+            continue
         text = format_value(value)
         if key in GUEST_STAT_KIB and isinstance(value, (int, float)) \
                 and not isinstance(value, bool) and value:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..fields import GUEST_FIELDS, GUEST_PROPERTIES
+from ..policy.iotune_value import from_plain
 from ..policy import Entity, PolicyError, PolicySet, compile_policy
 from ..policy_files import find_policy_files, read_policy_texts
 from . import exitcodes
@@ -136,6 +137,11 @@ def _guest(index: int, text: str) -> Entity:
     # Every key given counts as present: no required field can be missing,
     # and a standard field left out reads as nil.
     guest = Entity("guest", props, optional=GUEST_FIELDS)
+    try:
+        # A guest's disks as momctl guest --json shows them: records again.
+        data = {k: from_plain(k, v) for k, v in data.items()}
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--guest: {e}") from None
     guest.add_sample(data)
     return guest
 

@@ -13,12 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from .balloon import BalloonController
 from .base import Mechanism, MechanismContext
 from .cputune import CpuTuneController
+from .iotune import IoTuneController
 from .ksm import KsmController
 
 _REGISTERED: tuple[type[Mechanism], ...] = (
     BalloonController,
     KsmController,
     CpuTuneController,
+    IoTuneController,
 )
 
 #: Every mechanism by MoM's name, in the order the engine applies them.

@@ -107,6 +107,12 @@ class HypervisorInterface(abc.ABC):
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
         """Resize the guest's balloon to ``kib``; HypervisorError when refused."""
 
+    async def set_io_tune(self, uuid: str, device: str, limits: dict[str, int]) -> None:
+        """Apply block I/O ``limits`` (``total_bytes_sec`` ... ``write_iops_sec``,
+        0 unlimited) to disk ``device`` (target or source) of the running guest;
+        HypervisorUnsupported without block I/O tuning, HypervisorError when refused."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no block I/O tuning")
+
     async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
                            period: int | None = None) -> None:
         """Set the guest's vCPU bandwidth (microseconds; None leaves one as it

@@ -25,6 +25,7 @@ from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorLi
                    HypervisorUnsupported)
 from .libvirt_cputune import set_cpu_tune
 from .libvirt_eventloop import bind_event_loop, settle
+from .libvirt_iotune import set_block_io_tune
 from .libvirt_readers import DomainReader, definition_fields, readers_for
 from .libvirt_xml import min_guarantee_kib
 
@@ -375,6 +376,9 @@ class LibvirtHypervisor(HypervisorInterface):
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
         await self._on_domain(uuid, lambda dom: dom.setMemoryFlags(
             int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE))
+
+    async def set_io_tune(self, uuid: str, device: str, limits: dict[str, int]) -> None:
+        await self._on_domain(uuid, lambda dom: set_block_io_tune(dom, device, limits))
 
     async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
                            period: int | None = None) -> None:

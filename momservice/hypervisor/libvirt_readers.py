@@ -33,6 +33,7 @@ import libvirt
 
 from . import libvirt_cputune
 from .libvirt_balloon_features import balloon_features
+from . import libvirt_iotune
 
 Fields = dict[str, Any]
 
@@ -66,6 +67,9 @@ _AGENT_EVENTS = (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,)
 READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
     DomainReader("GuestBalloon", from_xml=balloon_features),
     DomainReader("GuestQemuAgent", bind=_guest_agent, events=_AGENT_EVENTS),
+    # MoM's two names, the same fields: optional for both in mom (nil without limits).
+    *(DomainReader(name, from_xml=libvirt_iotune.read_io_tune, events=libvirt_iotune.EVENTS)
+      for name in ("GuestIoTune", "GuestIoTuneOptional")),
     DomainReader("GuestCpuTune", from_xml=libvirt_cputune.cputune_fields,
                  events=libvirt_cputune.EVENTS),
 )}

@@ -561,8 +561,11 @@ class Generator:
         n = len(values)
         no_method = _py_str(f"{base_name} has no method {method}")
         if method not in ENTITY_METHODS:
-            self.emit(f"raise _PE({no_method}, {line})")
-            return "None"
+            # Not an entity's: a record's setter (tune.setTotalBytesSec), or an error.
+            t = self.temp()
+            self.emit(f"{t} = _rmethod(E, {obj}, {base_name!r}, {method!r}, "
+                      f"[{', '.join(values)}], {line})")
+            return t
         self.emit(f"if type({obj}) is not _Ent: raise _PE({no_method}, {line})")
         t = self.temp()
         generic = f"{t} = _method(E, {obj}, {method!r}, [{', '.join(values)}], {line})"

@@ -12,6 +12,7 @@ from .compiler import RESERVED_WORDS, compile_policy
 from .entity import Entity
 from .errors import PolicyError, PolicyLimitError, PolicyTrialError
 from .reads import FieldsRead, fields_read
+from .records import record_controls
 from .runtime import Env
 
 #: Step budget of one evaluation, in evaluated nodes (roughly): a runaway
@@ -179,6 +180,7 @@ class PolicySet:
         result.guest_errors = env.failed
         if result.error is not None:
             return result
+        record_controls(env.writes, [g for g in managed if g not in env.failed], env.controls)
         for entity, controls in env.controls.items():
             if entity is host:
                 result.host_controls = controls

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from .entity import Entity
 from .errors import PolicyError
+from .records import Writes
 
 
 class Unbound:
@@ -68,7 +69,7 @@ class Env:
     """Everything one evaluation changes: bindings, budget, requests."""
 
     __slots__ = ("b", "gframe", "steps", "depth", "max_depth", "controls",
-                 "origins", "failed", "messages", "variables")
+                 "origins", "failed", "messages", "variables", "writes")
 
     def __init__(self, bindings: dict[str, Any], *, max_steps: int,
                  max_depth: int, keep_variables: bool = True) -> None:
@@ -93,6 +94,8 @@ class Env:
         #: entities (None: written through, kept across evaluations).
         self.variables: dict[Entity, dict[str, Any]] | None = \
             None if keep_variables else {}
+        #: What the setters of records asked (see ``records``), by record.
+        self.writes: Writes = {}
 
     def define_global(self, name: str, value: Any) -> None:
         """Bind in the global scope, beneath any inner bindings of the name."""

@@ -14,6 +14,7 @@ from .builtins import (ARITHMETIC_ERRORS, BINARY_OPERATORS, BUILTINS, ENTITY_MET
                        MAX_INT_BITS, MAX_SEQUENCE, SEQUENCE_OPERATORS, operand_error)
 from .entity import Entity
 from .errors import PolicyBudgetError, PolicyError, PolicyLimitError
+from .records import PolicyRecord
 from .runtime import UNBOUND, Builtin, Env, UserFunction, show
 
 _HUGE = 1 << MAX_INT_BITS  # an int at or beyond it has more than MAX_INT_BITS bits
@@ -75,6 +76,11 @@ def _attribute(obj: Any, attr: str, name: str, line: int) -> Any:
         except PolicyError as e:
             e.line = line
             raise
+    if isinstance(obj, PolicyRecord):
+        try:
+            return obj.attribute(attr)
+        except KeyError:
+            pass
     raise PolicyError(f"{name}: {show(obj)} has no attribute {attr}", line)
 
 
@@ -90,6 +96,22 @@ def _stat_avg(obj: Entity, field: str, line: int) -> Any:
 def _method(env: Env, obj: Entity, method: str, args: list, line: int) -> Any:
     try:
         return ENTITY_METHODS[method](env, obj, args, line)
+    except PolicyError as e:
+        if e.line is None:
+            e.line = line
+        raise
+
+
+def _record_method(env: Env, obj: Any, base: str, method: str, args: list,
+                   line: int) -> Any:
+    """A method that is not an entity's: a record's setter, else an error."""
+    entry = env.writes.get(id(obj))
+    if entry is None or entry[0] is not obj:
+        if not isinstance(obj, PolicyRecord):
+            raise PolicyError(f"{base} has no method {method}", line)
+        entry = env.writes[id(obj)] = (obj, {})
+    try:
+        return obj.call(method, args, entry[1])
     except PolicyError as e:
         if e.line is None:
             e.line = line
@@ -116,7 +138,7 @@ NAMESPACE: dict[str, Any] = {
     "_UNB": UNBOUND, "_H": _HUGE, "_NH": -_HUGE, "_NOC": _NO_CONTROLS,
     "_operr": _operr, "_capped": _capped, "_binary": _binary,
     "_cmp": _cannot_compare, "_abserr": _abs_error, "_nargs": _nargs,
-    "_attr": _attribute, "_savg": _stat_avg, "_method": _method,
+    "_attr": _attribute, "_savg": _stat_avg, "_method": _method, "_rmethod": _record_method,
     "_witherr": _with_error, "_deptherr": _depth_error,
     "_B_max": BUILTINS["max"], "_B_min": BUILTINS["min"], "_B_abs": BUILTINS["abs"],
     "_B_not": BUILTINS["not"], "_B_valid": BUILTINS["valid"],

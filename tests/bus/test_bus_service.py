@@ -168,6 +168,7 @@ CALLS = [
     ("write", M, P, "Set", "ssv", [MI, "Verbosity", Variant("s", "error")]),
     ("write", H, HI, "SetKsm", "a{sv}", [{"run": Variant("u", 1)}]),
     ("write", G, GI, "SetBalloonTarget", "t", [300000]),
+    ("write", G, GI, "SetIoTune", "sa{sv}", ["vda", {"total_iops_sec": Variant("t", 1)}]),
 ]
 async def main():
     bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
@@ -198,7 +199,7 @@ def test_nobody_reads_everything_and_changes_nothing(system, momd) -> None:
     reads = [o for o in outcomes if o["kind"] == "read"]
     writes = [o for o in outcomes if o["kind"] == "write"]
     assert reads and all(o["error"] is None for o in reads), reads
-    assert len(writes) == 18
+    assert len(writes) == 20
     for o in writes:
         # polkit asks for an admin password: without the interactive flag
         # the caller is told so; with it (and no agent) it is denied.

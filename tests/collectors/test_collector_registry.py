@@ -107,7 +107,10 @@ def test_the_default_guest_collectors_keep_every_field_but_cpu_tunings(tmp_path,
     # MoM's defaults: GuestCpuTune is configured where CpuTune runs (vdsm's set).
     setup = Setup(tmp_path)
     service = setup.service()
-    assert service.engine.guest_fields_left_out == GUEST_COLLECTORS["GuestCpuTune"].fields
+    # Every field but the disks' I/O limits and the CPU tuning: MoM's default
+    # collectors, which leave GuestIoTune and GuestCpuTune out, as MoM's do.
+    assert service.engine.guest_fields_left_out == (GUEST_COLLECTORS["GuestIoTune"].fields
+                                                    | GUEST_COLLECTORS["GuestCpuTune"].fields)
 
     async def body():
         await service.start()

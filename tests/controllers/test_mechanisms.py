@@ -34,15 +34,17 @@ GiB = 1024 * 1024
 
 
 def test_the_registry_is_the_configurations_list_of_controllers():
-    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "CpuTune")
+    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "CpuTune", "IoTune")
     for name, kind in MECHANISMS.items():
         assert issubclass(kind, Mechanism) and kind.name == name
         assert kind.entity in ("host", "guest") and kind.controls
 
 
 def test_the_mechanisms_consume_exactly_the_known_controls():
-    # The guest's are the catalogue's control rows, the host's the KSM tunables.
-    assert CONTROLS["guest"] == {f.name for f in fields.GUEST_CONTROL_FIELDS}
+    # The guest's are the catalogue's control rows (io_tune's is its statistic's
+    # row: the control is the list of its disks, set through them), the host's
+    # the KSM tunables.
+    assert CONTROLS["guest"] == {f.name for f in fields.GUEST_CONTROL_FIELDS} | {"io_tune"}
     assert CONTROLS["host"] == {f"ksm_{name}" for name in KSM_TUNABLES}
 
 
@@ -90,7 +92,7 @@ def test_check_refuses_what_cannot_be_applied(tmp_path, mechanism, control, valu
 
 def test_every_mechanism_is_built_once_and_the_configured_ones_are_enabled(tmp_path):
     built = build_mechanisms(MechanismContext(None, tmp_path), ["KSM", "NoSuch"])  # type: ignore[arg-type]
-    assert sorted(built) == ["Balloon", "CpuTune", "KSM"]
+    assert sorted(built) == ["Balloon", "CpuTune", "IoTune", "KSM"]
     assert built.enabled == (built["KSM"],)
     assert isinstance(built["KSM"], KsmController) and built["KSM"].ksm_dir == tmp_path
 

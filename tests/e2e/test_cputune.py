@@ -3,10 +3,10 @@
 The chain: vdsm's way of asking (the domain metadata ``vcpuLimit`` in
 ``http://ovirt.org/vm/tune/1.0``, set with libvirt's setMetadata) -> the
 METADATA_CHANGE event -> momd's GuestCpuTune fields -> the vdsm-style
-policy set (benchmarks/policies/vdsm-style, 01 to 04, unchanged) -> the
+policy set (benchmarks/policies/vdsm-style, 01 to 05, unchanged) -> the
 CpuTune controller -> libvirt's scheduler parameters -> the guest's cpu
-cgroup (``cpu.cfs_quota_us`` of each vCPU; ``cpu.max`` on cgroup v2, untried).  momd runs Balloon, KSM and
-CpuTune, vdsm's set of controllers here (IoTune is another module's).
+cgroup (``cpu.cfs_quota_us`` of each vCPU; ``cpu.max`` on cgroup v2, untried).
+momd runs vdsm's set of controllers: Balloon, KSM, CpuTune and IoTune.
 
 Real parts: the private system bus with polkitd, momd as a process, a
 private libvirtd with the QEMU driver allowed the cpu cgroup controller
@@ -90,7 +90,7 @@ class CpuTuneE2E:
         self.momd: Momd | None = None
 
     def start_momd(self) -> None:
-        guest_collectors = "GuestQemuProc, GuestMemory, GuestBalloon, GuestCpuTune"
+        guest_collectors = "GuestQemuProc, GuestMemory, GuestBalloon, GuestCpuTune, GuestIoTune"
         config = momd_config(self.tmp / "momd", self.libvirtd.qemu_uri, engine_interval=1.0,
                              controllers=self.controllers, policies=VDSM_STYLE,
                              extra_main=f"\n[guest]\ncollectors = {guest_collectors}\n")
@@ -181,7 +181,9 @@ def env(tmp_path_factory, measure):
         libvirtd = QemuLibvirtd(tmp / "lvd", cgroups=("cpu",))
         libvirtd.start(timeout=60)
         stack.callback(libvirtd.stop)
-        controllers = "Balloon, CpuTune" if ksm_reason else "Balloon, KSM, CpuTune"
+        # vdsm's set of controllers (the guest has no disk: IoTune has nothing to do).
+        controllers = ("Balloon, CpuTune, IoTune" if ksm_reason
+                       else "Balloon, KSM, CpuTune, IoTune")
         try:
             e2e = CpuTuneE2E(tmp, system, libvirtd, image, controllers)
         except LibvirtCallError as e:

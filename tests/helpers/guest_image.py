@@ -522,13 +522,18 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
                kind: str | None = None, emulator: str | None = None,
                stats_period: int = 1, guest_agent: bool = False,
                balloon_driver: bool = True,
-               balloon_attributes: dict[str, str] | None = None) -> str:
+               balloon_attributes: dict[str, str] | None = None,
+               disk: Path | None = None, metadata: str = "") -> str:
     """A transient domain booting ``image``, its console written to ``serial_path``.
 
     ``guest_agent``: with the agent's virtio-serial channel (libvirt picks
     the socket); ``balloon_driver`` False: the guest does not load its
     balloon driver (the agent image only); ``balloon_attributes``: more
     attributes of ``<memballoon>`` (``autodeflate``, ``freePageReporting``).
+    ``disk``: a raw image attached as virtio disk ``vda`` (the guest needs no
+    driver for it: QEMU's block layer, where I/O limits apply, has it
+    anyway); ``metadata``: XML put in the domain's ``<metadata>``.  All off
+    by default, so the default domain stays as it was.
     """
     kind = kind or domain_type()
     emulator = emulator or find_qemu() or "/usr/bin/qemu-system-x86_64"
@@ -567,10 +572,21 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
     </serial>
 {channel}    <memballoon model='virtio'{balloon}>
       <stats period='{int(stats_period)}'/>
-    </memballoon>
-  </devices>
+    </memballoon>{_disk_xml(disk)}
+  </devices>{f"{chr(10)}  <metadata>{metadata}</metadata>" if metadata else ""}
 </domain>
 """
+
+
+def _disk_xml(disk: Path | None) -> str:
+    if disk is None:
+        return ""
+    return f"""
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{escape(str(Path(disk).absolute()))}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>"""
 
 
 class SerialConsole:

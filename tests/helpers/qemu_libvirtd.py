@@ -346,9 +346,13 @@ class LibvirtClient:
     def set_stats_period(self, uuid: str, seconds: int) -> None:
         self._call("period", uuid, seconds)
 
+    def block_io_tune(self, uuid: str, disk: str) -> dict[str, object]:
+        """The disk's block I/O limits as libvirt reports them (blockIoTune, live)."""
+        return self._call("block_io_tune", uuid, disk)
+
     def set_metadata(self, uuid: str, xml: str | None, key: str, namespace: str) -> None:
-        """Set (None: remove) the live metadata element of ``namespace``, as vdsm does."""
-        self._call("metadata", uuid, xml, key, namespace)
+        """Replace (None: remove) the domain's live metadata element of ``namespace``."""
+        self._call("set_metadata", uuid, xml, key, namespace)
 
     def scheduler_parameters(self, uuid: str) -> dict[str, int]:
         """The running domain's scheduler parameters (vcpu_quota, vcpu_period, ...)."""
@@ -427,8 +431,10 @@ def _serve() -> None:
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
         "xml": lambda uuid: conn.lookupByUUIDString(uuid).XMLDesc(0),
-        "metadata": lambda uuid, xml, key, namespace: conn.lookupByUUIDString(uuid).setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, namespace,
+        "block_io_tune": lambda uuid, disk: conn.lookupByUUIDString(uuid).blockIoTune(
+            disk, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "set_metadata": lambda uuid, xml, key, ns: conn.lookupByUUIDString(uuid).setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, ns,
             libvirt.VIR_DOMAIN_AFFECT_LIVE),
         "sched": lambda uuid: conn.lookupByUUIDString(uuid).schedulerParameters(),
         "destroy": destroy,
