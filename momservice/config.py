@@ -14,7 +14,7 @@ Sections and keys
     any positive number (``0.5`` is fine).
     ``sample-history-length`` (10): an integer >= 1.
     ``libvirt-hypervisor-uri`` (empty: libvirt's default URI).
-    ``controllers`` (``Balloon, KSM``): comma-separated.
+    ``controllers`` (``Balloon, KSM, VirtioMem``): comma-separated.
     ``policy``: one policy file (momd's "rules file");
     ``policy-dir``: a directory of policies; at most one of the two.
     ``plot-dir`` (empty: no plotting).
@@ -41,7 +41,9 @@ Sections and keys
 ``[host]`` / ``[guest]``
     ``collectors``: comma-separated collector names, by default
     ``HostMemory, HostKSM, HostCpu`` and
-    ``GuestQemuProc, GuestMemory, GuestBalloon``.  Only the listed
+    ``GuestQemuProc, GuestMemory, GuestBalloon, GuestMemTune, GuestVirtioMem``
+    (MoM's three, and the cgroup memory limits and the virtio-mem device,
+    read from the definition momd keeps per guest anyway).  Only the listed
     collectors' statistics are collected (``momservice.collectors.registry``
     says which fields each provides; mom's ``HostMemory`` includes the
     kernel's memory pressure, which ``HostPressure`` provides alone).
@@ -90,10 +92,12 @@ ETC_POLICY_DIR = Path("/etc/mom/policy.d")
 
 DEFAULT_STATE_DIR = Path("/var/lib/mom")
 DEFAULT_BALLOON_FLOOR = DEFAULT_FLOOR_KIB  # KiB: the Balloon mechanism's
-DEFAULT_CONTROLLERS: tuple[str, ...] = ("Balloon", "KSM")
+#: VirtioMem and GuestVirtioMem: the shipped policies prefer a guest's
+#: virtio-mem device to its balloon, and a guest without one costs nothing.
+DEFAULT_CONTROLLERS: tuple[str, ...] = ("Balloon", "KSM", "VirtioMem")
 DEFAULT_HOST_COLLECTORS: tuple[str, ...] = ("HostMemory", "HostKSM", "HostCpu")
 DEFAULT_GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestQemuProc", "GuestMemory", "GuestBalloon")
+    "GuestQemuProc", "GuestMemory", "GuestBalloon", "GuestMemTune", "GuestVirtioMem")
 
 #: Implemented plugins, in their canonical spelling: the registries' names.
 HOST_COLLECTORS: tuple[str, ...] = tuple(_HOST_REGISTRY)

@@ -132,6 +132,29 @@ GUEST_IDENTITY: tuple[Field, ...] = (
     Field("uuid", "UUID", "s", None, "The guest's UUID"),
     Field("pid", "Pid", "u", None, "The QEMU process id; 0 if unknown"),
 )
+#: MemTune's cgroup limits on the guest's QEMU process (libvirt's <memtune>),
+#: also the names of MemTune's controls: nil in policies while unlimited,
+#: 0 on the bus (SetMemTune's "unlimited" too).
+MEMTUNE_LIMITS: tuple[Field, ...] = (
+    Field("mem_soft_limit", "MemSoftLimit", "t", KIB,
+          "Soft memory limit of the QEMU process (cgroup v1 memory.soft_limit_in_bytes, "
+          "v2 memory.high), 0 when unlimited", optional=True),
+    Field("mem_hard_limit", "MemHardLimit", "t", KIB,
+          "Hard memory limit of the QEMU process, 0 when unlimited", optional=True),
+    Field("mem_swap_hard_limit", "MemSwapHardLimit", "t", KIB,
+          "Memory plus swap limit of the QEMU process, 0 when unlimited", optional=True),
+)
+#: A guest's virtio-mem device (collector GuestVirtioMem): absent without one.
+VIRTIO_MEM: tuple[Field, ...] = (
+    Field("virtio_mem_max", "VirtioMemMaximum", "t", KIB,
+          "Size of the guest's virtio-mem device (0 without one)", optional=True),
+    Field("virtio_mem_block", "VirtioMemBlock", "t", KIB,
+          "Block size of the guest's virtio-mem device (0 without one)", optional=True),
+    Field("virtio_mem_requested", "VirtioMemRequested", "t", KIB,
+          "Memory the host asks the guest's virtio-mem device to plug (0 without one; "
+          "also the VirtioMem control)", optional=True),
+    Field("virtio_mem_current", "VirtioMemCurrent", "t", KIB,
+          "Memory the guest's virtio-mem device has plugged (0 without one)", optional=True),
 #: GuestCpuTune: the CFS bandwidth of the guest's vCPUs (libvirt's
 #: ``<cputune>``), the limit its manager asked for, and its vCPUs.
 GUEST_CPU_TUNE: tuple[Field, ...] = (
@@ -160,6 +183,7 @@ GUEST_STATISTICS: tuple[Field, ...] = (
           optional=True),
     Field("disk_caches", "DiskCaches", "t", KIB, "The guest's disk caches", optional=True),
     Field("rss", "Rss", "t", KIB, "Resident memory of the QEMU process", optional=True),
+    *MEMTUNE_LIMITS,
     # momctl's SWAP IN/OUT column shows both.
     Field("swap_in", "SwapIn", "t", KIB, "Swapped in by the guest", label="SWAP IN/OUT"),
     Field("swap_out", "SwapOut", "t", KIB, "Swapped out by the guest"),
@@ -190,6 +214,7 @@ GUEST_STATISTICS: tuple[Field, ...] = (
     Field("io_tune_current", "IoTuneCurrent", "aa{sv}", None,
           "Every disk of the guest with its current I/O limits: name, path, "
           "total/read/write bytes and operations per second (0 unlimited)", optional=True),
+    *VIRTIO_MEM,
     *GUEST_CPU_TUNE,
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,

@@ -288,9 +288,7 @@ class Service:
         outside [max(balloon_min, floor), balloon_max]; Failed (a
         HypervisorError) when the hypervisor refuses.
         """
-        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
-        if entity is None:
-            raise NotFound(f"no managed guest {uuid!r}")
+        entity = self._managed_guest(uuid)
         # Without balloon_cur: the sample may be older than the last change,
         # and a request must not be dropped as "already there" on its word.
         sample = {k: v for k, v in entity.latest.items() if k != "balloon_cur"}
@@ -303,13 +301,51 @@ class Service:
         NotFound for an unknown guest or disk; InvalidArgument for an unknown
         limit or a value outside 0..10**15; Failed when libvirt refuses.
         """
-        entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
-        if entity is None:
-            raise NotFound(f"no managed guest {uuid!r}")
+        entity = self._managed_guest(uuid)
         if not isinstance(device, str) or not device:
             raise InvalidArgument("a disk (target name or source path) is needed")
         return await self._mechanism("IoTune").set_limits(uuid, device, limits, entity.latest,
                                                           entity.name)
+
+    #: SetMemTune's keys -> MemTune's controls.
+    MEMTUNE_KEYS: dict[str, str] = {"soft_limit": "mem_soft_limit",
+                                    "hard_limit": "mem_hard_limit",
+                                    "swap_hard_limit": "mem_swap_hard_limit"}
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, Any]) -> dict[str, int]:
+        """Set a managed guest's cgroup memory limits (keys ``soft_limit``,
+        ``hard_limit``, ``swap_hard_limit``, KiB, 0 = unlimited; a key not
+        given stays); returns the guest's limits after, by control name.
+
+        NotFound for an unknown guest; InvalidArgument for an unknown key or
+        a limit MemTune refuses (nothing sent); Failed when the hypervisor
+        refuses or has no memory tunables.
+        """
+        entity = self._managed_guest(uuid)
+        if not isinstance(limits, Mapping):
+            raise InvalidArgument("limits must be a mapping of names to KiB")
+        unknown = sorted(str(k) for k in limits if k not in self.MEMTUNE_KEYS)
+        if unknown:
+            raise InvalidArgument(f"unknown memory limit {', '.join(unknown)}: the keys are "
+                                  f"{', '.join(self.MEMTUNE_KEYS)}")
+        controls = {self.MEMTUNE_KEYS[k]: v for k, v in limits.items()}
+        applied = await self._mechanism("MemTune").set_limits(uuid, controls, entity.latest,
+                                                             entity.name)
+        # The published limits follow at once, not at the next collection.
+        await self.engine.collect_guests()
+        return applied
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> int:
+        """Ask a managed guest's virtio-mem device for ``kib`` KiB; returns the
+        request sent, rounded to the device's block size.
+
+        NotFound for an unknown guest; InvalidArgument when it has no
+        virtio-mem device or ``kib`` lies outside 0..virtio_mem_max; Failed
+        (a HypervisorError) when the hypervisor refuses.
+        """
+        entity = self._managed_guest(uuid)
+        return await self._mechanism("VirtioMem").set_requested(uuid, kib, entity.latest,
+                                                                entity.name)
 
     async def set_cpu_tune(self, uuid: str, settings: Mapping[str, Any]) -> dict[str, int]:
         """Set a managed guest's vCPU bandwidth: keys ``quota`` (-1 or
@@ -320,11 +356,16 @@ class Service:
         a value out of range (nothing sent); Failed when the hypervisor
         refuses (no CPU tuning for this guest, no cpu cgroup, ...).
         """
+        entity = self._managed_guest(uuid)
+        return await self._mechanism("CpuTune").set_by_hand(uuid, settings, entity.latest,
+                                                           entity.name)
+
+    def _managed_guest(self, uuid: str) -> Entity:
+        """The managed guest ``uuid``; NotFound when there is none."""
         entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None
         if entity is None:
             raise NotFound(f"no managed guest {uuid!r}")
-        return await self._mechanism("CpuTune").set_by_hand(uuid, settings, entity.latest,
-                                                           entity.name)
+        return entity
 
     # -- history -----------------------------------------------------------------
 

@@ -141,10 +141,11 @@ def test_defaults_are_moms_values_and_ours():
     assert c.policy_engine_interval == 10
     assert c.sample_history_length == 10
     assert c.hypervisor_uri == ""
-    assert c.controllers == ("Balloon", "KSM")
+    assert c.controllers == ("Balloon", "KSM", "VirtioMem")
     assert c.host_collectors == ("HostMemory", "HostKSM", "HostCpu")
+    # MoM's three, and ours: the cgroup memory limits (MemTune's).
     assert c.guest_collectors == ("GuestQemuProc", "GuestMemory",
-                                  "GuestBalloon")
+                                  "GuestBalloon", "GuestMemTune", "GuestVirtioMem")
     assert c.collector_options == {}
     assert c.log == "stdio"
     assert c.verbosity == logging.INFO

@@ -30,10 +30,13 @@ GUEST_PROPERTIES = {
     "Name": "s", "UUID": "s", "Pid": "u", "BalloonCurrent": "t", "BalloonMaximum": "t",
     "BalloonMinimum": "t", "MemAvailable": "t", "MemUnused": "t", "MemUsable": "t",
     "DiskCaches": "t", "SwapIn": "t", "SwapOut": "t", "MajorFaults": "t", "MinorFaults": "t",
-    "Rss": "t", "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
+    "Rss": "t", "MemSoftLimit": "t", "MemHardLimit": "t", "MemSwapHardLimit": "t",
+    "StatsAge": "d", "BalloonTarget": "t", "Statistics": "a{sv}",
     "Controls": "a{sv}", "IoTune": "aa{sv}", "IoTuneCurrent": "aa{sv}",
     # Issue 12: what the balloon does by itself (0 off, 1 on).
     "BalloonAutodeflate": "u", "BalloonFreePageReporting": "u",
+    "VirtioMemMaximum": "t", "VirtioMemBlock": "t", "VirtioMemRequested": "t",
+    "VirtioMemCurrent": "t",
     # GuestCpuTune
     "VcpuQuota": "x", "VcpuPeriod": "t", "VcpuUserLimit": "u", "VcpuCount": "u",
 }
@@ -58,6 +61,8 @@ def test_names_are_the_documented_ones():
         "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired")
     assert contract.ACTIONS == ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
                                 "org.ovirt.mom1.control-ksm", "org.ovirt.mom1.control-iotune",
+                                "org.ovirt.mom1.control-memtune",
+                                "org.ovirt.mom1.control-virtio-mem",
                                 "org.ovirt.mom1.control-cputune")
 
 
@@ -103,8 +108,11 @@ def test_momctl_columns_and_units_come_from_the_catalogue():
                                "BalloonMinimum", "BalloonTarget")
     assert set(GUEST_ORDER) == set(GUEST_PROPERTIES) - {"Statistics", "Controls"}
     assert GUEST_STAT_KIB == {"balloon_cur", "balloon_max", "balloon_min", "mem_available",
-                              "mem_unused", "mem_usable", "disk_caches", "rss", "swap_in",
-                              "swap_out", "swap_total", "swap_usage", "balloon_target"}
+                              "mem_unused", "mem_usable", "disk_caches", "rss", "mem_soft_limit",
+                              "mem_hard_limit", "mem_swap_hard_limit", "swap_in",
+                              "swap_out", "swap_total", "swap_usage", "balloon_target",
+                              "virtio_mem_max", "virtio_mem_block", "virtio_mem_requested",
+                              "virtio_mem_current"}
     assert KSM_PROPERTIES == tuple(p for p in HOST_PROPERTIES if p.startswith("Ksm"))
 
 

@@ -243,6 +243,17 @@ def test_pressure_shrinks_guests_with_page_cache():
         assert 1 * GiB < targets[g.name] < 4 * GiB
 
 
+def roomy_with_limit(host: dict, guests: list[SimGuest], share: float) -> tuple[float, dict]:
+    """Make ``host`` roomy (twice the guests' maxima, nothing pressing);
+    the limit of ``share`` of the guests' maxima, and its parameters."""
+    held = sum(g.rss for g in guests)
+    host["mem_available"] = max(host["mem_available"], 2 * sum(g.maximum for g in guests))
+    host["mem_free"] = host["mem_available"] - held
+    host["swap_out"], host["mem_pressure_some"] = 0, 0.0
+    limit = share * sum(g.maximum for g in guests)
+    return limit, {"balloon_guests_limit": limit}
+
+
 @settings(max_examples=30, deadline=None)
 @given(hosts(), st.floats(0.1, 1.2))
 def test_guests_limit_caps_the_balloons_on_a_roomy_host(state, share):
@@ -251,12 +262,7 @@ def test_guests_limit_caps_the_balloons_on_a_roomy_host(state, share):
     memory to spare, short of each guest's deadband; a limit is never a
     reason to go below a minimum."""
     host, guests = state
-    held = sum(g.rss for g in guests)
-    host["mem_available"] = max(host["mem_available"], 2 * sum(g.maximum for g in guests))
-    host["mem_free"] = host["mem_available"] - held
-    host["swap_out"], host["mem_pressure_some"] = 0, 0.0
-    limit = share * sum(g.maximum for g in guests)
-    params = {"balloon_guests_limit": limit}
+    limit, params = roomy_with_limit(host, guests, share)
     policies = load_defaults()
     rounds = Round(guests)
     for _ in range(SETTLE_ROUNDS):
@@ -330,3 +336,160 @@ def test_unseen_burst_is_held_like_a_seen_one():
     # Its own peak (working set and headroom, 840 MiB) would have left it
     # hardly more than that: the budget would have gone to the burst's peak.
     assert targets["quiet"] > 1 * GiB
+
+
+# -- guests with a virtio-mem device --------------------------------------------------
+#
+# Such a guest is sized by its device, in the same budget: its size is its
+# boot memory plus what the device has plugged, and the policy asks for
+# virtio_mem_requested (the device's share), never a balloon target.
+
+
+@dataclass
+class SimVirtioGuest(SimGuest):
+    """A guest with ``boot`` KiB of boot memory and a virtio-mem device of
+    ``maximum - boot`` KiB, of which ``cur - boot`` is plugged; its balloon
+    is not inflated (libvirt counts the device in ``balloon_max``)."""
+
+    boot: float = 0.0
+    block: int = 2 * MiB
+
+    def sample(self) -> dict:
+        sample = super().sample()
+        sample.update(virtio_mem_max=self.maximum - self.boot, virtio_mem_block=self.block,
+                      virtio_mem_requested=self.cur - self.boot,
+                      virtio_mem_current=self.cur - self.boot)
+        return sample
+
+
+def controls(rounds: Round, policies: PolicySet, host: dict, guests: list[SimGuest],
+             params: dict | None = None) -> dict[str, dict]:
+    """One round; every control asked for, by guest name."""
+    rounds.host.add_sample(host)
+    for g in guests:
+        rounds.guests[g.name].add_sample(g.sample())
+    result = policies.evaluate(rounds.host, list(rounds.guests.values()), params)
+    assert result.ok, result.error
+    assert not result.guest_errors, result.guest_errors
+    return {e.name: dict(c) for e, c in result.guest_controls.items() if c}
+
+
+def sizes(guests: list[SimGuest], asked: dict[str, dict]) -> dict[str, float]:
+    """The sizes the controls ask for: a balloon target, or boot memory plus
+    the device's request (checked to be the only control of such a guest)."""
+    by_name = {g.name: g for g in guests}
+    result = {}
+    for name, c in asked.items():
+        g = by_name[name]
+        if isinstance(g, SimVirtioGuest):
+            assert set(c) == {"virtio_mem_requested"}, c
+            result[name] = g.boot + c["virtio_mem_requested"]
+        else:
+            assert set(c) == {"balloon_target"}, c
+            result[name] = c["balloon_target"]
+    return result
+
+
+@st.composite
+def mixed_hosts(draw):
+    """A host of hosts() whose guests have a virtio-mem device or not."""
+    host, guests = draw(hosts())
+    mixed: list[SimGuest] = []
+    for g in guests:
+        if draw(st.booleans()):
+            boot = draw(st.sampled_from([256 * MiB, g.maximum // 4, g.maximum // 2]))
+            cur = max(boot, g.cur)
+            mixed.append(SimVirtioGuest(g.name, g.maximum, g.minimum, cur, min(g.used, cur),
+                                        g.cache, min(g.rss, cur), g.swap_in, g.swap_out,
+                                        boot=boot))
+        else:
+            mixed.append(g)
+    return host, mixed
+
+
+@settings(max_examples=40, deadline=None)
+@given(mixed_hosts())
+def test_virtio_mem_requests_stay_within_the_device(state):
+    host, guests = state
+    policies = load_defaults()
+    rounds = Round(guests)
+    for _ in range(3):
+        asked = controls(rounds, policies, host, guests)
+        targets = sizes(guests, asked)
+        for g in guests:
+            if isinstance(g, SimVirtioGuest) and g.name in asked:
+                assert 0 <= asked[g.name]["virtio_mem_requested"] <= g.maximum - g.boot + 1e-6
+            if g.name in targets:
+                low = min(max(g.minimum, getattr(g, "boot", 0)), g.maximum)
+                assert low - 1e-6 <= targets[g.name] <= g.maximum + 1e-6, (g, targets)
+        apply(host, guests, targets)
+
+
+@settings(max_examples=30, deadline=None)
+@given(mixed_hosts())
+def test_virtio_mem_guests_given_their_device_back_when_ballooning_is_off(state):
+    host, guests = state
+    asked = controls(Round(guests), load_defaults(), host, guests, {"balloonEnabled": 0})
+    targets = sizes(guests, asked)
+    for g in guests:
+        if g.cur < g.maximum * 0.99:
+            assert targets.get(g.name) == g.maximum, (g, asked)
+
+
+def test_relief_grows_virtio_mem_guests_to_their_maximum():
+    """A roomy host plugs every virtio-mem guest's whole device, beside
+    ballooned guests given their maximum back."""
+    guests = [SimVirtioGuest(f"v{i}", 4 * GiB, 0, 1 * GiB, 512 * MiB, 256 * MiB, 1 * GiB,
+                             boot=1 * GiB) for i in range(2)]
+    guests += [SimGuest(f"b{i}", 4 * GiB, 0, 1 * GiB, 512 * MiB, 256 * MiB, 1 * GiB)
+               for i in range(2)]
+    host = host_stats(32 * GiB, 28 * GiB, 4 * GiB)
+    asked = controls(Round(guests), load_defaults(), host, guests)
+    assert asked == {"v0": {"virtio_mem_requested": 3 * GiB},
+                     "v1": {"virtio_mem_requested": 3 * GiB},
+                     "b0": {"balloon_target": 4 * GiB}, "b1": {"balloon_target": 4 * GiB}}
+
+
+def test_pressure_unplugs_page_cache_not_working_sets_nor_boot_memory():
+    """A tight host takes page cache and free memory back from virtio-mem
+    guests as from ballooned ones, never below the working set, and never
+    asks a device for less than nothing (the boot memory stays)."""
+    guests = [SimVirtioGuest(f"v{i}", 4 * GiB, 0, 4 * GiB, 1 * GiB, 2 * GiB, 3 * GiB,
+                             boot=512 * MiB) for i in range(2)]
+    guests += [SimGuest(f"b{i}", 4 * GiB, 0, 4 * GiB, 1 * GiB, 2 * GiB, 3 * GiB)
+               for i in range(2)]
+    host = host_stats(13 * GiB, 256 * MiB, 12 * GiB)
+    asked = controls(Round(guests), load_defaults(), host, guests)
+    targets = sizes(guests, asked)
+    assert set(targets) == {g.name for g in guests}
+    for g in guests:
+        assert 1 * GiB < targets[g.name] < 4 * GiB
+    # The same share for both kinds: one budget, the same levels.
+    assert abs(targets["v0"] - targets["b0"]) < 1 * MiB
+
+    # A guest using less than its boot memory still keeps all of it.
+    small = SimVirtioGuest("small", 4 * GiB, 0, 4 * GiB, 128 * MiB, 0, 3 * GiB, boot=2 * GiB)
+    host = host_stats(5 * GiB, 0.0, 3 * GiB, mem_pressure_some=30.0)
+    asked = controls(Round([small]), load_defaults(), host, [small])
+    assert asked["small"]["virtio_mem_requested"] >= 0
+    assert sizes([small], asked)["small"] >= small.boot
+
+
+@settings(max_examples=30, deadline=None)
+@given(mixed_hosts(), st.floats(0.1, 1.2))
+def test_guests_limit_caps_virtio_mem_guests_too(state, share):
+    """balloon_guests_limit counts what the devices have plugged: the guests
+    settle within it (or at their floors, boot memory included)."""
+    host, guests = state
+    limit, params = roomy_with_limit(host, guests, share)
+    policies = load_defaults()
+    rounds = Round(guests)
+    for _ in range(SETTLE_ROUNDS):
+        targets = sizes(guests, controls(rounds, policies, host, guests, params))
+        if not targets:
+            break
+        apply(host, guests, targets)
+    floors = sum(min(max(g.minimum, getattr(g, "boot", 0)), g.maximum) for g in guests)
+    band = sum(0.06 * g.maximum for g in guests)
+    assert sum(g.cur for g in guests) <= max(limit, floors) + band + 1e-6, \
+        ([(g.cur, g.minimum, g.maximum) for g in guests], limit)

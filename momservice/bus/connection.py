@@ -56,7 +56,7 @@ from dbus_next.service import ServiceInterface, _Property
 from ..contract import (DOC_ANNOTATION, EMITS_CHANGED_ANNOTATION, MANAGER_PATH,
                         OBJECT_MANAGER_INTERFACE)
 from .errors import to_dbus_error
-from .wire import WireTypeError, marshal_body, marshal_managed_objects
+from .wire import WireTypeError, join_object_entries, marshal_body, marshal_object_entry
 
 #: The private methods of dbus-next (0.2.3) this module overrides or calls,
 #: with the signatures it relies on.  Besides these it reads the writer's
@@ -257,8 +257,8 @@ class MomMessageBus(MessageBus):
     def _default_get_managed_objects_handler(self, msg: Message, send_reply: Any) -> None:
         prefix = "/" if msg.path == "/" else msg.path + "/"
         try:
-            body = marshal_managed_objects(
-                (path, [(iface.name, property_values(iface)) for iface in interfaces])
+            body = join_object_entries(
+                _object_entry(path, interfaces)
                 for path, interfaces in self._path_exports.items() if path.startswith(prefix))
         except WireTypeError:  # a value wire.py does not take: dbus-next's way
             pass
@@ -297,6 +297,14 @@ class MomMessageBus(MessageBus):
         ET.indent(root)
         send_reply(Message.new_method_return(
             msg, "s", [_HEADER + ET.tostring(root, encoding="unicode")]))
+
+
+def _object_entry(path: str, interfaces: list[ServiceInterface]) -> bytes:
+    # An object of ours keeps its entry between replies (Published.managed_entry).
+    if len(interfaces) == 1 and hasattr(interfaces[0], "managed_entry"):
+        return interfaces[0].managed_entry(path, property_values)
+    return marshal_object_entry(
+        path, [(iface.name, property_values(iface)) for iface in interfaces]).data
 
 
 def property_values(interface: ServiceInterface) -> list[tuple[str, str, Any]]:

@@ -16,13 +16,15 @@ from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
 from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_CONTROL_IOTUNE,
-                        ACTION_CONTROL_KSM,
+                        ACTION_CONTROL_KSM, ACTION_CONTROL_MEMTUNE,
+                        ACTION_CONTROL_VIRTIO_MEM,
                         ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
                         guest_path)
-from ..fields import BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS, Field
+from ..fields import (BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS,
+                      UNSIGNALLED_FIELDS, Field)
 from .access import public, requires
-from .published import Prop, Published, from_variants, signalled_entries, to_variants
+from .published import Prop, Published, coerce, from_variants, signalled_entries, to_variants
 
 if TYPE_CHECKING:
     from ..engine.core import Evaluation
@@ -47,6 +49,8 @@ def applied_controls(evaluation: "Evaluation") -> dict:
         uuid: {"balloon_target": kib} for uuid, kib in evaluation.applied_balloons.items()}
     for uuid, disks in evaluation.applied.get("IoTune", {}).items():
         guests.setdefault(uuid, {})["io_tune"] = disks
+    for uuid, kib in evaluation.applied.get("VirtioMem", {}).items():
+        guests.setdefault(uuid, {})["virtio_mem_requested"] = kib
     for uuid, tuned in evaluation.applied.get("CpuTune", {}).items():
         guests.setdefault(uuid, {}).update(tuned)
     return controls_by_object(
@@ -280,6 +284,26 @@ class GuestInterface(Published):
         return (dict(self.entity.props), signalled_entries(self.entity.latest),
                 self.balloon_target, dict(_guest_controls(self)))
 
+    #: The unsignalled properties (doubles: StatsAge) and the unsignalled
+    #: fields, also in Statistics, are what moves every cycle.
+    VOLATILE = frozenset(p.name for p in PROPERTIES if not p.signalled) | UNSIGNALLED_FIELDS
+
+    def entry_key(self) -> Any:
+        latest = self.entity.latest
+        # Which unsignalled fields the sample has decides the entry's layout;
+        # only doubles are written into kept bytes.
+        layout = tuple(type(latest.get(f)) for f in _UNSIGNALLED_STATISTICS)
+        if not all(t is float or t is type(None) for t in layout):
+            return None
+        return self.change_inputs(), layout
+
+    def volatile_values(self) -> dict[str, float]:
+        latest = self.entity.latest
+        values = {prop.name: float(coerce("d", prop.read(self))) for prop in _VOLATILE_PROPS}
+        values.update((f"Statistics/{f}", latest[f]) for f in _UNSIGNALLED_STATISTICS
+                      if latest.get(f) is not None)
+        return values
+
     @method()
     @public
     def GetHistory(self, field: "s") -> "a(td)":
@@ -309,8 +333,33 @@ class GuestInterface(Published):
         await self.service.set_io_tune(self.uuid, device, from_variants(limits))
 
     @method()
+    @requires(ACTION_CONTROL_MEMTUNE)
+    async def SetMemTune(self, limits: "a{sv}"):
+        """Set the cgroup memory limits of the guest's QEMU by hand: keys soft_limit,
+        hard_limit, swap_hard_limit (t, KiB; 0 = unlimited); a key not given stays."""
+        await self.service.set_mem_tune(self.uuid, from_variants(limits))
+        self.publish_changes()
+
+    @method()
+    @requires(ACTION_CONTROL_VIRTIO_MEM)
+    async def SetVirtioMemRequested(self, kib: "t"):
+        """Ask the virtio-mem device to plug kib KiB (rounded to VirtioMemBlock), within [0, VirtioMemMaximum]."""
+        await self.service.set_virtio_mem_requested(self.uuid, kib)
+
+
+    @method()
     @requires(ACTION_CONTROL_CPUTUNE)
     async def SetCpuTune(self, settings: "a{sv}"):
         """Set the vCPU bandwidth by hand, microseconds: keys quota (x: -1 unlimited, or
         1000..17592186044415) and period (t: 1000..1000000); VcpuQuota and VcpuPeriod follow."""
         await self.service.set_cpu_tune(self.uuid, from_variants(settings))
+
+
+#: GuestInterface's unsignalled properties: their values are written into kept
+#: GetManagedObjects entries, which takes a fixed size (a double).
+_VOLATILE_PROPS = tuple(p for p in GuestInterface.PROPERTIES if not p.signalled)
+if any(p.signature != "d" for p in _VOLATILE_PROPS):
+    raise TypeError("an unsignalled guest property must be a double (d)")
+#: The unsignalled guest statistics, in a fixed order.
+_UNSIGNALLED_STATISTICS = tuple(sorted(f.name for f in GUEST_STATISTICS
+                                       if f.name in UNSIGNALLED_FIELDS))

@@ -229,37 +229,111 @@ class Marshalled(list):
 ManagedObject = tuple[str, Iterable[tuple[str, Iterable[tuple[str, str, Any]]]]]
 
 
+class ObjectEntry:
+    """One object of a GetManagedObjects reply (a ``{oa{sa{sv}}}`` entry),
+    marshalled as if it started at an offset that is a multiple of 8, as
+    every dict entry does: its bytes are then right wherever it is placed.
+
+    ``doubles`` says where the values of the volatile properties lie
+    (``Prop``, or ``Prop/key`` for an entry of an ``a{sv}`` property), so
+    that a later reply can take these bytes again with just those values
+    written anew (``with_doubles``).
+    """
+
+    __slots__ = ("data", "doubles")
+
+    def __init__(self, data: bytes, doubles: dict[str, int]) -> None:
+        self.data = data
+        self.doubles = doubles
+
+    def with_doubles(self, values: dict[str, float]) -> bytes:
+        """The entry with the volatile doubles set to ``values`` (same names)."""
+        if not self.doubles:
+            return self.data
+        data = bytearray(self.data)
+        for name, at in self.doubles.items():
+            _DOUBLE.pack_into(data, at, values[name])
+        return data
+
+
+_DOUBLE = _FIXED["d"]
+
+
+def _begin(buf: bytearray) -> tuple[int, int]:
+    """Open an array of dict entries: (where its length goes, where it starts)."""
+    buf += _PADS[-len(buf) % 4]
+    at = len(buf)
+    buf += _FALSE
+    buf += _PADS[-len(buf) % 8]
+    return at, len(buf)
+
+
+def _end(buf: bytearray, at: int, start: int) -> None:
+    _U32.pack_into(buf, at, len(buf) - start)
+
+
+def marshal_object_entry(path: str,
+                         interfaces: Iterable[tuple[str, Iterable[tuple[str, str, Any]]]],
+                         volatile: frozenset[str] = frozenset()) -> ObjectEntry:
+    """One object's entry, written from plain values: no Variant is made for
+    a property (each would verify its value against its signature once
+    more).  Properties named in ``volatile`` of type ``d``, and the entries
+    of an ``a{sv}`` whose key is in ``volatile`` and whose value is a
+    ``d``, are located in the result's ``doubles``."""
+    buf = bytearray()
+    doubles: dict[str, int] = {}
+    _object_path(buf, path)
+    middle = _begin(buf)
+    for name, properties in interfaces:
+        buf += _PADS[-len(buf) % 8]
+        _string(buf, name)
+        inner = _begin(buf)
+        for prop, signature, value in properties:
+            buf += _PADS[-len(buf) % 8]
+            _string(buf, prop)
+            _signature(buf, signature)
+            if volatile and signature == "d" and prop in volatile:
+                buf += _PADS[-len(buf) % 8]
+                doubles[prop] = len(buf)
+            if volatile and signature == "a{sv}" and isinstance(value, dict):
+                _volatile_dict(buf, prop, value, volatile, doubles)
+            else:
+                _signature_writer(signature)(buf, value)
+        _end(buf, *inner)
+    _end(buf, *middle)
+    return ObjectEntry(bytes(buf), doubles)
+
+
+def _volatile_dict(buf: bytearray, prop: str, items: dict, volatile: frozenset[str],
+                   doubles: dict[str, int]) -> None:
+    # An a{sv} as its generic writer writes it, noting where volatile doubles go.
+    at, start = _begin(buf)
+    for key, variant in items.items():
+        buf += _PADS[-len(buf) % 8]
+        _string(buf, key)
+        if not isinstance(variant, Variant):
+            raise WireTypeError(f"not a Variant: {variant!r}")
+        _signature(buf, variant.signature)
+        if variant.signature == "d" and key in volatile:
+            buf += _PADS[-len(buf) % 8]
+            doubles[f"{prop}/{key}"] = len(buf)
+        _signature_writer(variant.signature)(buf, variant.value)
+    _end(buf, at, start)
+
+
+def join_object_entries(entries: Iterable[bytes]) -> Marshalled:
+    """The body of a GetManagedObjects reply (``a{oa{sa{sv}}}``) from its entries."""
+    buf = bytearray()
+    outer = _begin(buf)
+    for data in entries:
+        buf += _PADS[-len(buf) % 8]
+        buf += data
+    _end(buf, *outer)
+    return Marshalled(buf)
+
+
 def marshal_managed_objects(objects: Iterable[ManagedObject]) -> Marshalled:
     """The body of a GetManagedObjects reply (``a{oa{sa{sv}}}``), written from
-    plain values: no Variant is made for a property (each would verify
-    its value against its signature once more)."""
-    buf = bytearray()
-
-    def begin() -> tuple[int, int]:
-        buf.extend(_PADS[-len(buf) % 4])
-        at = len(buf)
-        buf.extend(_FALSE)
-        buf.extend(_PADS[-len(buf) % 8])  # every element here is a dict entry
-        return at, len(buf)
-
-    def end(at: int, start: int) -> None:
-        _U32.pack_into(buf, at, len(buf) - start)
-
-    outer = begin()
-    for path, interfaces in objects:
-        buf.extend(_PADS[-len(buf) % 8])
-        _object_path(buf, path)
-        middle = begin()
-        for name, properties in interfaces:
-            buf.extend(_PADS[-len(buf) % 8])
-            _string(buf, name)
-            inner = begin()
-            for prop, signature, value in properties:
-                buf.extend(_PADS[-len(buf) % 8])
-                _string(buf, prop)
-                _signature(buf, signature)
-                _signature_writer(signature)(buf, value)
-            end(*inner)
-        end(*middle)
-    end(*outer)
-    return Marshalled(buf)
+    plain values."""
+    return join_object_entries(marshal_object_entry(path, interfaces).data
+                               for path, interfaces in objects)

@@ -19,7 +19,8 @@ from dbus_next import Variant
 
 from ..contract import GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE, MANAGER_PATH
 from ..fields import (BALLOON_TARGET, GUEST_BY_PROPERTY, GUEST_CATALOGUE, GUEST_CONTROL_FIELDS,
-                      GUEST_CPU_TUNE, GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
+                      GUEST_CPU_TUNE, MEMTUNE_LIMITS, VIRTIO_MEM,
+                      GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
 from . import exitcodes
 from .bus_client import MomClient, guests_of, unwrap
 from .iotune_format import disk_lines
@@ -197,6 +198,9 @@ def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
     names += sorted(n for n in props if n not in GUEST_ORDER
                     and n not in ("Statistics", "Controls"))
     width = max((len(n) for n in names), default=0)
+    stats = props.get("Statistics")
+    # Its properties read 0 on a guest without the device: say so instead.
+    no_virtio_mem = isinstance(stats, dict) and "virtio_mem_max" not in stats
     for name in names:
         value = props[name]
         field = GUEST_BY_PROPERTY.get(name)
@@ -204,7 +208,14 @@ def guest_detail_lines(path: str, props: dict[str, Any]) -> list[str]:
             lines.append(f"  {name}:")   # a disk per line (IoTune, IoTuneCurrent)
             lines.extend(disk_lines(value))
             continue
-        text = "none" if field is BALLOON_TARGET and not value else field_text(field, value)
+        if no_virtio_mem and field in VIRTIO_MEM:
+            text = "none (no virtio-mem device)"
+        elif not value and field is BALLOON_TARGET:
+            text = "none"
+        elif not value and field in MEMTUNE_LIMITS:
+            text = "unlimited"
+        else:
+            text = field_text(field, value)
         lines.append(f"  {name:<{width}}  {text}")
     for section in ("Statistics", "Controls"):
         values = props.get(section)

@@ -22,3 +22,8 @@ GUEST_MEMORY = GuestStatistics("GuestMemory", frozenset({
 #: The guest's QEMU process on the host: its resident memory and page faults.
 GUEST_QEMU_PROC = GuestStatistics("GuestQemuProc", frozenset({
     "rss", "host_major_faults", "host_minor_faults"}))
+
+#: MemTune's cgroup limits on the guest's QEMU process (KiB; absent while
+#: unlimited), read from libvirt's live <memtune>.
+GUEST_MEMTUNE = GuestStatistics("GuestMemTune", frozenset({
+    "mem_soft_limit", "mem_hard_limit", "mem_swap_hard_limit"}))

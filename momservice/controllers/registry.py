@@ -15,12 +15,16 @@ from .base import Mechanism, MechanismContext
 from .cputune import CpuTuneController
 from .iotune import IoTuneController
 from .ksm import KsmController
+from .memtune import MemTuneController
+from .virtio_mem import VirtioMemController
 
 _REGISTERED: tuple[type[Mechanism], ...] = (
     BalloonController,
     KsmController,
     CpuTuneController,
     IoTuneController,
+    MemTuneController,
+    VirtioMemController,
 )
 
 #: Every mechanism by MoM's name, in the order the engine applies them.

@@ -109,6 +109,7 @@ class Engine:
         self.observers: list[EngineObserver] = []
         self._evaluation_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
+        self._merging: set[asyncio.Task] = set()    # guest_changed's, until done
         self._pressure_task: asyncio.Task | None = None
         self._pressure_again = False
         self._unknown_controls_seen: set[tuple[str, str]] = set()
@@ -137,6 +138,24 @@ class Engine:
         if not connected:
             self.stale = True
         self._notify("connection_changed", connected)
+
+    def guest_changed(self, info: GuestInfo) -> None:
+        # A definition read again after its event (a virtio-mem device's new
+        # size): into the newest sample now, and published, rather than a
+        # collection later.
+        if info.uuid in self.guests:
+            task = asyncio.ensure_future(self._merge_definition(info))
+            self._merging.add(task)
+            task.add_done_callback(self._merging.discard)
+
+    async def _merge_definition(self, info: GuestInfo) -> None:
+        async with self._evaluation_lock:  # not while a policy reads the entity
+            entity = self.guests.get(info.uuid)
+            if entity is None or not entity.latest:
+                return
+            entity.latest = {**entity.latest, **{
+                k: v for k, v in info.defined.items() if k not in self.guest_fields_left_out}}
+        self._notify("guests_sampled")
 
     @staticmethod
     def _props(info: GuestInfo) -> dict[str, Any]:

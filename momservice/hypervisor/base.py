@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from ..errors import Failed
@@ -45,6 +46,11 @@ class HypervisorListener(Protocol):
     def guest_removed(self, uuid: str) -> None: ...
 
     def connection_changed(self, connected: bool) -> None: ...
+
+    def guest_changed(self, info: GuestInfo) -> None:
+        """``info.defined`` was read again after one of its events (a
+        virtio-mem device's new size, ...): its fields need not wait for
+        the next collection."""
 
 
 class HypervisorInterface(abc.ABC):
@@ -112,6 +118,18 @@ class HypervisorInterface(abc.ABC):
         0 unlimited) to disk ``device`` (target or source) of the running guest;
         HypervisorUnsupported without block I/O tuning, HypervisorError when refused."""
         raise HypervisorUnsupported(f"{type(self).__name__} has no block I/O tuning")
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, int]) -> None:
+        """Set cgroup memory limits on the guest's QEMU process (MemTune):
+        ``limits`` by policy name (``mem_soft_limit``, ``mem_hard_limit``,
+        ``mem_swap_hard_limit``), KiB, 0 = unlimited; the others stay.
+        HypervisorUnsupported where the hypervisor or the guest has none."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no memory tunables")
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> None:
+        """Ask the guest's virtio-mem device for ``kib`` KiB; HypervisorError
+        when refused, HypervisorUnsupported without such a device."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no virtio-mem")
 
     async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
                            period: int | None = None) -> None:

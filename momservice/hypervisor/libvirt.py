@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 import time
@@ -26,7 +27,9 @@ from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorLi
 from .libvirt_cputune import set_cpu_tune
 from .libvirt_eventloop import bind_event_loop, settle
 from .libvirt_iotune import set_block_io_tune
+from .libvirt_memtune import memory_parameters
 from .libvirt_readers import DomainReader, definition_fields, readers_for
+from .libvirt_virtio_mem import NoVirtioMemDevice, set_requested
 from .libvirt_xml import min_guarantee_kib
 
 log = logging.getLogger(__name__)
@@ -380,6 +383,31 @@ class LibvirtHypervisor(HypervisorInterface):
     async def set_io_tune(self, uuid: str, device: str, limits: dict[str, int]) -> None:
         await self._on_domain(uuid, lambda dom: set_block_io_tune(dom, device, limits))
 
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, int]) -> None:
+        parameters = memory_parameters(limits)
+        try:
+            await self._on_domain(uuid, lambda dom: dom.setMemoryParameters(
+                parameters, libvirt.VIR_DOMAIN_AFFECT_LIVE))
+        finally:
+            # No event tells of the new limits (libvirt 9.0), and a refusal may
+            # come after part of them was written: read the definition again.
+            conn = self._conn
+            if conn is not None and self._reads_definition and uuid in self._guests:
+                with contextlib.suppress(HypervisorError):
+                    dom = await self._on_domain(uuid, lambda dom: dom)
+                    await self._refresh_definition(conn, dom, redefined=False)
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> None:
+        try:
+            dom = await self._on_domain(uuid, lambda dom: (set_requested(dom, kib), dom)[1])
+        except NoVirtioMemDevice as err:
+            raise HypervisorUnsupported(str(err)) from err
+        # The new <requested> is in the live definition now, but libvirt sends
+        # its event only once the guest has plugged or unplugged something.
+        conn = self._conn
+        if conn is not None and uuid in self._guests:
+            self._spawn(self._refresh_definition(conn, dom, redefined=False))
+
     async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
                            period: int | None = None) -> None:
         await self._on_domain(uuid, lambda dom: set_cpu_tune(dom, quota, period))
@@ -614,6 +642,7 @@ class LibvirtHypervisor(HypervisorInterface):
             self._max_kib.pop(info.uuid, None)   # the next sample reads it again
         if live is not None:
             info.defined = definition_fields(self._readers, live)
+            self._notify("guest_changed", info)
 
     def _describe_sync(self, domains: Iterable[libvirt.virDomain]) -> list[GuestInfo]:
         """GuestInfo for each domain still running; sets its stats period."""

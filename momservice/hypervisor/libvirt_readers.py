@@ -32,8 +32,10 @@ from typing import Any, Callable
 import libvirt
 
 from . import libvirt_cputune
+from . import libvirt_virtio_mem as _virtio_mem
 from .libvirt_balloon_features import balloon_features
 from . import libvirt_iotune
+from .libvirt_memtune import memtune_fields
 
 Fields = dict[str, Any]
 
@@ -70,6 +72,13 @@ READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
     # MoM's two names, the same fields: optional for both in mom (nil without limits).
     *(DomainReader(name, from_xml=libvirt_iotune.read_io_tune, events=libvirt_iotune.EVENTS)
       for name in ("GuestIoTune", "GuestIoTuneOptional")),
+    # The live <memtune> limits.  libvirt 9.0 sends no event when they change
+    # (set_mem_tune reads the definition again itself); TUNABLE is what a
+    # later libvirt would send, and costs nothing until then.
+    DomainReader("GuestMemTune", from_xml=memtune_fields,
+                 events=(libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE,)),
+    DomainReader(_virtio_mem.COLLECTOR, from_xml=_virtio_mem.virtio_mem_fields,
+                 events=_virtio_mem.EVENTS),
     DomainReader("GuestCpuTune", from_xml=libvirt_cputune.cputune_fields,
                  events=libvirt_cputune.EVENTS),
 )}

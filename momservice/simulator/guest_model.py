@@ -14,6 +14,18 @@ working set does not fit is in the guest's swap.
 On the host the guest holds ``touched`` KiB: every page it ever used and
 still has (freed pages stay resident on the host until the balloon takes
 them), plus QEMU's own overhead.
+
+A cgroup memory limit on the QEMU process (MemTune: soft or hard) caps
+what of it stays in host RAM: above the limit the host kernel reclaims
+QEMU's clean file pages first (dropped: its binary and libraries, read
+again when needed), then moves guest memory to the host's swap
+(``limit_swapped``), coldest first: the pages the guest freed and no
+longer uses stay there; what it uses faults back in as it touches it
+(while there is room under the limit, else another page goes out).  Soft limits are modelled as cgroup v2's
+``memory.high`` (what libvirt's soft_limit is there): enforced like the
+hard limit, except that memory that cannot be reclaimed (no swap left)
+stays above a soft limit, while above a hard one the kernel would
+OOM-kill QEMU (counted in ``limit_oom_kib``).
 """
 
 from __future__ import annotations
@@ -41,6 +53,14 @@ KERNEL_SHARE, KERNEL_MIN_KIB = 0.03, 32 * MiB
 #: 1 %, at least 8 MiB.  Assumed, of the order of the kernel's rule
 #: (min_free_kbytes ~ sqrt(16 x RAM in KiB): 5.6 MiB at 2 GiB, 11 MiB at 8 GiB).
 WATERMARK_SHARE, WATERMARK_MIN_KIB = 0.01, 8 * MiB
+#: QEMU's file-backed resident pages (binary, libraries): clean, dropped
+#: first by a limit.  Measured: 23 MiB (RssFile of QEMU 7.2 running a
+#: 256 MiB TCG guest, tests/e2e/test_memtune.py).
+QEMU_FILE_KIB = 23 * MiB
+#: Share of the guest's memory in use that a limit pushed to host swap
+#: which the guest touches again per second (each touch a host major
+#: fault).  Assumed, as the host model's THRASH_RATE.
+LIMIT_TOUCH_RATE = 0.01
 
 
 class GuestModel:
@@ -72,6 +92,10 @@ class GuestModel:
 
         self.balloon_cur = float(self.max_kib)
         self.balloon_target = float(self.max_kib)
+        # virtio-mem: balloon_cur is then the guest's size, its boot memory
+        # plus what the device has plugged (the balloon itself stays deflated).
+        self.virtio_mem_kib = spec.virtio_mem_mib * MiB
+        self.boot_kib = self.max_kib - self.virtio_mem_kib
         self.working_set = workload.working_set(now)
         room = self._room(self.balloon_cur)
         self.anon = min(self.working_set, room)
@@ -88,6 +112,16 @@ class GuestModel:
         self.oom_kib = 0.0
         self._reported: dict[str, int] = {}
         self._last_update = now
+        #: Whether the balloon driver answers (spec.balloon_responds).
+        self.responds = spec.balloon_responds
+        # MemTune's limits (KiB, 0 = unlimited) and what they reclaimed.
+        self.soft_limit = 0.0
+        self.hard_limit = 0.0
+        self.swap_hard_limit = 0.0
+        self.clean_dropped = 0.0     # QEMU file pages dropped by a limit
+        self.limit_swapped = 0.0     # guest memory a limit pushed to host swap
+        self.limit_oom_kib = 0.0     # above a hard limit with no swap left
+        self.host_major_faults = 0.0
         self._refresh(now)
 
     # -- derived figures -------------------------------------------------------
@@ -103,8 +137,20 @@ class GuestModel:
 
     @property
     def resident(self) -> float:
-        """What the guest holds on the host (KiB): touched RAM plus QEMU's overhead."""
-        return self.touched + self.qemu_overhead
+        """What the guest holds on the host (KiB, in RAM or in host swap):
+        touched RAM plus QEMU's overhead, less the clean pages a limit dropped."""
+        return self.touched + self.qemu_overhead - self.clean_dropped
+
+    @property
+    def resident_ram(self) -> float:
+        """The part of ``resident`` in host RAM: less what a limit pushed to swap."""
+        return self.resident - self.limit_swapped
+
+    @property
+    def limit(self) -> float:
+        """The limit in force on host RAM (KiB), 0 when unlimited."""
+        limits = [x for x in (self.soft_limit, self.hard_limit) if x > 0]
+        return min(limits) if limits else 0.0
 
     def _room(self, balloon: float) -> float:
         """Memory for the working set and the page cache within ``balloon``."""
@@ -113,9 +159,68 @@ class GuestModel:
     # -- control ---------------------------------------------------------------
 
     def set_target(self, kib: float) -> int:
-        """Ask the balloon to move to ``kib``, clamped to [0, max]; returns the target."""
-        self.balloon_target = float(min(max(0, int(kib)), self.max_kib))
+        """Ask the balloon to move to ``kib``, clamped to [0, max]; returns the
+        target (a balloon that does not answer keeps the one it had)."""
+        if self.responds:
+            self.balloon_target = float(min(max(0, int(kib)), self.max_kib))
         return int(self.balloon_target)
+
+    def set_limits(self, limits: dict[str, int]) -> None:
+        """Set MemTune's limits by policy name (KiB, 0 = unlimited); the others stay."""
+        for name, kib in limits.items():
+            setattr(self, name.removeprefix("mem_"), float(max(0, int(kib))))
+
+    def limits(self) -> dict[str, int]:
+        """The limits set, by policy name (unlimited ones left out, as libvirt does)."""
+        return {f"mem_{name}": int(value) for name, value in (
+            ("soft_limit", self.soft_limit), ("hard_limit", self.hard_limit),
+            ("swap_hard_limit", self.swap_hard_limit)) if value > 0}
+
+    def reclaim(self, dt: float, swap_room: float) -> tuple[float, float]:
+        """The host kernel enforcing the limit for ``dt`` seconds, with
+        ``swap_room`` KiB of host swap free; returns (KiB swapped out, KiB
+        swapped in) for the host's counters."""
+        self.limit_swapped = min(self.limit_swapped, self.touched)
+        limit = self.limit
+        # The kernel reclaims the coldest pages first: those the guest freed
+        # and does not use (touched, not in use) go to swap and stay there;
+        # only what a limit took beyond them is touched again, faulted back.
+        cold = max(0.0, self.touched - self.in_use)
+        hot_swapped = max(0.0, self.limit_swapped - cold)
+        touched_again = hot_swapped * LIMIT_TOUCH_RATE * dt
+        refault_clean = self.clean_dropped * LIMIT_TOUCH_RATE * dt
+        swapped_in = touched_again
+        self.limit_swapped -= touched_again
+        self.clean_dropped -= refault_clean
+        self.host_major_faults += touched_again / PAGE_KIB
+        swapped_out = 0.0
+        self.limit_oom_kib = 0.0
+        if limit > 0:
+            excess = self.resident_ram - limit
+            if excess > 0:
+                # Clean pages first: dropped, nothing to write.
+                drop = min(excess, max(0.0, min(QEMU_FILE_KIB, self.qemu_overhead)
+                                       - self.clean_dropped))
+                self.clean_dropped += drop
+                excess -= drop
+            if excess > 0:
+                room = swap_room + touched_again
+                if self.swap_hard_limit > 0:
+                    # memory.memsw / memory.swap.max: swap within the difference only.
+                    room = min(room, max(0.0, self.swap_hard_limit - limit - self.limit_swapped))
+                out = min(excess, max(0.0, room))
+                self.limit_swapped += out
+                swapped_out += out
+                excess -= out
+                if excess > 0 and self.hard_limit > 0 and self.hard_limit <= limit:
+                    self.limit_oom_kib = excess
+        return swapped_out, swapped_in
+
+    def set_virtio_mem_requested(self, kib: float) -> int:
+        """Ask the virtio-mem device for ``kib`` (within 0..its size); returns it."""
+        requested = min(max(0, int(kib)), self.virtio_mem_kib)
+        self.balloon_target = float(self.boot_kib + requested)
+        return requested
 
     # -- time ------------------------------------------------------------------
 
@@ -173,6 +278,9 @@ class GuestModel:
             # slower and bounded by its free swap space.
             easy = max(0.0, cur - self.reserved - self.kernel - self.watermark - self.anon)
             fast = min(step, easy)
+            if self.virtio_mem_kib:
+                # The guest unplugs only blocks it can empty: never its working set.
+                return max(target, cur - fast)
             slow = min(step - fast, self.swap_rate * dt, self.anon,
                        max(0.0, self.swap_total - self.swapped))
             return max(target, cur - fast - slow)
@@ -181,7 +289,10 @@ class GuestModel:
     # -- statistics ------------------------------------------------------------
 
     def _refresh(self, now: float) -> None:
-        """The guest driver's periodic update of its statistics."""
+        """The guest driver's periodic update of its statistics (a driver that
+        does not answer reported once, at boot)."""
+        if not self.responds and self._reported:
+            return
         self._last_update = now
         self._reported = {
             "mem_available": int(self.balloon_cur - self.reserved),
@@ -200,12 +311,17 @@ class GuestModel:
         sample: dict[str, Any] = dict(self._reported)
         sample["balloon_cur"] = int(self.balloon_cur)
         sample["balloon_max"] = int(self.max_kib)
-        sample["rss"] = int(self.resident * host_ram_share)
+        sample["rss"] = int(self.resident_ram * host_ram_share)
         sample["stats_age"] = max(0.0, now - self._last_update)
+        sample.update(self.limits())
+        if self.virtio_mem_kib:
+            sample.update(virtio_mem_max=int(self.virtio_mem_kib), virtio_mem_block=2 * MiB,
+                          virtio_mem_requested=int(self.balloon_target - self.boot_kib),
+                          virtio_mem_current=int(self.balloon_cur - self.boot_kib))
         return sample
 
     def state(self) -> tuple[float, ...]:
         """Every figure that changes (for comparing runs)."""
         return (self.balloon_cur, self.balloon_target, self.anon, self.swapped, self.cache,
                 self.touched, self.swap_in_kib, self.swap_out_kib, self.major_faults,
-                self.minor_faults, self.working_set)
+                self.minor_faults, self.working_set, self.clean_dropped, self.limit_swapped)

@@ -10,6 +10,10 @@ cache grows into free memory and is the first thing reclaimed, so::
 
     total = min(used, total) + cache + unused      (while swap has room)
 
+Guest memory that a cgroup limit pushed out (MemTune, see guest_model) is
+in the host's swap whether the host is short or not; the host swaps the
+rest blindly as above.
+
 The pressure figures (PSI ``avg10``, percent) follow a 10-second moving
 average of how much time reclaim and swapping would stall tasks.
 """
@@ -49,6 +53,8 @@ class HostModel:
         self.swap_usage = 0.0
         self.cache = 0.0
         self.unused = self.total - self.overhead
+        #: The part of swap_usage the host swapped by itself (not the limits').
+        self.overflow = 0.0
         #: Memory neither RAM nor swap could hold (the OOM killer's share).
         self.oom_kib = 0.0
         # Counters since boot, pages (like pswpin/pswpout in /proc/vmstat).
@@ -65,20 +71,28 @@ class HostModel:
         """The part of ``used`` in RAM."""
         return self.used - self.swap_usage
 
-    def step(self, dt: float, guests_resident_kib: float, ksm_savings_kib: float) -> None:
+    def step(self, dt: float, guests_resident_kib: float, ksm_savings_kib: float,
+             limited_kib: float = 0.0, limit_swap_in_kib: float = 0.0,
+             limit_swap_out_kib: float = 0.0) -> None:
+        """Advance by ``dt``.  ``guests_resident_kib`` counts what cgroup
+        limits keep in swap too: ``limited_kib`` of it, which moved in and
+        out by ``limit_swap_in_kib`` / ``limit_swap_out_kib`` in this step."""
         used = guests_resident_kib + self.overhead - ksm_savings_kib
-        swap = min(max(0.0, used - self.total), self.swap_total)
-        self.oom_kib = max(0.0, used - self.total - self.swap_total)
-        swap_in = swap_out = 0.0
-        change = swap - self.swap_usage
+        room = max(0.0, self.swap_total - limited_kib)
+        overflow = min(max(0.0, used - limited_kib - self.total), room)
+        self.oom_kib = max(0.0, used - limited_kib - self.total - room)
+        swap = limited_kib + overflow
+        swap_in, swap_out = limit_swap_in_kib, limit_swap_out_kib
+        change = overflow - self.overflow
         if change > 0:
             swap_out += change
         else:
             swap_in -= change
-        if swap > 0:
-            thrash = swap * THRASH_RATE * dt
+        if overflow > 0:
+            thrash = overflow * THRASH_RATE * dt
             swap_in += thrash
             swap_out += thrash
+        self.overflow = overflow
         self.swap_in_pages += swap_in / PAGE_KIB
         self.swap_out_pages += swap_out / PAGE_KIB
 

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
-from ..hypervisor.base import GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener
+from ..hypervisor.base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
+                               HypervisorUnsupported)
 from ..journal_fields import guest_fields
 from .driver import SimulationDriver
 from .guest_model import MiB
+
+#: MemTune's limits, by policy name (as the controller sends them).
+MEMTUNE_LIMITS = ("mem_soft_limit", "mem_hard_limit", "mem_swap_hard_limit")
 from .simulation import Simulation
 
 log = logging.getLogger(__name__)
@@ -120,6 +125,34 @@ class SimHypervisor(HypervisorInterface):
         name = self.simulation.guests[uuid].name
         log.debug("simulated guest %s: balloon target %d KiB (%.0f MiB)",
                   name, target, target / MiB, extra=guest_fields(uuid, name))
+
+    async def set_mem_tune(self, uuid: str, limits: Mapping[str, int]) -> None:
+        if self._closed:
+            raise HypervisorError("the simulated hypervisor is closed")
+        if uuid not in self.simulation.guests:
+            raise HypervisorError(f"no simulated guest with UUID {uuid!r}")
+        unknown = [k for k in limits if k not in MEMTUNE_LIMITS]
+        bad = [v for v in limits.values()
+               if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+        if unknown or bad:
+            raise HypervisorError(f"memory limits must be KiB under {MEMTUNE_LIMITS}, "
+                                  f"got {dict(limits)!r}")
+        self.simulation.set_mem_tune(uuid, dict(limits))
+        name = self.simulation.guests[uuid].name
+        log.debug("simulated guest %s: memory limits %s", name, dict(limits),
+                  extra=guest_fields(uuid, name))
+
+    async def set_virtio_mem_requested(self, uuid: str, kib: int) -> None:
+        if self._closed:
+            raise HypervisorError("the simulated hypervisor is closed")
+        guest = self.simulation.guests.get(uuid)
+        if guest is None:
+            raise HypervisorError(f"no simulated guest with UUID {uuid!r}")
+        if not guest.virtio_mem_kib:
+            raise HypervisorUnsupported(f"simulated guest {guest.name} has no virtio-mem device")
+        requested = guest.set_virtio_mem_requested(kib)
+        log.debug("simulated guest %s: virtio-mem requested %d KiB", guest.name, requested,
+                  extra=guest_fields(uuid, guest.name))
 
     # -- time ------------------------------------------------------------------
 

@@ -97,6 +97,13 @@ class GuestSpec:
     initial_cache_share: float = 0.05    # page cache at the start, share of max memory
     io_mib_s: float = 8.0                # how fast its page cache grows (file reads)
     uuid: str | None = None              # None: derived from the name
+    # False: its balloon driver reported once, at boot, and then stopped
+    # answering (hung, unloaded): its statistics age without end and
+    # balloon targets do nothing.  What MemTune's limits are for.
+    balloon_responds: bool = True
+    # A virtio-mem device of this size, part of memory_mib (0: none): the
+    # guest boots with the rest and is sized by the device.
+    virtio_mem_mib: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,12 @@ def _parse_int(text: str) -> int:
 
 def _fraction(value: Any, key: str, context: str) -> float:
     return _number(value, key, context, minimum=0.0, maximum=1.0)
+
+
+def _flag(value: Any, key: str, context: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{_where(context, key)} must be true or false, got {value!r}")
+    return value
 
 
 def _text(value: Any, key: str, context: str) -> str:
@@ -401,7 +414,8 @@ _HOST_KEYS = {"memory_mib", "overcommit", "overhead_mib", "swap_mib", "cache_mib
               "cpu_count"}
 _KSM_KEYS = set(KSM_TUNABLES)   # a scenario sets the tunables, by file name
 _GUEST_KEYS = {"name", "count", "memory_mib", "min_guarantee_mib", "shareable", "swap_mib",
-               "cache_share", "initial_cache_share", "io_mib_s", "uuid", "workload"}
+               "cache_share", "initial_cache_share", "io_mib_s", "uuid", "workload",
+               "balloon_responds", "virtio_mem_mib"}
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -540,8 +554,13 @@ def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
     if guarantee > memory:
         raise ValueError(f"{context}: min_guarantee_mib ({guarantee}) is above "
                          f"memory_mib ({memory})")
+    device = int(_number(merged.get("virtio_mem_mib", 0), "virtio_mem_mib", context,
+                         integer=True, minimum=0))
+    if device > memory - 128:
+        raise ValueError(f"{context}: virtio_mem_mib ({device}) leaves less than 128 MiB "
+                         f"of memory_mib ({memory}) to boot with")
     common = dict(
-        memory_mib=memory, workload=load, min_guarantee_mib=guarantee,
+        memory_mib=memory, workload=load, min_guarantee_mib=guarantee, virtio_mem_mib=device,
         shareable=_fraction(merged.get("shareable", 0.10), "shareable", context),
         swap_mib=int(_number(merged.get("swap_mib", 1024), "swap_mib", context,
                              integer=True, minimum=0)),
@@ -549,6 +568,8 @@ def _guests(raw: Mapping[str, Any], defaults: Mapping[str, Any],
         initial_cache_share=_fraction(merged.get("initial_cache_share", 0.05),
                                       "initial_cache_share", context),
         io_mib_s=_number(merged.get("io_mib_s", 8.0), "io_mib_s", context, minimum=0.0),
+        balloon_responds=_flag(merged.get("balloon_responds", True), "balloon_responds",
+                               context),
     )
     if count == 1:
         uuid = merged.get("uuid")

@@ -102,8 +102,17 @@ class Simulation:
         now = self.now
         for guest in self.guests.values():
             guest.step(now, dt)
+        # The guests' cgroup limits (MemTune), within the swap the host has left.
+        swap_room = max(0.0, self.host.swap_total - self.host.swap_usage)
+        swapped_in = swapped_out = 0.0
+        for guest in self.guests.values():
+            if guest.limit > 0 or guest.limit_swapped > 0 or guest.clean_dropped > 0:
+                out, back = guest.reclaim(dt, swap_room)
+                swap_room = max(0.0, swap_room - out + back)
+                swapped_out, swapped_in = swapped_out + out, swapped_in + back
         self.ksm.step(dt, self._ksm_inputs())
-        self.host.step(dt, self.guests_resident, self.ksm.savings_kib)
+        self.host.step(dt, self.guests_resident, self.ksm.savings_kib, self.limit_swapped,
+                       swapped_in, swapped_out)
 
     def _ksm_inputs(self) -> list[tuple[float, float]]:
         return [(g.touched, g.shareable) for g in self.guests.values()]
@@ -116,12 +125,23 @@ class Simulation:
         return sum(g.resident for g in self.guests.values())
 
     @property
+    def limit_swapped(self) -> float:
+        """KiB of guest memory the guests' cgroup limits keep in host swap."""
+        return sum(g.limit_swapped for g in self.guests.values())
+
+    @property
     def guest_ram_share(self) -> float:
-        """Share of the guests' memory in host RAM rather than host swap."""
-        resident = self.guests_resident
-        if resident <= 0 or self.host.swap_usage <= 0:
+        """Share of the guests' memory in host RAM rather than host swap, of
+        what their limits leave in RAM (the host swaps that part blindly)."""
+        resident = self.guests_resident - self.limit_swapped
+        if resident <= 0 or self.host.overflow <= 0:
             return 1.0
-        return max(0.0, 1.0 - self.host.swap_usage / resident)
+        return max(0.0, 1.0 - self.host.overflow / resident)
+
+    def set_mem_tune(self, uuid: str, limits: dict[str, int]) -> None:
+        """Set cgroup limits on a guest's QEMU (policy names, KiB, 0 = unlimited);
+        KeyError if unknown."""
+        self.guests[uuid].set_limits(limits)
 
     def set_balloon_target(self, uuid: str, kib: int) -> int:
         """Move a guest's balloon toward ``kib`` (clamped to [0, max]); KeyError if unknown."""

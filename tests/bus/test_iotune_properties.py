@@ -10,7 +10,7 @@ from dbus_next import Variant
 from dbus_next._private.marshaller import Marshaller
 
 from momservice.bus.interfaces import GuestInterface, applied_controls
-from momservice.bus.published import _coerce, to_variants
+from momservice.bus.published import coerce, to_variants
 from momservice.bus.wire import marshal_body
 from momservice.cli.bus_client import unwrap
 from momservice.cli.bus_commands import guest_detail_lines
@@ -38,8 +38,8 @@ def test_the_properties_are_typed_from_the_catalogue():
 
 
 def test_disks_marshal_as_dbus_next_would_and_read_back_plain():
-    io_tune = _coerce("aa{sv}", SAMPLE["io_tune"])
-    current = _coerce("aa{sv}", SAMPLE["io_tune_current"])
+    io_tune = coerce("aa{sv}", SAMPLE["io_tune"])
+    current = coerce("aa{sv}", SAMPLE["io_tune_current"])
     statistics = to_variants(SAMPLE)
     controls = to_variants({"io_tune": [{"name": "vda", "path": "", "total_iops_sec": 200}]})
     body = [{"IoTune": Variant("aa{sv}", io_tune), "IoTuneCurrent": Variant("aa{sv}", current),
@@ -53,7 +53,7 @@ def test_disks_marshal_as_dbus_next_would_and_read_back_plain():
     assert plain["IoTuneCurrent"][1] == {"name": "hdc", "path": "", **IoLimits().plain()}
     assert plain["Statistics"]["io_tune"] == plain["IoTune"]
     assert plain["Controls"]["io_tune"] == [{"name": "vda", "path": "", "total_iops_sec": 200}]
-    assert _coerce("aa{sv}", None) == []
+    assert coerce("aa{sv}", None) == []
 
 
 def test_controls_applied_carries_the_disks_set():
@@ -67,8 +67,8 @@ def test_controls_applied_carries_the_disks_set():
 
 
 def test_momctl_guest_shows_each_disk_readably():
-    props = unwrap({"Name": Variant("s", "web"), "IoTune": Variant("aa{sv}", _coerce(
-        "aa{sv}", SAMPLE["io_tune"])), "IoTuneCurrent": Variant("aa{sv}", _coerce(
+    props = unwrap({"Name": Variant("s", "web"), "IoTune": Variant("aa{sv}", coerce(
+        "aa{sv}", SAMPLE["io_tune"])), "IoTuneCurrent": Variant("aa{sv}", coerce(
             "aa{sv}", SAMPLE["io_tune_current"])), "Controls": Variant("a{sv}", to_variants(
                 {"io_tune": [{"name": "vda", "path": "", "total_iops_sec": 200}]}))})
     text = "\n".join(guest_detail_lines("/org/ovirt/mom1/guest/u", props))

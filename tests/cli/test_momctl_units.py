@@ -294,6 +294,18 @@ def test_guest_detail_lines():
     assert "Controls:" in text and "balloon_target  1048576 (1.0 GiB)" in text
 
 
+def test_guest_detail_lines_show_memory_limits_and_unlimited():
+    lines = guest_detail_lines(guest_path("u-1"), _guest(
+        MemSoftLimit=0, MemHardLimit=768 * 1024, MemSwapHardLimit=0))
+    text = "\n".join(lines)
+    assert "  MemSoftLimit      unlimited\n" in text
+    assert "  MemHardLimit      768.0 MiB (786432 KiB)\n" in text
+    assert "  MemSwapHardLimit  unlimited\n" in text
+    # Beside the QEMU's RSS, as the catalogue orders them.
+    names = [line.split()[0] for line in lines[1:]]
+    assert names.index("Rss") + 1 == names.index("MemSoftLimit")
+
+
 def test_status_lines():
     manager = {"Version": "0.1.0", "HypervisorURI": "test:///default", "Connected": True,
                "Controllers": ["Balloon", "KSM"], "DryRun": False,

@@ -34,17 +34,22 @@ GiB = 1024 * 1024
 
 
 def test_the_registry_is_the_configurations_list_of_controllers():
-    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "CpuTune", "IoTune")
+    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "CpuTune", "IoTune",
+                                                       "MemTune", "VirtioMem")
     for name, kind in MECHANISMS.items():
         assert issubclass(kind, Mechanism) and kind.name == name
         assert kind.entity in ("host", "guest") and kind.controls
 
 
 def test_the_mechanisms_consume_exactly_the_known_controls():
-    # The guest's are the catalogue's control rows (io_tune's is its statistic's
-    # row: the control is the list of its disks, set through them), the host's
-    # the KSM tunables.
-    assert CONTROLS["guest"] == {f.name for f in fields.GUEST_CONTROL_FIELDS} | {"io_tune"}
+    # The guest's are the catalogue's control rows, io_tune (its statistic's row:
+    # the control is the list of its disks, set through them), MemTune's limits
+    # and virtio_mem_requested (also statistics: the current values); the
+    # host's the KSM tunables.
+    memtune = {"mem_soft_limit", "mem_hard_limit", "mem_swap_hard_limit"}
+    assert memtune <= fields.GUEST_OPTIONAL_FIELDS
+    assert CONTROLS["guest"] == ({f.name for f in fields.GUEST_CONTROL_FIELDS}
+                                 | {"io_tune", "virtio_mem_requested"} | memtune)
     assert CONTROLS["host"] == {f"ksm_{name}" for name in KSM_TUNABLES}
 
 
@@ -83,6 +88,10 @@ def test_check_gives_the_value_as_applied(tmp_path, mechanism, control, value, e
     ("CpuTune", "vcpu_period", 1000001),
     ("CpuTune", "vcpu_period", True),
     ("CpuTune", "balloon_target", 1),
+    ("MemTune", "mem_hard_limit", -1),
+    ("MemTune", "mem_soft_limit", "1G"),
+    ("MemTune", "mem_hard_limit", 2 ** 60),
+    ("MemTune", "balloon_target", 1),
 ])
 def test_check_refuses_what_cannot_be_applied(tmp_path, mechanism, control, value):
     built = build_mechanisms(MechanismContext(None, tmp_path), ())  # type: ignore[arg-type]
@@ -92,7 +101,7 @@ def test_check_refuses_what_cannot_be_applied(tmp_path, mechanism, control, valu
 
 def test_every_mechanism_is_built_once_and_the_configured_ones_are_enabled(tmp_path):
     built = build_mechanisms(MechanismContext(None, tmp_path), ["KSM", "NoSuch"])  # type: ignore[arg-type]
-    assert sorted(built) == ["Balloon", "CpuTune", "IoTune", "KSM"]
+    assert sorted(built) == ["Balloon", "CpuTune", "IoTune", "KSM", "MemTune", "VirtioMem"]
     assert built.enabled == (built["KSM"],)
     assert isinstance(built["KSM"], KsmController) and built["KSM"].ksm_dir == tmp_path
 

@@ -35,7 +35,8 @@ from tests.e2e.test_real_guests import REPO, BusClient, _skip_reason, _take_real
 from tests.helpers.guest_image import GuestImageError, domain_xml, ensure_guest_image
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.private_bus import replaced_actions_reason, system_bus_with_polkit
-from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd, qemu_processes
+from tests.helpers.qemu_libvirtd import (LibvirtCallError, QemuLibvirtd, cgroup_skip_reason,
+                                         qemu_processes)
 
 VDSM_STYLE = REPO / "benchmarks" / "policies" / "vdsm-style"
 GUEST_NAME = f"mom-e2e-cputune-{os.getpid()}"
@@ -56,22 +57,7 @@ def vdsm_quota(limit: int, host_cpus: int, vcpus: int) -> tuple[int, int]:
     return round(stretch * quota), round(stretch * DEFAULT_PERIOD)
 
 
-def _cgroup_reason() -> str | None:
-    if CPU_CGROUP is None:
-        try:
-            v2 = (CGROUP_ROOT / "cgroup.controllers").read_text().split()
-        except OSError:
-            v2 = []
-        if "cpu" not in v2:
-            return (f"no cpu cgroup controller here (no cgroup v1 cpu hierarchy under "
-                    f"{CGROUP_ROOT}, none in a cgroup v2 one): libvirt cannot limit vCPUs")
-    where = CPU_CGROUP or CGROUP_ROOT
-    if not os.access(where, os.W_OK):
-        return f"{where} is not writable here: libvirt cannot make the guests' cgroups"
-    return None
-
-
-_reason = _skip_reason() or _cgroup_reason()
+_reason = _skip_reason() or cgroup_skip_reason(("cpu",))
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
               pytest.mark.timeout(900)]   # the set-up may wait for the real KSM
 

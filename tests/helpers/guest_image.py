@@ -22,6 +22,11 @@ then starts the agent on the virtio-serial port named
 channel) and skips the balloon driver when the kernel command line says
 ``mom_no_balloon`` (``domain_xml(balloon_driver=False)``).
 
+With ``virtio_mem=True`` (default off too) the initramfs also holds the
+``virtio_mem`` module, which /init loads after the others;
+``domain_xml(virtio_mem_mib=...)`` gives the guest a virtio-mem device and
+the kernel command line that onlines what it plugs.
+
 Both artifacts are cached between runs, outside the repository
 (``$MOM_TEST_CACHE`` or ``~/.cache/mom-tests``): the kernel under its package
 name and version, the initramfs under a hash of everything that goes into it.
@@ -85,6 +90,8 @@ AGENT_BINARY = "usr/sbin/qemu-ga"
 AGENT_PORT_NAME = "org.qemu.guest_agent.0"
 #: Modules the agent variant adds: the virtio-serial driver, for the agent's port.
 AGENT_MODULES = {"virtio_console": "drivers/char"}
+#: Modules the virtio-mem variant adds (it needs only virtio and virtio_ring).
+VIRTIO_MEM_MODULES = {"virtio_mem": "drivers/virtio"}
 
 # The agent variant of /init: the balloon driver may be skipped, and the
 # agent runs on its port (named by the host; the kernel learns the name
@@ -112,13 +119,18 @@ echo "{MARK} ready"
 """
 
 
-def _init_script(guest_agent: bool) -> str:
-    if not guest_agent:
-        return INIT_SCRIPT
-    ready = f'echo "{MARK} ready"\n'
-    assert _BALLOON_INSMOD in INIT_SCRIPT and ready in INIT_SCRIPT
-    return (INIT_SCRIPT.replace(_BALLOON_INSMOD, _AGENT_INSMOD)
-            .replace(ready, _AGENT_START))
+def _init_script(guest_agent: bool, virtio_mem: bool = False) -> str:
+    script = INIT_SCRIPT
+    if guest_agent:
+        ready = f'echo "{MARK} ready"\n'
+        assert _BALLOON_INSMOD in script and ready in script
+        script = script.replace(_BALLOON_INSMOD, _AGENT_INSMOD).replace(ready, _AGENT_START)
+    if virtio_mem:
+        loaded = f'echo "{MARK} modules loaded"\n'
+        assert loaded in script
+        script = script.replace(loaded, 'insmod /lib/modules/virtio_mem.ko || '
+                                f'echo "{MARK} insmod virtio_mem failed"\n' + loaded)
+    return script
 
 
 class GuestImageError(RuntimeError):
@@ -458,12 +470,14 @@ def _agent_files(cache: Path, package: str, version: str) -> dict[str, tuple[byt
     return files
 
 
-def ensure_guest_image(cache: Path | None = None, *, guest_agent: bool = False) -> GuestImage:
+def ensure_guest_image(cache: Path | None = None, *, guest_agent: bool = False,
+                       virtio_mem: bool = False) -> GuestImage:
     """The kernel and initramfs, fetched and built once, then from the cache.
 
     Without apt metadata (an offline host), the newest kernel already in
-    the cache is used.  ``guest_agent``: the variant with qemu-ga (see the
-    module), cached under its own name.
+    the cache is used.  ``guest_agent``: the variant with qemu-ga,
+    ``virtio_mem``: the one with the virtio-mem driver (see the module),
+    each cached under its own name.
     """
     cache = Path(cache) if cache is not None else cache_dir()
     busybox = find_static_busybox()
@@ -478,8 +492,12 @@ def ensure_guest_image(cache: Path | None = None, *, guest_agent: bool = False) 
                 raise GuestImageError(f"cannot find the guest kernel package: {e}") from e
             package, version = cached[-1].read_text().split()
         kdir = _fetch_kernel(cache, package, version)
-        init = _init_script(guest_agent)
+        init = _init_script(guest_agent, virtio_mem)
         extra = _agent_files(cache, package, version) if guest_agent else {}
+        if virtio_mem:
+            modules = _fetch_extra_modules(cache, package, version, VIRTIO_MEM_MODULES)
+            extra.update((f"lib/modules/{m.name}", (m.read_bytes(), 0o644))
+                         for m in sorted(modules.glob("*.ko")))
         digest = hashlib.sha256()
         digest.update(init.encode())
         digest.update(busybox.read_bytes())
@@ -491,7 +509,8 @@ def ensure_guest_image(cache: Path | None = None, *, guest_agent: bool = False) 
             digest.update(data)
         # Each variant under a prefix of its own, so that building one never
         # prunes the other.
-        prefix = "initrd+agent-" if guest_agent else "initrd-"
+        prefix = ("initrd" + ("+agent" if guest_agent else "")
+                  + ("+virtio_mem" if virtio_mem else "") + "-")
         initrd = cache / f"{prefix}{digest.hexdigest()[:16]}.cpio.gz"
         if not initrd.exists():
             tmp = initrd.with_name(f".{initrd.name}.{os.getpid()}")
@@ -523,8 +542,16 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
                stats_period: int = 1, guest_agent: bool = False,
                balloon_driver: bool = True,
                balloon_attributes: dict[str, str] | None = None,
-               disk: Path | None = None, metadata: str = "") -> str:
+               disk: Path | None = None, metadata: str = "", virtio_mem_mib: int = 0,
+               virtio_mem_block_kib: int = 2048, virtio_mem_requested_mib: int = 0) -> str:
     """A transient domain booting ``image``, its console written to ``serial_path``.
+
+    ``virtio_mem_mib``: a virtio-mem device of that size (blocks of
+    ``virtio_mem_block_kib``, ``virtio_mem_requested_mib`` plugged at boot)
+    beside the ``memory_mib`` of boot memory: the domain gets the
+    ``<maxMemory>`` and the NUMA cell it needs, and the guest kernel onlines
+    what the device plugs as movable memory, so that it can be unplugged
+    again (the image needs ``ensure_guest_image(virtio_mem=True)``).
 
     ``guest_agent``: with the agent's virtio-serial channel (libvirt picks
     the socket); ``balloon_driver`` False: the guest does not load its
@@ -548,12 +575,28 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
 """ if guest_agent else "")
     balloon = "".join(f" {key}='{escape(value)}'"
                       for key, value in (balloon_attributes or {}).items())
+    hotplug = cpu = device = ""
+    if virtio_mem_mib:
+        cmdline += " memhp_default_state=online_movable"
+        hotplug = (f"\n  <maxMemory slots='1' unit='MiB'>"
+                   f"{int(memory_mib) + int(virtio_mem_mib)}</maxMemory>")
+        cpu = (f"\n  <cpu>\n    <numa>\n      <cell id='0' cpus='0-{int(vcpus) - 1}' "
+               f"memory='{int(memory_mib)}' unit='MiB'/>\n    </numa>\n  </cpu>")
+        device = f"""
+    <memory model='virtio-mem'>
+      <target>
+        <size unit='MiB'>{int(virtio_mem_mib)}</size>
+        <node>0</node>
+        <block unit='KiB'>{int(virtio_mem_block_kib)}</block>
+        <requested unit='MiB'>{int(virtio_mem_requested_mib)}</requested>
+      </target>
+    </memory>"""
     return f"""<domain type='{kind}'>
   <name>{escape(name)}</name>
-  <uuid>{uuid}</uuid>
+  <uuid>{uuid}</uuid>{hotplug}
   <memory unit='MiB'>{memory_mib}</memory>
   <currentMemory unit='MiB'>{memory_mib}</currentMemory>
-  <vcpu>{vcpus}</vcpu>
+  <vcpu>{vcpus}</vcpu>{cpu}
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{escape(str(Path(image.kernel).absolute()))}</kernel>
@@ -572,7 +615,7 @@ def domain_xml(name: str, uuid: str, image: GuestImage, serial_path: Path, *,
     </serial>
 {channel}    <memballoon model='virtio'{balloon}>
       <stats period='{int(stats_period)}'/>
-    </memballoon>{_disk_xml(disk)}
+    </memballoon>{device}{_disk_xml(disk)}
   </devices>{f"{chr(10)}  <metadata>{metadata}</metadata>" if metadata else ""}
 </domain>
 """

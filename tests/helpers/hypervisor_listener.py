@@ -30,6 +30,9 @@ class RecordingListener:
         self.events.append(("connection", connected))
         self.connection.append(connected)
 
+    def guest_changed(self, info: GuestInfo) -> None:
+        self.events.append(("changed", info))
+
     def present(self) -> set[str]:
         """UUIDs added and not removed since, replaying the calls in order."""
         uuids: set[str] = set()

@@ -676,9 +676,11 @@ class SystemBusWithPolkit:
 @contextlib.contextmanager
 def system_bus_with_polkit(tmp_path: str | Path, *, polkit: bool = True,
                            extra_conf_dirs: Iterable[str | Path] = (),
-                           service_files: Mapping[str, str] | None = None
+                           service_files: Mapping[str, str] | None = None,
+                           action_files: Iterable[str | Path] = (MOM_POLKIT_POLICY,)
                            ) -> Iterator[SystemBusWithPolkit]:
-    """A private system bus with polkitd on it (``polkit=False``: without).
+    """A private system bus with polkitd on it (``polkit=False``: without),
+    knowing the actions of ``action_files``.
 
     Yields an object with ``.address``, ``.polkit_running``, ``.bus``,
     ``.polkit`` and ``.env()``.  Stopping ``.polkit`` inside the block
@@ -686,7 +688,7 @@ def system_bus_with_polkit(tmp_path: str | Path, *, polkit: bool = True,
     """
     bus = PrivateSystemBus(Path(tmp_path) / "bus", extra_conf_dirs=extra_conf_dirs,
                            service_files=service_files)
-    daemon = Polkitd(bus)
+    daemon = Polkitd(bus, action_files=action_files)
     bus.start()
     try:
         if polkit:

@@ -16,8 +16,18 @@ without touching anything of the host's.
   user and the ``kvm``/``libvirt-qemu`` groups added (libvirtd 9.0 looks the
   user up before it reads ``qemu.conf``), bind-mounted in the namespace.
 * ``qemu.conf``: QEMU runs as root, no relabelling (``dynamic_ownership``
-  0, ``security_driver`` none), no cgroups (``cgroups``: the controllers
-  libvirt may use), no namespaces, logs to files (no virtlogd).
+  0, ``security_driver`` none), no cgroups, no namespaces, logs to files
+  (no virtlogd).
+* ``cgroups=("memory", ...)``: the qemu driver uses those cgroup v1
+  controllers (``cgroup_controllers``), each guest in a cgroup of its own,
+  all inside one cgroup this daemon gets under the test's own (removed on
+  ``stop``), never at the top of the host's hierarchy.  The daemon runs in
+  a cgroup namespace rooted there, with those hierarchies mounted afresh in
+  its mount namespace, so libvirt's ``/machine`` is that cgroup's child;
+  the hybrid layout's empty cgroup v2 mount (``/sys/fs/cgroup/unified``) is
+  unmounted in its namespace: libvirt 9.0 would take it for a v2 backend
+  and fail ("v2 controller '(null)' is not available").  ``cgroup_skip_reason``
+  says why a host cannot do it.
 
 Connect with ``qemu_uri`` (``qemu:///system?socket=...``).  ``stop()``
 destroys the domains first (QEMU would outlive the daemon), then stops the
@@ -38,10 +48,12 @@ asyncio loop that still has open libvirt connections").
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -73,17 +85,57 @@ QEMU_CONF = {
 
 _QEMU_UID = 64055  # Debian's libvirt-qemu
 
-#: Where a hybrid cgroup host mounts its cgroup2 hierarchy.
-HYBRID_UNIFIED = "/sys/fs/cgroup/unified"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _unified_without(controllers: Iterable[str]) -> bool:
-    """Whether a hybrid cgroup2 mount is there and holds none of ``controllers``."""
-    try:
-        available = Path(HYBRID_UNIFIED, "cgroup.controllers").read_text().split()
-    except OSError:
-        return False
-    return not set(available) & set(controllers)
+def _v1_mounts() -> dict[str, Path]:
+    """Mount point of each mounted cgroup v1 controller, by name."""
+    mounts: dict[str, Path] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            fields = line.split(" - ", 1)
+            if len(fields) != 2 or not fields[1].startswith("cgroup "):
+                continue
+            options = fields[1].split()[2].split(",")
+            for option in options:
+                mounts.setdefault(option, Path(fields[0].split()[4]))
+    return mounts
+
+
+def _own_v1_cgroups() -> dict[str, str]:
+    """This process's cgroup in each v1 hierarchy, by controller name."""
+    own: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(","):
+                if controller:
+                    own[controller] = path
+    return own
+
+
+def cgroup_skip_reason(cgroups: Iterable[str]) -> str | None:
+    """Why a QemuLibvirtd cannot put its guests in cgroups of ``cgroups`` here, or None."""
+    if os.geteuid() != 0:
+        return "making cgroups for the daemon needs root"
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return ("this host has a pure cgroup v2 hierarchy; QemuLibvirtd's cgroups "
+                "option handles cgroup v1 hierarchies only (on v2 the guests' cgroups need "
+                "a parent with the controllers enabled for its children, which v2 allows "
+                "only in a cgroup with no process of its own: not the test's, where the "
+                "test process runs; not implemented)")
+    mounts, own = _v1_mounts(), _own_v1_cgroups()
+    for controller in cgroups:
+        if controller not in mounts:
+            return f"the cgroup v1 {controller} controller is not mounted here"
+        if controller not in own:
+            return f"this process is in no cgroup of the {controller} hierarchy"
+        if not os.access(mounts[controller] / own[controller].lstrip("/"), os.W_OK):
+            return f"this process's {controller} cgroup {own[controller]} is not writable"
+    for tool in ("unshare", "mount", "umount"):
+        if shutil.which(tool) is None:
+            return f"{tool} (util-linux) is not installed"
+    return None
 
 
 class QemuLibvirtd(PrivateLibvirtd):
@@ -101,11 +153,22 @@ class QemuLibvirtd(PrivateLibvirtd):
         for _, name in STATE_DIRS:
             (self.state_dir / name).mkdir(parents=True, exist_ok=True)
         self._namespaces: set[str] = set()      # mount namespaces it ran in
-        settings = dict(QEMU_CONF)
-        # The cgroup controllers libvirt may use for its guests (none by
-        # default: a test's QEMU stays in the test's own cgroups).
-        settings["cgroup_controllers"] = list(cgroups)
         self.cgroups = tuple(cgroups)
+        #: The daemon's own cgroup per controller (seen from the host), made here.
+        self.cgroup_dirs: dict[str, Path] = {}
+        if self.cgroups:
+            reason = cgroup_skip_reason(self.cgroups)
+            if reason is not None:
+                raise RuntimeError(f"cannot run libvirtd with cgroups here: {reason}")
+            mounts, own = _v1_mounts(), _own_v1_cgroups()
+            tag = hashlib.sha256(str(self.base).encode()).hexdigest()[:8]
+            name = f"mom-libvirtd-{os.getpid()}-{tag}"
+            for controller in self.cgroups:
+                directory = mounts[controller] / own[controller].lstrip("/") / name
+                directory.mkdir(exist_ok=True)
+                self.cgroup_dirs[controller] = directory
+        settings = dict(QEMU_CONF)
+        settings["cgroup_controllers"] = list(self.cgroups)
         settings.update(qemu_config or {})
         (self.state_dir / "etc" / "qemu.conf").write_text(
             "".join(f"{k} = {config_value(v)}\n" for k, v in settings.items()))
@@ -157,13 +220,16 @@ class QemuLibvirtd(PrivateLibvirtd):
             steps.append(f"mount --bind {source} {shlex.quote(target)}")
         for name in ("passwd", "group"):
             steps.append(f"mount --bind {shlex.quote(str(self.state_dir / name))} /etc/{name}")
-        if self.cgroups and _unified_without(self.cgroups):
-            # A hybrid host (cgroup v1 controllers, a cgroup2 mount holding
-            # none of them): libvirt 9.0 takes the cgroup2 mount for a v2
-            # backend and fails to start guests ("v2 controller '(null)' is
-            # not available").  Without it, in the daemon's namespace only,
-            # libvirt uses the v1 hierarchies alone.
-            steps.append(f"umount {HYBRID_UNIFIED}")
+        if self.cgroups:
+            unified = CGROUP_ROOT / "unified"
+            if os.path.ismount(unified):
+                steps.append(f"umount {shlex.quote(str(unified))}")
+            mounts = _v1_mounts()
+            for controller in self.cgroups:
+                # Mounted again inside the cgroup namespace: rooted at its root.
+                where = shlex.quote(str(mounts[controller]))
+                steps.append(f"umount {where}")
+                steps.append(f"mount -t cgroup -o {controller} cgroup {where}")
         return "".join(f"{step} && " for step in steps)
 
     def _command(self) -> list[str]:
@@ -173,7 +239,49 @@ class QemuLibvirtd(PrivateLibvirtd):
         if command[-3:-1] != ["/bin/sh", "-c"]:
             raise RuntimeError(f"unexpected libvirtd command line: {command}")
         command[-1] = self._mount_script() + command[-1]
-        return command
+        if not self.cgroups:
+            return command
+        # Into the daemon's cgroups first, then a cgroup namespace rooted
+        # there (each exec keeps the pid: the Popen pid stays the daemon's).
+        command.insert(1, "--cgroup")
+        joins = "".join(f"echo $$ > {shlex.quote(str(d / 'cgroup.procs'))} && "
+                        for d in self.cgroup_dirs.values())
+        return ["/bin/sh", "-c", f"{joins}exec {shlex.join(command)}"]
+
+    def qemu_cgroup(self, pid: int, controller: str) -> Path | None:
+        """The directory of QEMU process ``pid``'s cgroup of ``controller``, seen
+        from the host (None unless it is one of this daemon's)."""
+        base = self.cgroup_dirs.get(controller)
+        if base is None:
+            return None
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                if controller in controllers.split(","):
+                    directory = _v1_mounts()[controller] / path.lstrip("/")
+                    return directory if base in directory.parents else None
+        return None
+
+    def _remove_cgroups(self) -> None:
+        """Remove this daemon's cgroups (its guests' first), once they are empty."""
+        for directory in self.cgroup_dirs.values():
+            if not directory.is_dir():
+                continue
+            children = sorted((p for p in directory.rglob("*") if p.is_dir()),
+                              key=lambda p: len(p.parts), reverse=True)
+            for path in [*children, directory]:
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        path.rmdir()
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        # Processes still leaving (EBUSY): they go within moments.
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
 
     # -- addresses --
 
@@ -254,6 +362,8 @@ class QemuLibvirtd(PrivateLibvirtd):
                 super().stop(timeout)
             finally:
                 self.kill_leftover_qemu()
+                if self.cgroups:
+                    self._remove_cgroups()
 
 
 def _is_qemu(pid: int) -> bool:
@@ -339,6 +449,10 @@ class LibvirtClient:
     def memory_stats(self, uuid: str) -> dict[str, int]:
         return self._call("stats", uuid)
 
+    def memory_parameters(self, uuid: str) -> dict[str, int]:
+        """virDomainGetMemoryParameters: hard_limit, soft_limit, swap_hard_limit (KiB)."""
+        return self._call("memory_parameters", uuid)
+
     def live_xml(self, uuid: str) -> str:
         """The running domain's live definition."""
         return self._call("xml", uuid)
@@ -357,6 +471,10 @@ class LibvirtClient:
     def scheduler_parameters(self, uuid: str) -> dict[str, int]:
         """The running domain's scheduler parameters (vcpu_quota, vcpu_period, ...)."""
         return self._call("sched", uuid)
+
+    def domain_xml(self, uuid: str) -> str:
+        """The running domain's live definition."""
+        return self._call("xml", uuid)
 
     def destroy(self, uuid: str) -> None:
         """Destroy a domain (gone already: nothing to do)."""
@@ -428,6 +546,7 @@ def _serve() -> None:
         "ping": lambda: True,
         "create": create,
         "stats": lambda uuid: conn.lookupByUUIDString(uuid).memoryStats(),
+        "memory_parameters": lambda uuid: conn.lookupByUUIDString(uuid).memoryParameters(),
         "period": lambda uuid, seconds: conn.lookupByUUIDString(uuid).setMemoryStatsPeriod(
             seconds, libvirt.VIR_DOMAIN_AFFECT_LIVE),
         "xml": lambda uuid: conn.lookupByUUIDString(uuid).XMLDesc(0),
