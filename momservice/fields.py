@@ -155,6 +155,7 @@ VIRTIO_MEM: tuple[Field, ...] = (
           "also the VirtioMem control)", optional=True),
     Field("virtio_mem_current", "VirtioMemCurrent", "t", KIB,
           "Memory the guest's virtio-mem device has plugged (0 without one)", optional=True),
+)
 #: GuestCpuTune: the CFS bandwidth of the guest's vCPUs (libvirt's
 #: ``<cputune>``), the limit its manager asked for, and its vCPUs.
 GUEST_CPU_TUNE: tuple[Field, ...] = (
