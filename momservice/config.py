@@ -106,10 +106,10 @@ CONTROLLERS: tuple[str, ...] = tuple(MECHANISMS)
 
 #: MoM plugins mom accepts in an old configuration but does not implement:
 #: they are dropped from the lists, with one warning each.
-UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ("HostTime",)
+UNIMPLEMENTED_HOST_COLLECTORS: tuple[str, ...] = ()
 UNIMPLEMENTED_GUEST_COLLECTORS: tuple[str, ...] = (
-    "GuestNetworkDaemon", "GuestCpuTune")
-UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ("CpuTune",)
+    "GuestNetworkDaemon",)
+UNIMPLEMENTED_CONTROLLERS: tuple[str, ...] = ()
 
 #: MoM's "Optional" collector variants, read as the collector they vary
 #: (with one warning each): in mom, the optional statistics of a collector are

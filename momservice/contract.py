@@ -64,8 +64,9 @@ ACTION_CONTROL_KSM = f"{BUS_NAME}.control-ksm"
 ACTION_CONTROL_IOTUNE = f"{BUS_NAME}.control-iotune"
 ACTION_CONTROL_MEMTUNE = f"{BUS_NAME}.control-memtune"
 ACTION_CONTROL_VIRTIO_MEM = f"{BUS_NAME}.control-virtio-mem"
+ACTION_CONTROL_CPUTUNE = f"{BUS_NAME}.control-cputune"
 
 #: Every polkit action of polkit/org.ovirt.mom1.policy.
 ACTIONS: tuple[str, ...] = (ACTION_MANAGE_POLICY, ACTION_CONTROL_BALLOON, ACTION_CONTROL_KSM,
                             ACTION_CONTROL_IOTUNE, ACTION_CONTROL_MEMTUNE,
-                            ACTION_CONTROL_VIRTIO_MEM)
+                            ACTION_CONTROL_VIRTIO_MEM, ACTION_CONTROL_CPUTUNE)

@@ -27,6 +27,7 @@ PAGES = Unit("pages", "pages")
 MILLISECONDS = Unit("ms", "ms")
 PERCENT = Unit("percent", "%")
 SECONDS = Unit("seconds", "s")
+MICROSECONDS = Unit("microseconds", "us")
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,24 @@ HOST_KSM: tuple[Field, ...] = (
     Field("ksm_shareable", "KsmShareable", "t", KIB, "Guest memory KSM could merge"),
     Field("ksmd_cpu_usage", "KsmdCpuUsage", "d", PERCENT, "CPU used by ksmd"),
 )
-#: Every statistic a host sample may carry, each a typed Host property.
-HOST_STATISTICS: tuple[Field, ...] = HOST_MEMORY + HOST_SWAP + HOST_PRESSURE + HOST_KSM
+# The host's local wall clock (HostTime), for time-of-day policies.  Only in
+# the Statistics dictionary, not typed Host properties, and no reason for a
+# PropertiesChanged: they change at every sample, so the host object would
+# signal every second for nothing, and a client wanting the time has its own.
+HOST_TIME: tuple[Field, ...] = tuple(
+    Field(name, None, "u", None, doc, signalled=False) for name, doc in (
+        ("time_year", "Local year of the host's clock"),
+        ("time_month", "Local month of the host's clock, 1-12"),
+        ("time_day", "Local day of the month of the host's clock, 1-31"),
+        ("time_hour", "Local hour of the host's clock, 0-23"),
+        ("time_minute", "Minute of the host's clock, 0-59"),
+        ("time_second", "Second of the host's clock, 0-59"),
+        ("time_microsecond", "Microsecond of the host's clock, 0-999999"),
+    ))
+#: Every statistic a host sample may carry (each a typed Host property, but
+#: the clock's).
+HOST_STATISTICS: tuple[Field, ...] = (HOST_MEMORY + HOST_SWAP + HOST_PRESSURE + HOST_KSM
+                                      + HOST_TIME)
 
 # -- guests --------------------------------------------------------------------------
 
@@ -138,6 +155,19 @@ VIRTIO_MEM: tuple[Field, ...] = (
           "also the VirtioMem control)", optional=True),
     Field("virtio_mem_current", "VirtioMemCurrent", "t", KIB,
           "Memory the guest's virtio-mem device has plugged (0 without one)", optional=True),
+)
+#: GuestCpuTune: the CFS bandwidth of the guest's vCPUs (libvirt's
+#: ``<cputune>``), the limit its manager asked for, and its vCPUs.
+GUEST_CPU_TUNE: tuple[Field, ...] = (
+    Field("vcpu_quota", "VcpuQuota", "x", MICROSECONDS,
+          "CPU time each vCPU may use per period; -1 unlimited, 0 unknown",
+          optional=True),
+    Field("vcpu_period", "VcpuPeriod", "t", MICROSECONDS,
+          "Period of the vCPU quota; 0 unknown", optional=True),
+    Field("vcpu_user_limit", "VcpuUserLimit", "u", PERCENT,
+          "CPU limit set for the guest (metadata vcpuLimit of "
+          "http://ovirt.org/vm/tune/1.0; 100 when none)", optional=True),
+    Field("vcpu_count", "VcpuCount", "u", None, "vCPUs of the guest", optional=True),
 )
 #: Guest statistics, in the order ``momctl guest`` lists them.  A guest is in
 #: ``Guests`` once its sample has every statistic that is not ``optional``;
@@ -186,11 +216,18 @@ GUEST_STATISTICS: tuple[Field, ...] = (
           "Every disk of the guest with its current I/O limits: name, path, "
           "total/read/write bytes and operations per second (0 unlimited)", optional=True),
     *VIRTIO_MEM,
+    *GUEST_CPU_TUNE,
 )
 BALLOON_TARGET = Field("balloon_target", "BalloonTarget", "t", KIB,
                        "Balloon target last applied (0 if none)", label="TARGET")
+#: CpuTune's controls: the statistics of the same names show what applies.
+CPU_TUNE_CONTROLS: tuple[Field, ...] = (
+    Field("vcpu_quota", None, "x", MICROSECONDS,
+          "vCPU quota to apply: -1 (unlimited) or 1000..17592186044415"),
+    Field("vcpu_period", None, "t", MICROSECONDS, "vCPU period to apply: 1000..1000000"),
+)
 #: Controls a policy may request for a guest.
-GUEST_CONTROL_FIELDS: tuple[Field, ...] = (BALLOON_TARGET,)
+GUEST_CONTROL_FIELDS: tuple[Field, ...] = (BALLOON_TARGET,) + CPU_TUNE_CONTROLS
 #: Every row about guests, in the order ``momctl guest`` lists their properties
 #: (the balloon target right after the balloon's three sizes).
 GUEST_CATALOGUE: tuple[Field, ...] = (GUEST_IDENTITY + GUEST_STATISTICS[:3]

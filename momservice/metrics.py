@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from .engine.core import Engine, EngineObserver, Evaluation
-from .fields import GUEST_STATISTICS, HOST_STATISTICS, KIB, MILLISECONDS, PERCENT, SECONDS, Unit
+from .fields import (GUEST_STATISTICS, HOST_STATISTICS, HOST_TIME, KIB, MICROSECONDS,
+                     MILLISECONDS, PERCENT, SECONDS, Unit)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ _BASE_UNITS: dict[Unit, tuple[str, float]] = {
     KIB: ("_bytes", 1024),
     PERCENT: ("_ratio", 0.01),
     MILLISECONDS: ("_seconds", 0.001),
+    MICROSECONDS: ("_seconds", 0.000001),
     SECONDS: ("_seconds", 1),
 }
 
@@ -119,6 +121,7 @@ HOST_METRICS: tuple[Metric, ...] = tuple(_statistic("host", *row) for row in (
 HOST_FIELDS_LEFT_OUT: dict[str, str] = {
     "swap_in": "pages since the previous sample: neither a gauge nor a counter",
     "swap_out": "pages since the previous sample: neither a gauge nor a counter",
+    **{f.name: "the wall clock: every sample has its own timestamp" for f in HOST_TIME},
 }
 
 #: Guest statistics that are no number, each with the reason it has no metric.
@@ -165,6 +168,12 @@ GUEST_METRICS: tuple[Metric, ...] = tuple(_statistic("guest", *row) for row in (
      "Memory the host asks the guest's virtio-mem device to plug."),
     ("virtio_mem_current", "guest_virtio_mem_current",
      "Memory the guest's virtio-mem device has plugged."),
+    ("vcpu_quota", "guest_vcpu_quota",
+     "CPU time each vCPU of the guest may use per period; negative: unlimited."),
+    ("vcpu_period", "guest_vcpu_period", "Period of the guest's vCPU quota."),
+    ("vcpu_user_limit", "guest_vcpu_user_limit",
+     "CPU limit set for the guest, as a share of the host's CPU time."),
+    ("vcpu_count", "guest_vcpus", "vCPUs of the guest."),
 ))
 
 #: Not a statistic: the balloon target momd last sent for the guest.

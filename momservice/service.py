@@ -347,6 +347,19 @@ class Service:
         return await self._mechanism("VirtioMem").set_requested(uuid, kib, entity.latest,
                                                                 entity.name)
 
+    async def set_cpu_tune(self, uuid: str, settings: Mapping[str, Any]) -> dict[str, int]:
+        """Set a managed guest's vCPU bandwidth: keys ``quota`` (-1 or
+        1000..17592186044415) and ``period`` (1000..1000000), microseconds;
+        returns the controls set (``vcpu_quota``, ``vcpu_period``).
+
+        NotFound for an unknown guest; InvalidArgument for an unknown key or
+        a value out of range (nothing sent); Failed when the hypervisor
+        refuses (no CPU tuning for this guest, no cpu cgroup, ...).
+        """
+        entity = self._managed_guest(uuid)
+        return await self._mechanism("CpuTune").set_by_hand(uuid, settings, entity.latest,
+                                                           entity.name)
+
     def _managed_guest(self, uuid: str) -> Entity:
         """The managed guest ``uuid``; NotFound when there is none."""
         entity = self.engine.guests.get(uuid) if isinstance(uuid, str) else None

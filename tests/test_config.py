@@ -709,15 +709,11 @@ def test_moms_optional_collectors_read_as_plain(tmp_path, caplog):
     assert len(warnings(caplog)) == 2
 
 
-@pytest.mark.parametrize("name", ["CpuTune", "Cputune"])
-def test_moms_other_controllers_warn_once(tmp_path, caplog, name):
-    c = load_text(tmp_path,
-                  f"[main]\ncontrollers: Balloon, {name}, KSM, {name}\n")
-    assert c.controllers == ("Balloon", "KSM")
-    msgs = warnings(caplog)
-    assert len(msgs) == 1
-    assert name.lower() in msgs[0].lower()
-    assert "not implemented" in msgs[0] and "ignored" in msgs[0]
+def test_vdsms_controllers_are_all_implemented(tmp_path, caplog):
+    # vdsm's mom.conf: "controllers: Balloon, KSM, CpuTune, IoTune" (any case).
+    c = load_text(tmp_path, "[main]\ncontrollers: Balloon, ksm, Cputune, IOTune\n")
+    assert c.controllers == ("Balloon", "KSM", "CpuTune", "IoTune")
+    assert warnings(caplog) == []
 
 
 def test_unknown_controller_is_an_error(tmp_path):

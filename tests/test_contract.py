@@ -37,6 +37,8 @@ GUEST_PROPERTIES = {
     "BalloonAutodeflate": "u", "BalloonFreePageReporting": "u",
     "VirtioMemMaximum": "t", "VirtioMemBlock": "t", "VirtioMemRequested": "t",
     "VirtioMemCurrent": "t",
+    # GuestCpuTune
+    "VcpuQuota": "x", "VcpuPeriod": "t", "VcpuUserLimit": "u", "VcpuCount": "u",
 }
 MANAGER_PROPERTIES = {
     "Version": "s", "HypervisorURI": "s", "Connected": "b", "Controllers": "as", "DryRun": "b",
@@ -60,7 +62,8 @@ def test_names_are_the_documented_ones():
     assert contract.ACTIONS == ("org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
                                 "org.ovirt.mom1.control-ksm", "org.ovirt.mom1.control-iotune",
                                 "org.ovirt.mom1.control-memtune",
-                                "org.ovirt.mom1.control-virtio-mem")
+                                "org.ovirt.mom1.control-virtio-mem",
+                                "org.ovirt.mom1.control-cputune")
 
 
 def test_contract_and_catalogue_import_without_dbus_next():
@@ -114,7 +117,9 @@ def test_momctl_columns_and_units_come_from_the_catalogue():
 
 
 def test_catalogue_rows_are_unique():
-    for rows in (fields.HOST_STATISTICS, fields.GUEST_CATALOGUE):
+    # A control may share its statistic's name (vcpu_quota: asked, and what applies).
+    for rows in (fields.HOST_STATISTICS, fields.GUEST_IDENTITY + fields.GUEST_STATISTICS,
+                 fields.GUEST_CONTROL_FIELDS):
         names = [f.name for f in rows]
         props = [f.prop for f in rows if f.prop]
         assert len(names) == len(set(names)) and len(props) == len(set(props))

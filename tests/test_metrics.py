@@ -214,6 +214,7 @@ def test_suffix_and_scale_follow_the_unit(kind, metrics):
         name = metric.name.removesuffix("_total")
         expected = {fields.KIB: ("_bytes", 1024), fields.PERCENT: ("_ratio", 0.01),
                     fields.MILLISECONDS: ("_seconds", 0.001),
+                    fields.MICROSECONDS: ("_seconds", 0.000001),
                     fields.SECONDS: ("_seconds", 1)}.get(unit)
         if expected is None:
             assert not name.endswith(("_bytes", "_ratio", "_seconds")), metric.name

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from dbus_next.service import dbus_property, method, signal
 
 from .. import __version__
-from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_IOTUNE, ACTION_CONTROL_KSM,
-                        ACTION_CONTROL_MEMTUNE,
+from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_CONTROL_IOTUNE,
+                        ACTION_CONTROL_KSM, ACTION_CONTROL_MEMTUNE,
                         ACTION_CONTROL_VIRTIO_MEM,
                         ACTION_MANAGE_POLICY,
                         GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE,
@@ -51,6 +51,8 @@ def applied_controls(evaluation: "Evaluation") -> dict:
         guests.setdefault(uuid, {})["io_tune"] = disks
     for uuid, kib in evaluation.applied.get("VirtioMem", {}).items():
         guests.setdefault(uuid, {})["virtio_mem_requested"] = kib
+    for uuid, tuned in evaluation.applied.get("CpuTune", {}).items():
+        guests.setdefault(uuid, {}).update(tuned)
     return controls_by_object(
         {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()}, guests)
 
@@ -343,6 +345,14 @@ class GuestInterface(Published):
     async def SetVirtioMemRequested(self, kib: "t"):
         """Ask the virtio-mem device to plug kib KiB (rounded to VirtioMemBlock), within [0, VirtioMemMaximum]."""
         await self.service.set_virtio_mem_requested(self.uuid, kib)
+
+
+    @method()
+    @requires(ACTION_CONTROL_CPUTUNE)
+    async def SetCpuTune(self, settings: "a{sv}"):
+        """Set the vCPU bandwidth by hand, microseconds: keys quota (x: -1 unlimited, or
+        1000..17592186044415) and period (t: 1000..1000000); VcpuQuota and VcpuPeriod follow."""
+        await self.service.set_cpu_tune(self.uuid, from_variants(settings))
 
 
 #: GuestInterface's unsignalled properties: their values are written into kept

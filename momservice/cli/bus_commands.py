@@ -19,14 +19,14 @@ from dbus_next import Variant
 
 from ..contract import GUEST_INTERFACE, HOST_INTERFACE, HOST_PATH, MANAGER_INTERFACE, MANAGER_PATH
 from ..fields import (BALLOON_TARGET, GUEST_BY_PROPERTY, GUEST_CATALOGUE, GUEST_CONTROL_FIELDS,
-                      MEMTUNE_LIMITS, VIRTIO_MEM,
+                      GUEST_CPU_TUNE, MEMTUNE_LIMITS, VIRTIO_MEM,
                       GUEST_STATISTICS, HOST_BY_PROPERTY, HOST_KSM, KIB)
 from . import exitcodes
 from .bus_client import MomClient, guests_of, unwrap
 from .iotune_format import disk_lines
-from .formatting import (KSM_KEYS, dump_json, field_text, format_duration_us, format_kib, format_table,
-                         format_timestamp_us, format_value, ksm_setting, param_variant,
-                         parse_assignment, parse_size)
+from .formatting import (KSM_KEYS, cputune_setting, dump_json, field_text, format_duration_us,
+                         format_kib, format_table, format_timestamp_us, format_value,
+                         ksm_setting, param_variant, parse_assignment, parse_size)
 from .policy_tools import UsageError
 
 # -- what the properties mean: the field catalogue -------------------------------
@@ -404,6 +404,41 @@ def run_balloon(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return run_with_client(args, body)
 
 
+# -- CPU tuning --------------------------------------------------------------------
+
+#: ``momctl cputune NAME``: the guest's CPU tuning properties.
+CPU_TUNE_PROPERTIES = tuple(f.prop for f in GUEST_CPU_TUNE if f.prop)
+
+
+def cputune_lines(name: str, props: dict[str, Any]) -> list[str]:
+    values = [(p, props[p]) for p in CPU_TUNE_PROPERTIES if p in props]
+    if not any(props.get(p) for p in ("VcpuPeriod", "VcpuCount")):
+        return [f"{name}: no CPU tuning figures (is the GuestCpuTune collector enabled?)"]
+    width = max(len(p) for p, _ in values)
+    return [f"{name}:"] + [f"  {p:<{width}}  {field_text(GUEST_BY_PROPERTY[p], v)}"
+                           for p, v in values]
+
+
+def run_cputune(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    settings = dict(cputune_setting(s) for s in args.assignments)
+
+    async def body(client: MomClient) -> None:
+        path, props = await client.find_guest(args.guest)
+        name = props.get("Name", path)
+        if settings:
+            await client.call(path, GUEST_INTERFACE, "SetCpuTune", "a{sv}", [settings],
+                              interactive=True)
+            print(f"{name}: CPU tuning set: "
+                  + ", ".join(f"{k}={v.value}" for k, v in settings.items()), file=out)
+            return
+        props = await client.get_all(path, GUEST_INTERFACE)
+        if args.json:
+            _emit_json(out, {p: props[p] for p in CPU_TUNE_PROPERTIES if p in props})
+        else:
+            print("\n".join(cputune_lines(name, props)), file=out)
+    return run_with_client(args, body)
+
+
 # -- evaluate ----------------------------------------------------------------------
 
 def object_names(objects: dict[str, dict[str, dict[str, Any]]]) -> dict[str, str]:
@@ -464,7 +499,8 @@ def json_option() -> argparse.ArgumentParser:
 
 
 def add_bus_commands(commands: argparse._SubParsersAction) -> None:
-    """status, guests, guest, params, ksm, balloon, evaluate (``monitor`` has its own module)."""
+    """status, guests, guest, params, ksm, balloon, cputune, evaluate (``monitor`` has its
+    own module)."""
     bus, js = bus_options(), json_option()
     p = commands.add_parser("status", parents=[bus, js], help="service, hypervisor, policies, "
                             "last evaluation, host memory and KSM")
@@ -499,6 +535,14 @@ def add_bus_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("size", metavar="SIZE", help="KiB, or with a unit: 512M, 2G, 1.5GiB, "
                    "1048576K (binary units)")
     p.set_defaults(run=run_balloon)
+
+    p = commands.add_parser("cputune", parents=[bus, js],
+                            help="show a guest's vCPU quota and period, or set them")
+    p.add_argument("guest", metavar="NAME|UUID")
+    p.add_argument("assignments", nargs="*", metavar="quota=US|period=US",
+                   help="microseconds: quota -1 (unlimited) or 1000..17592186044415, "
+                        "period 1000..1000000")
+    p.set_defaults(run=run_cputune)
 
     p = commands.add_parser("evaluate", parents=[bus, js],
                             help="collect, evaluate and apply now; print the controls")

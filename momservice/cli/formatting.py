@@ -16,7 +16,7 @@ from typing import Any
 from dbus_next import Variant
 
 from ..collectors.ksm import KSM_TUNABLES
-from ..fields import KIB, Field
+from ..fields import KIB, MICROSECONDS, Field
 from .policy_tools import UsageError
 
 UINT32_MAX = 2**32 - 1
@@ -133,6 +133,28 @@ def ksm_setting(text: str) -> tuple[str, Variant]:
     return key, Variant("u", value)
 
 
+CPU_TUNE_KEYS: tuple[str, ...] = ("quota", "period")
+
+
+def cputune_setting(text: str) -> tuple[str, Variant]:
+    """``quota=N`` (-1 or more, ``x``) or ``period=N`` (``t``) for ``SetCpuTune``,
+    microseconds; the service checks libvirt's ranges."""
+    name, raw = parse_assignment(text)
+    key = name.strip().lower()
+    if key not in CPU_TUNE_KEYS:
+        raise UsageError(f"unknown CPU tuning {name!r}; expected quota=MICROSECONDS "
+                         f"(-1: unlimited) or period=MICROSECONDS")
+    raw = raw.strip()
+    pattern = r"-1|\d+" if key == "quota" else r"\d+"
+    if not re.fullmatch(pattern, raw):
+        raise UsageError(f"{name}={raw}: expected a number of microseconds"
+                         + (" or -1" if key == "quota" else ""))
+    value = int(raw)
+    if value >= 2**63:
+        raise UsageError(f"{name}={raw}: too large")
+    return key, Variant("x" if key == "quota" else "t", value)
+
+
 # -- time ------------------------------------------------------------------------
 
 def format_duration_us(us: int | float | None) -> str:
@@ -213,6 +235,9 @@ def field_text(field: Field | None, value: Any) -> str:
     if field is not None and not isinstance(value, bool):
         if field.unit is KIB and isinstance(value, int):
             return kib_text(value)
+        if field.unit is MICROSECONDS and isinstance(value, int):
+            # vcpu_quota's -1 is a setting, not a duration; 0 is "not known".
+            return {-1: "-1 (unlimited)", 0: "unknown"}.get(value, f"{value} us")
         if field.states and isinstance(value, int):
             return f"{format_value(value)} ({field.state(value) or 'unknown'})"
         if field.unit is not None and field.signature == "d" and isinstance(value, float):

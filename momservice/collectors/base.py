@@ -15,6 +15,7 @@ import abc
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable
 
@@ -28,13 +29,14 @@ SOURCE_ERRORS = (OSError, ValueError, KeyError)
 
 @dataclass
 class HostRoots:
-    """Where a host collector reads (a test's tree instead of /proc and /sys)
-    and the clock its rates are measured with."""
+    """Where a host collector reads (a test's tree instead of /proc and /sys),
+    the clock its rates are measured with and the wall clock (local time)."""
 
     proc_root: Path = Path("/proc")
     sys_root: Path = Path("/sys")
     clock: Callable[[], float] = time.monotonic
     clock_ticks: int = 100   # the kernel's USER_HZ (os.sysconf("SC_CLK_TCK"))
+    wall_clock: Callable[[], datetime] = datetime.now
 
 
 class HostStatistics(abc.ABC):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,11 +35,13 @@ class HostCollector:
                  sys_root: Path = Path("/sys"), *,
                  clock: Callable[[], float] = time.monotonic,
                  clock_ticks: int | None = None,
-                 collectors: Sequence[str] | None = None) -> None:
+                 collectors: Sequence[str] | None = None,
+                 wall_clock: Callable[[], datetime] = datetime.now) -> None:
         self.proc_root = Path(proc_root)
         self.sys_root = Path(sys_root)
         roots = HostRoots(self.proc_root, self.sys_root, clock,
-                          clock_ticks if clock_ticks is not None else os.sysconf("SC_CLK_TCK"))
+                          clock_ticks if clock_ticks is not None else os.sysconf("SC_CLK_TCK"),
+                          wall_clock)
         names = (list(HOST_COLLECTORS) if collectors is None
                  else implemented(collectors, HOST_COLLECTORS, "host collector"))
         chosen: list[HostStatistics] = []

@@ -15,24 +15,28 @@ from collections.abc import Iterable
 from .base import GuestStatistics, HostStatistics
 from .guest import GUEST_BALLOON, GUEST_MEMORY, GUEST_MEMTUNE, GUEST_QEMU_PROC
 from .guest_agent import GUEST_QEMU_AGENT
+from .guest_cpu_tune import GUEST_CPU_TUNE_COLLECTOR
 from .guest_iotune import GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL
 from .host_cpu import HostCpu
 from .host_ksm import HostKSM
 from .host_memory import HostMemory
 from .host_pressure import HostPressure
+from .host_time import HostTime
 from .virtio_mem import GUEST_VIRTIO_MEM
 
 log = logging.getLogger(__name__)
 
 #: Host collectors by name, in the order a sample is taken.
 HOST_COLLECTORS: dict[str, type[HostStatistics]] = {
-    kind.name: kind for kind in (HostMemory, HostKSM, HostCpu, HostPressure)}
+    kind.name: kind for kind in (HostMemory, HostKSM, HostCpu, HostPressure,
+                                 HostTime)}
 
 #: Guest collectors by name.
 GUEST_COLLECTORS: dict[str, GuestStatistics] = {
     kind.name: kind for kind in (GUEST_QEMU_PROC, GUEST_MEMORY, GUEST_BALLOON,
                                  GUEST_MEMTUNE, GUEST_QEMU_AGENT, GUEST_VIRTIO_MEM,
-                                 GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL)}
+                                 GUEST_IO_TUNE, GUEST_IO_TUNE_OPTIONAL,
+                                 GUEST_CPU_TUNE_COLLECTOR)}
 
 def implemented(names: Iterable[str], registered: Iterable[str], kind: str) -> list[str]:
     """``names`` that are registered, in order, each once; every other one is

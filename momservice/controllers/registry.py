@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from .balloon import BalloonController
 from .base import Mechanism, MechanismContext
+from .cputune import CpuTuneController
 from .iotune import IoTuneController
 from .ksm import KsmController
 from .memtune import MemTuneController
@@ -20,6 +21,7 @@ from .virtio_mem import VirtioMemController
 _REGISTERED: tuple[type[Mechanism], ...] = (
     BalloonController,
     KsmController,
+    CpuTuneController,
     IoTuneController,
     MemTuneController,
     VirtioMemController,

@@ -130,3 +130,9 @@ class HypervisorInterface(abc.ABC):
         """Ask the guest's virtio-mem device for ``kib`` KiB; HypervisorError
         when refused, HypervisorUnsupported without such a device."""
         raise HypervisorUnsupported(f"{type(self).__name__} has no virtio-mem")
+
+    async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
+                           period: int | None = None) -> None:
+        """Set the guest's vCPU bandwidth (microseconds; None leaves one as it
+        is); HypervisorUnsupported where this hypervisor has no CPU tuning."""
+        raise HypervisorUnsupported(f"{type(self).__name__} has no CPU tuning")

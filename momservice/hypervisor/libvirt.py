@@ -24,6 +24,7 @@ import libvirt
 from ..journal_fields import guest_fields
 from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
                    HypervisorUnsupported)
+from .libvirt_cputune import set_cpu_tune
 from .libvirt_eventloop import bind_event_loop, settle
 from .libvirt_iotune import set_block_io_tune
 from .libvirt_memtune import memory_parameters
@@ -406,6 +407,16 @@ class LibvirtHypervisor(HypervisorInterface):
         conn = self._conn
         if conn is not None and uuid in self._guests:
             self._spawn(self._refresh_definition(conn, dom, redefined=False))
+
+    async def set_cpu_tune(self, uuid: str, *, quota: int | None = None,
+                           period: int | None = None) -> None:
+        await self._on_domain(uuid, lambda dom: set_cpu_tune(dom, quota, period))
+        # Kept at once: the TUNABLE event that re-reads the definition may
+        # come after the next evaluation, which must not send them again.
+        info = self._guests.get(uuid)
+        if info is not None and "vcpu_quota" in info.defined:
+            info.defined.update({k: v for k, v in (("vcpu_quota", quota),
+                                                    ("vcpu_period", period)) if v is not None})
 
     async def _on_domain(self, uuid: str, change: Callable[[libvirt.virDomain], _T]) -> _T:
         """Run ``change`` on the running domain ``uuid``: the one way a

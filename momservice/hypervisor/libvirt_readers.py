@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import libvirt
 
+from . import libvirt_cputune
 from . import libvirt_virtio_mem as _virtio_mem
 from .libvirt_balloon_features import balloon_features
 from . import libvirt_iotune
@@ -78,6 +79,8 @@ READERS: dict[str, DomainReader] = {reader.collector: reader for reader in (
                  events=(libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE,)),
     DomainReader(_virtio_mem.COLLECTOR, from_xml=_virtio_mem.virtio_mem_fields,
                  events=_virtio_mem.EVENTS),
+    DomainReader("GuestCpuTune", from_xml=libvirt_cputune.cputune_fields,
+                 events=libvirt_cputune.EVENTS),
 )}
 
 

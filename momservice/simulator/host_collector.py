@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..collectors.host_time import time_fields
 from .driver import SimulationDriver
+
+#: The simulated wall clock (HostTime) starts at midnight: simulated time 0
+#: is the start of a day, whatever the real clock says, so runs repeat.
+SIMULATED_START = datetime(2000, 1, 1)
 
 
 class SimHostCollector:
@@ -60,4 +66,5 @@ class SimHostCollector:
             "ksmd_cpu_usage": usage,
             "mem_pressure_some": round(host.pressure_some, 2),
             "mem_pressure_full": round(host.pressure_full, 2),
+            **time_fields(SIMULATED_START + timedelta(seconds=now)),
         }

@@ -32,7 +32,7 @@ from tests.helpers.ksm_sysfs import saved_real_ksm
 from tests.helpers.libvirt_node import GuestSpec, domain_xml
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.as_nobody import python_as_nobody
-from tests.helpers.private_bus import skip_reason
+from tests.helpers.private_bus import replaced_actions_reason, skip_reason
 from tests.helpers.private_libvirtd import PrivateLibvirtd, find_libvirtd
 
 
@@ -306,6 +306,30 @@ def test_root_moves_a_balloon_and_properties_follow(system, momd, domain_conn) -
     assert history and all(t > 0 for t, _ in history)
     name, _ = error(call(system, path, GUEST_INTERFACE, "GetHistory", "s", ["no_such_field"]))
     assert name == contract.NOT_FOUND
+
+
+def test_set_cpu_tune_checks_first_and_reports_the_hypervisors_refusal(system, momd,
+                                                                       domain_conn) -> None:
+    # libvirt's test driver has no vCPU scheduler parameters: a valid request
+    # reaches it and its refusal comes back as Failed; an invalid one never does.
+    path = guest_path(domain_conn.lookupByName("test").UUIDString())
+    name, text = error(call(system, path, GUEST_INTERFACE, "SetCpuTune", "a{sv}",
+                            [{"quota": Variant("x", 50000), "period": Variant("t", 100000)}]))
+    if name == contract.ACCESS_DENIED and replaced_actions_reason(contract.ACTION_CONTROL_CPUTUNE):
+        pytest.skip(replaced_actions_reason(contract.ACTION_CONTROL_CPUTUNE))
+    assert name == contract.FAILED, (name, text)
+    for settings, words in (({"quota": Variant("x", 999)}, "vcpu_quota 999"),
+                            ({"period": Variant("t", 1000001)}, "vcpu_period 1000001"),
+                            ({"weight": Variant("t", 5)}, "weight"), ({}, "quota")):
+        name, text = error(call(system, path, GUEST_INTERFACE, "SetCpuTune", "a{sv}",
+                                [settings]))
+        if name == contract.ACCESS_DENIED and replaced_actions_reason(
+                contract.ACTION_CONTROL_CPUTUNE):
+            pytest.skip(replaced_actions_reason(contract.ACTION_CONTROL_CPUTUNE))
+        assert name == contract.INVALID_ARGUMENT and words in text, (settings, name, text)
+    name, _ = error(call(system, guest_path("00000000-0000-0000-0000-000000000000"),
+                         GUEST_INTERFACE, "SetCpuTune", "a{sv}", [{"quota": Variant("x", -1)}]))
+    assert name.startswith("org.freedesktop.DBus.Error.Unknown"), name
 
 
 def test_root_sets_the_real_ksm(system, momd) -> None:

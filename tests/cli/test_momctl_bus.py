@@ -23,12 +23,14 @@ from pathlib import Path
 import pytest
 
 from momservice.cli import exitcodes
-from momservice.contract import BUS_NAME, GUEST_PATH_PREFIX, MANAGER_PATH, guest_path
+from momservice.contract import (ACTION_CONTROL_CPUTUNE, BUS_NAME, GUEST_PATH_PREFIX,
+                                 MANAGER_PATH, guest_path)
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.libvirt_node import domain_xml, guest_specs, node_uri, write_node_xml
 from tests.helpers.as_nobody import nobody_python, run_as_nobody
 from tests.helpers.ksm_sysfs import KsmBusy, exclusive_real_ksm
-from tests.helpers.private_bus import (PrivateSystemBus, mom_service_file, skip_reason,
+from tests.helpers.private_bus import (PrivateSystemBus, mom_service_file,
+                                       replaced_actions_reason, skip_reason,
                                        system_bus_with_polkit)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -325,6 +327,26 @@ def test_balloon(system, momd):
     err = failed(momctl(system, "balloon", spec.name, "3G"), exitcodes.INVALID_ARGUMENT)
     assert "invalid argument" in err
     failed(momctl(system, "balloon", spec.name, "lots"), exitcodes.INVALID_ARGUMENT)
+
+
+def test_cputune(system, momd):
+    spec = GUESTS[0]
+    # This momd does not configure GuestCpuTune: momctl says so.
+    out = ok(momctl(system, "cputune", spec.name))
+    assert out.startswith(f"{spec.name}: no CPU tuning figures") and "GuestCpuTune" in out
+    assert set(json.loads(ok(momctl(system, "cputune", spec.uuid, "--json")))) == {
+        "VcpuQuota", "VcpuPeriod", "VcpuUserLimit", "VcpuCount"}
+    # libvirt's test driver has no vCPU scheduler parameters: the service's refusal.
+    result = momctl(system, "cputune", spec.name, "quota=50000", "period=100000")
+    if result.returncode == exitcodes.ACCESS_DENIED and replaced_actions_reason(
+            ACTION_CONTROL_CPUTUNE):
+        pytest.skip(replaced_actions_reason(ACTION_CONTROL_CPUTUNE))
+    err = failed(result, exitcodes.FAILED)
+    assert "failed" in err
+    err = failed(momctl(system, "cputune", spec.name, "quota=500"), exitcodes.INVALID_ARGUMENT)
+    assert "1000..17592186044415" in err
+    failed(momctl(system, "cputune", spec.name, "quota=lots"), exitcodes.INVALID_ARGUMENT)
+    failed(momctl(system, "cputune", "no-such-guest", "quota=-1"), exitcodes.NOT_FOUND)
 
 
 def test_evaluate(system, momd):

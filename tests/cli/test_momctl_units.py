@@ -19,6 +19,9 @@ from momservice.cli.bus_client import MomctlError, describe_dbus_error, find_gue
 from momservice.cli.bus_commands import (controls_lines, evaluation_summary, guest_detail_lines,
                                          guest_row, guest_table, ksm_lines, object_names,
                                          parse_params, status_lines)
+from momservice.cli.bus_commands import cputune_lines
+from momservice.cli.formatting import cputune_setting, field_text
+from momservice.fields import GUEST_BY_PROPERTY
 from momservice.cli.formatting import (format_age, format_duration_us, format_kib,
                                        format_table, format_timestamp_us, format_value,
                                        kib_text, ksm_setting, param_variant, parse_size,
@@ -469,3 +472,34 @@ def test_bad_address_is_invalid_argument(capsys):
     _, err = capsys.readouterr()
     assert code == exitcodes.INVALID_ARGUMENT
     assert "bad bus address" in err
+
+
+# -- CPU tuning -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, key, signature, value", [
+    ("quota=-1", "quota", "x", -1), ("QUOTA = 25000", "quota", "x", 25000),
+    ("period=100000", "period", "t", 100000),
+])
+def test_cputune_setting(text, key, signature, value):
+    name, variant = cputune_setting(text)
+    assert (name, variant.signature, variant.value) == (key, signature, value)
+
+
+@pytest.mark.parametrize("text", ["quota=-2", "period=-1", "quota=1.5", "shares=5", "quota",
+                                  f"quota={2**63}"])
+def test_cputune_setting_refuses(text):
+    with pytest.raises(UsageError):
+        cputune_setting(text)
+
+
+def test_cpu_tuning_properties_read_for_people():
+    quota, period = GUEST_BY_PROPERTY["VcpuQuota"], GUEST_BY_PROPERTY["VcpuPeriod"]
+    assert field_text(quota, -1) == "-1 (unlimited)"
+    assert field_text(quota, 25000) == "25000 us"
+    assert field_text(period, 0) == "unknown"
+    lines = cputune_lines("web1", {"VcpuQuota": 25000, "VcpuPeriod": 100000,
+                                   "VcpuUserLimit": 25, "VcpuCount": 2, "Name": "web1"})
+    assert lines == ["web1:", "  VcpuQuota      25000 us", "  VcpuPeriod     100000 us",
+                     "  VcpuUserLimit  25", "  VcpuCount      2"]
+    assert "GuestCpuTune" in cputune_lines("db1", {"VcpuQuota": 0, "VcpuPeriod": 0,
+                                                   "VcpuUserLimit": 0, "VcpuCount": 0})[0]

@@ -69,10 +69,11 @@ def test_pressure_is_read_once_when_host_memory_and_host_pressure_are_both_confi
 
 def test_a_host_collector_not_implemented_is_named_in_one_warning(host, caplog):
     caplog.set_level(logging.WARNING)
-    collector = HostCollector(host.proc, host.sys, collectors=("HostTime", "HostCpu", "HostTime"))
+    collector = HostCollector(host.proc, host.sys,
+                              collectors=("HostNoSuch", "HostCpu", "HostNoSuch"))
     for _ in range(3):
         assert set(collector.collect(qemu_pids=[])) == {"cpu_count"}
-    named = [r.getMessage() for r in caplog.records if "HostTime" in r.getMessage()]
+    named = [r.getMessage() for r in caplog.records if "HostNoSuch" in r.getMessage()]
     assert len(named) == 1 and "not implemented" in named[0], named
 
 
@@ -102,12 +103,14 @@ def test_the_service_honours_both_keys_and_warns_once(tmp_path, caplog, run):
         assert len(named) == 1 and "not implemented" in named[0], named
 
 
-def test_the_default_guest_collectors_keep_every_field(tmp_path, run):
+def test_the_default_guest_collectors_keep_every_field_but_cpu_tunings(tmp_path, run):
+    # MoM's defaults: GuestCpuTune is configured where CpuTune runs (vdsm's set).
     setup = Setup(tmp_path)
     service = setup.service()
-    # Every field but the disks' I/O limits: MoM's default collectors, which
-    # leave GuestIoTune out, as MoM's do.
-    assert service.engine.guest_fields_left_out == GUEST_COLLECTORS["GuestIoTune"].fields
+    # Every field but the disks' I/O limits and the CPU tuning: MoM's default
+    # collectors, which leave GuestIoTune and GuestCpuTune out, as MoM's do.
+    assert service.engine.guest_fields_left_out == (GUEST_COLLECTORS["GuestIoTune"].fields
+                                                    | GUEST_COLLECTORS["GuestCpuTune"].fields)
 
     async def body():
         await service.start()

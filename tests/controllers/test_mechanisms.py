@@ -34,8 +34,8 @@ GiB = 1024 * 1024
 
 
 def test_the_registry_is_the_configurations_list_of_controllers():
-    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "IoTune", "MemTune",
-                                                       "VirtioMem")
+    assert tuple(MECHANISMS) == config.CONTROLLERS == ("Balloon", "KSM", "CpuTune", "IoTune",
+                                                       "MemTune", "VirtioMem")
     for name, kind in MECHANISMS.items():
         assert issubclass(kind, Mechanism) and kind.name == name
         assert kind.entity in ("host", "guest") and kind.controls
@@ -66,6 +66,9 @@ def test_the_default_balloon_floor_is_the_mechanisms(tmp_path: Path):
     ("Balloon", "balloon_target", 2 * GiB + 0.7, 2 * GiB),
     ("KSM", "ksm_run", 1.0, 1),
     ("KSM", "ksm_pages_to_scan", 64.9, 64),
+    ("CpuTune", "vcpu_quota", 45000.4, 45000),
+    ("CpuTune", "vcpu_quota", -1, -1),
+    ("CpuTune", "vcpu_period", 1000000, 1000000),
 ])
 def test_check_gives_the_value_as_applied(tmp_path, mechanism, control, value, expected):
     built = build_mechanisms(MechanismContext(None, tmp_path), ())  # type: ignore[arg-type]
@@ -79,6 +82,12 @@ def test_check_gives_the_value_as_applied(tmp_path, mechanism, control, value, e
     ("KSM", "ksm_run", 3),
     ("KSM", "ksm_sleep_millisecs", float("nan")),
     ("KSM", "balloon_target", 1),
+    ("CpuTune", "vcpu_quota", 999),
+    ("CpuTune", "vcpu_quota", 0),
+    ("CpuTune", "vcpu_quota", 17592186044416),
+    ("CpuTune", "vcpu_period", 1000001),
+    ("CpuTune", "vcpu_period", True),
+    ("CpuTune", "balloon_target", 1),
     ("MemTune", "mem_hard_limit", -1),
     ("MemTune", "mem_soft_limit", "1G"),
     ("MemTune", "mem_hard_limit", 2 ** 60),
@@ -91,8 +100,8 @@ def test_check_refuses_what_cannot_be_applied(tmp_path, mechanism, control, valu
 
 
 def test_every_mechanism_is_built_once_and_the_configured_ones_are_enabled(tmp_path):
-    built = build_mechanisms(MechanismContext(None, tmp_path), ["KSM", "CpuTune"])  # type: ignore[arg-type]
-    assert sorted(built) == ["Balloon", "IoTune", "KSM", "MemTune", "VirtioMem"]
+    built = build_mechanisms(MechanismContext(None, tmp_path), ["KSM", "NoSuch"])  # type: ignore[arg-type]
+    assert sorted(built) == ["Balloon", "CpuTune", "IoTune", "KSM", "MemTune", "VirtioMem"]
     assert built.enabled == (built["KSM"],)
     assert isinstance(built["KSM"], KsmController) and built["KSM"].ksm_dir == tmp_path
 

@@ -574,6 +574,19 @@ class ActionFiles:
         os.replace(tmp, dest)
 
 
+def replaced_actions_reason(action: str) -> str | None:
+    """Why polkitd cannot know ``action`` now, or None: the actions directory is
+    the machine's, and a test run of another checkout (whose file lacks the
+    action) may install its own file while this run's polkitd is up."""
+    installed = POLKIT_ACTIONS_DIR / MOM_POLKIT_POLICY.name
+    try:
+        if f'id="{action}"' in installed.read_text(errors="replace"):
+            return None
+    except OSError as e:
+        return f"{installed} is unreadable: {e}"
+    return f"{installed} lacks {action}: another test run replaced it while this one ran"
+
+
 # --------------------------------------------------------------------------
 # polkitd
 

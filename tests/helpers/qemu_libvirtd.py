@@ -85,7 +85,6 @@ QEMU_CONF = {
 
 _QEMU_UID = 64055  # Debian's libvirt-qemu
 
-
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -465,9 +464,13 @@ class LibvirtClient:
         """The disk's block I/O limits as libvirt reports them (blockIoTune, live)."""
         return self._call("block_io_tune", uuid, disk)
 
-    def set_metadata(self, uuid: str, xml: str, key: str, namespace: str) -> None:
-        """Replace the domain's live metadata element of ``namespace``."""
+    def set_metadata(self, uuid: str, xml: str | None, key: str, namespace: str) -> None:
+        """Replace (None: remove) the domain's live metadata element of ``namespace``."""
         self._call("set_metadata", uuid, xml, key, namespace)
+
+    def scheduler_parameters(self, uuid: str) -> dict[str, int]:
+        """The running domain's scheduler parameters (vcpu_quota, vcpu_period, ...)."""
+        return self._call("sched", uuid)
 
     def domain_xml(self, uuid: str) -> str:
         """The running domain's live definition."""
@@ -550,7 +553,9 @@ def _serve() -> None:
         "block_io_tune": lambda uuid, disk: conn.lookupByUUIDString(uuid).blockIoTune(
             disk, libvirt.VIR_DOMAIN_AFFECT_LIVE),
         "set_metadata": lambda uuid, xml, key, ns: conn.lookupByUUIDString(uuid).setMetadata(
-            libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key, ns, libvirt.VIR_DOMAIN_AFFECT_LIVE),
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, key if xml else None, ns,
+            libvirt.VIR_DOMAIN_AFFECT_LIVE),
+        "sched": lambda uuid: conn.lookupByUUIDString(uuid).schedulerParameters(),
         "destroy": destroy,
         "destroy_all": destroy_all,
         "domains": lambda: [[d.name(), d.UUIDString(), bool(d.isActive())]
