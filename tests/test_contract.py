@@ -9,6 +9,7 @@ states them.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 import sys
 from types import SimpleNamespace
 
@@ -123,3 +124,31 @@ def test_catalogue_rows_are_unique():
         names = [f.name for f in rows]
         props = [f.prop for f in rows if f.prop]
         assert len(names) == len(set(names)) and len(props) == len(set(props))
+
+
+# The names of docs/dbus-api.md as it stands (the shared contract); anything
+# our interfaces have beyond them must be listed in docs/dbus-api-additions.md.
+CONTRACT_GUEST_PROPERTIES = frozenset({
+    "Name", "UUID", "Pid", "BalloonCurrent", "BalloonMaximum", "BalloonMinimum",
+    "MemAvailable", "MemUnused", "MemUsable", "DiskCaches", "SwapIn", "SwapOut",
+    "MajorFaults", "MinorFaults", "Rss", "StatsAge", "BalloonTarget", "Statistics", "Controls"})
+CONTRACT_METHODS = frozenset({
+    "GetPolicies", "GetPolicy", "SetPolicy", "DeletePolicy", "ReloadPolicies",
+    "ResetPolicies", "SetParameters", "EvaluateNow", "GetHistory", "SetKsm",
+    "SetBalloonTarget"})
+CONTRACT_ACTIONS = frozenset({"org.ovirt.mom1.manage-policy", "org.ovirt.mom1.control-balloon",
+                              "org.ovirt.mom1.control-ksm"})
+
+
+def test_every_addition_to_the_contract_is_documented():
+    additions = (Path(__file__).resolve().parent.parent / "docs"
+                 / "dbus-api-additions.md").read_text()
+    names = {p.name for p in GuestInterface.PROPERTIES} - CONTRACT_GUEST_PROPERTIES
+    names |= {name for cls in (ManagerInterface, HostInterface, GuestInterface)
+              for name, member in vars(cls).items()
+              if "__DBUS_METHOD" in getattr(member, "__dict__", {})} - CONTRACT_METHODS
+    names |= {a.removeprefix("org.ovirt.mom1.") for a in contract.ACTIONS
+              if a not in CONTRACT_ACTIONS}
+    assert names, "the interfaces have nothing beyond the contract?"
+    missing = sorted(n for n in names if f"`{n}`" not in additions and n not in additions)
+    assert not missing, f"not in docs/dbus-api-additions.md: {missing}"

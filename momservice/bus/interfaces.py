@@ -51,8 +51,9 @@ def applied_controls(evaluation: "Evaluation") -> dict:
         guests.setdefault(uuid, {})["io_tune"] = disks
     for uuid, kib in evaluation.applied.get("VirtioMem", {}).items():
         guests.setdefault(uuid, {})["virtio_mem_requested"] = kib
-    for uuid, tuned in evaluation.applied.get("CpuTune", {}).items():
-        guests.setdefault(uuid, {}).update(tuned)
+    for mechanism in ("CpuTune", "MemTune"):   # their changes by control name
+        for uuid, changes in evaluation.applied.get(mechanism, {}).items():
+            guests.setdefault(uuid, {}).update(changes)
     return controls_by_object(
         {f"ksm_{name}": value for name, value in evaluation.applied_ksm.items()}, guests)
 
