@@ -32,7 +32,7 @@ from momservice.contract import (ACCESS_DENIED, ACTION_CONTROL_CPUTUNE, GUEST_IN
                                  HOST_INTERFACE, HOST_PATH, INVALID_ARGUMENT, guest_path)
 from momservice.hypervisor.libvirt_cputune import TUNE_NAMESPACE
 from tests.e2e.test_real_guests import REPO, BusClient, _skip_reason, _take_real_ksm, wait_until
-from tests.helpers.guest_image import GuestImageError, domain_xml, ensure_guest_image
+from tests.helpers.guest_image import domain_xml, guest_image_or_skip
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.private_bus import replaced_actions_reason, system_bus_with_polkit
 from tests.helpers.qemu_libvirtd import (LibvirtCallError, QemuLibvirtd, cgroup_skip_reason,
@@ -153,10 +153,7 @@ class CpuTuneE2E:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, measure):
-    try:
-        image = ensure_guest_image()
-    except GuestImageError as e:
-        pytest.skip(f"no guest image can be made here, so no QEMU guest can run: {e}")
+    image = guest_image_or_skip()
     tmp = tmp_path_factory.mktemp("cputune")
     qemu_before = {pid for pid, _ in qemu_processes()}
     with contextlib.ExitStack() as stack:

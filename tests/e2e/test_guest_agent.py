@@ -29,8 +29,7 @@ from pathlib import Path
 import pytest
 from momservice.contract import GUEST_INTERFACE, MANAGER_INTERFACE, MANAGER_PATH, guest_path
 from tests.e2e.test_real_guests import (MOM_POLICIES, BusClient, _skip_reason, wait_until)
-from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_type,
-                                       domain_xml, ensure_guest_image)
+from tests.helpers.guest_image import SerialConsole, domain_type, domain_xml, guest_image_or_skip
 from tests.helpers.momd_process import Momd, momctl, momd_config
 from tests.helpers.private_bus import system_bus_with_polkit
 from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd
@@ -109,10 +108,7 @@ class AgentGuestEnv:
 @pytest.fixture(scope="module")
 def agent_env(tmp_path_factory, measure):
     started = time.monotonic()
-    try:
-        image = ensure_guest_image(guest_agent=True)
-    except GuestImageError as e:
-        pytest.skip(f"no guest image with qemu-ga can be made here: {e}")
+    image = guest_image_or_skip(guest_agent=True)
     measure("guest image with qemu-ga (fetch/build or cache)",
             f"{time.monotonic() - started:.1f} s (domain type {domain_type()})")
     tmp = tmp_path_factory.mktemp("e2e-agent")

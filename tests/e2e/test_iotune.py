@@ -33,8 +33,7 @@ import pytest
 
 from momservice.contract import GUEST_INTERFACE, guest_path
 from momservice.hypervisor.libvirt_iotune import METADATA_KEY, METADATA_NS
-from tests.helpers.guest_image import GuestImageError, SerialConsole, domain_xml, \
-    ensure_guest_image
+from tests.helpers.guest_image import SerialConsole, domain_xml, guest_image_or_skip
 from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.momd_process import Momd, momctl, momd_config
 from tests.helpers.private_bus import skip_reason as bus_skip_reason
@@ -172,10 +171,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def iotune(tmp_path_factory):
-    try:
-        image = ensure_guest_image()
-    except GuestImageError as e:
-        pytest.skip(f"no guest image can be made here, so no QEMU guest can run: {e}")
+    image = guest_image_or_skip()
     tmp = tmp_path_factory.mktemp("e2e-iotune")
     with contextlib.ExitStack() as stack:
         system = stack.enter_context(system_bus_with_polkit(tmp / "sysbus"))

@@ -40,8 +40,7 @@ from momservice.controllers.memtune import QEMU_ALLOWANCE_KIB
 from momservice.hypervisor.libvirt_memtune import UNLIMITED_KIB
 from tests.e2e.test_real_guests import BusClient, wait_until
 from tests.helpers.file_lock import LockBusy
-from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_type, domain_xml,
-                                       ensure_guest_image)
+from tests.helpers.guest_image import SerialConsole, domain_type, domain_xml, guest_image_or_skip
 from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.host_swap import SwapUnavailable, host_swap
 from tests.helpers.momd_process import Momd, momd_config
@@ -158,10 +157,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, measure):
-    try:
-        image = ensure_guest_image()
-    except GuestImageError as e:
-        pytest.skip(f"no guest image can be made here, so no QEMU guest can run: {e}")
+    image = guest_image_or_skip()
     tmp = tmp_path_factory.mktemp("memtune")
     qemu_before = {pid for pid, _ in qemu_processes()}
     with contextlib.ExitStack() as stack:

@@ -40,8 +40,7 @@ from momservice.contract import BUS_NAME as MOM
 from momservice.contract import OBJECT_MANAGER_INTERFACE as OBJECT_MANAGER
 from momservice.contract import PROPERTIES_INTERFACE as PROPS
 from tests.helpers import ksm_sysfs
-from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_type,
-                                       domain_xml, ensure_guest_image)
+from tests.helpers.guest_image import SerialConsole, domain_type, domain_xml, guest_image_or_skip
 from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.momd_process import Momd, momd_config
 from tests.helpers.file_lock import LockBusy
@@ -396,10 +395,7 @@ def _take_real_ksm(stack: contextlib.ExitStack) -> str | None:
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory, measure):
     started = time.monotonic()
-    try:
-        image = ensure_guest_image()
-    except GuestImageError as e:
-        pytest.skip(f"no guest image can be made here, so no QEMU guest can run: {e}")
+    image = guest_image_or_skip()
     measure("guest image (fetch/build or cache)", f"{time.monotonic() - started:.1f} s "
             f"({image.kernel_package} {image.kernel_version}, domain type {domain_type()})")
     tmp = tmp_path_factory.mktemp("e2e")

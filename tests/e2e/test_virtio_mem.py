@@ -37,8 +37,8 @@ import pytest
 from momservice.contract import ACTION_CONTROL_VIRTIO_MEM, GUEST_INTERFACE, INVALID_ARGUMENT
 from momservice.contract import guest_path
 from tests.e2e.test_real_guests import DEFAULT_POLICIES, BusClient, _skip_reason, wait_until
-from tests.helpers.guest_image import (GuestImageError, SerialConsole, domain_type,
-                                       domain_xml, ensure_guest_image)
+from tests.helpers.guest_image import (SerialConsole, domain_type, domain_xml,
+                                       guest_image_or_skip)
 from tests.helpers.momd_process import Momd, momctl, momd_config
 from tests.helpers.private_bus import MOM_POLKIT_POLICY, system_bus_with_polkit
 from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd
@@ -112,10 +112,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, measure):
     started = time.monotonic()
-    try:
-        image = ensure_guest_image(virtio_mem=True)
-    except GuestImageError as e:
-        pytest.skip(f"no guest image can be made here, so no QEMU guest can run: {e}")
+    image = guest_image_or_skip(virtio_mem=True)
     measure("virtio-mem guest image (fetch/build or cache)",
             f"{time.monotonic() - started:.1f} s (domain type {domain_type()})")
     tmp = tmp_path_factory.mktemp("virtio-mem")

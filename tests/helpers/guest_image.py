@@ -656,3 +656,14 @@ class SerialConsole:
 
     def marks(self) -> list[str]:
         return [line for line in self.text().splitlines() if line.startswith(MARK)]
+
+
+def guest_image_or_skip(**options: bool) -> GuestImage:
+    """``ensure_guest_image(**options)``, or the test skipped, saying why, on a
+    host where no guest image can be made (so no QEMU guest can run)."""
+    import pytest  # only the tests that boot guests need it
+
+    try:
+        return ensure_guest_image(**options)
+    except GuestImageError as e:
+        pytest.skip(f"no guest image can be made here, so no QEMU guest can run: {e}")
