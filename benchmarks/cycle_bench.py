@@ -142,14 +142,14 @@ def _guests_on_bus(address: str) -> int:
 
 
 def bench_bus(workdir: Path, node: Path, guests: int, interval: float, window: float,
-              windows: int, in_process: bool) -> dict:
+              windows: int, in_process: bool, policies: Path) -> dict:
     """momd as a process on a private bus with polkitd, the test driver in a libvirtd
     (``in_process``: in momd, which then makes no libvirt RPCs)."""
     with (contextlib.nullcontext() if in_process else PrivateLibvirtd(workdir / "lvd")) as daemon, \
             system_bus_with_polkit(workdir / "bus") as system:
         uri = node_uri(node) if daemon is None else daemon.uri("test", str(node))
         print(f"test driver {'in momd' if daemon is None else 'in a libvirtd of our own'}: {uri}")
-        config = momd_config(workdir, uri, engine_interval=interval,
+        config = momd_config(workdir, uri, engine_interval=interval, policies=policies,
                              collect_interval=interval, verbosity="warning")
         start = time.perf_counter()
         momd = Momd(system, config, workdir / "momd.log", timeout=120)
@@ -228,6 +228,8 @@ def main() -> None:
                         help="with --bus: seconds of one CPU measuring window")
     parser.add_argument("--windows", type=int, default=3,
                         help="with --bus: how many windows")
+    parser.add_argument("--policies", type=Path, default=ROOT / "policies",
+                        help="with --bus: the policy set momd runs (default: the shipped one)")
     parser.add_argument("--in-process", action="store_true",
                         help="with --bus: the test driver inside momd (test:///node.xml), so "
                              "that no libvirt RPC is counted; without it, in a private libvirtd")
@@ -241,7 +243,7 @@ def main() -> None:
                              "libvirtd")
         if args.bus:
             result = bench_bus(workdir, node, args.guests, args.interval, args.window,
-                               args.windows, args.in_process)
+                               args.windows, args.in_process, args.policies.resolve())
             print(json.dumps(result))
             return
         with (PrivateLibvirtd(workdir / "lvd") if args.own_daemon
