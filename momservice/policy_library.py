@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from .errors import Failed, InvalidArgument, NotFound
+from .heap import release_free_memory
 from .journal_fields import policy_error_fields, policy_fields
 from .policy import PolicyError, PolicySet, PolicyTrialError, compile_policy
 from .policy_files import find_policy_files, read_policy_texts
@@ -102,6 +103,7 @@ class PolicyLibrary:
         self.load_error = ""
         if not len(self.active):
             log.warning("no policy loaded: guests are watched but nothing is decided")
+        release_free_memory()
 
     # -- reading -------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class PolicyLibrary:
             log.error("%s (%s)", self.load_error, ", ".join(defaults.names) or "none",
                       extra=policy_error_fields(e))
             self.active.take(defaults)
+            release_free_memory()
 
     # -- changes -------------------------------------------------------------
 
@@ -167,6 +170,7 @@ class PolicyLibrary:
         except OSError as e:
             raise Failed(str(e)) from e
         self.active.take(candidate)
+        release_free_memory()
         log.info("policy %s set: active policies %s", name, ", ".join(self.active.names))
 
     def delete(self, name: str) -> None:
@@ -190,6 +194,7 @@ class PolicyLibrary:
             except OSError as e:
                 raise Failed(str(e)) from e
             self.active.take(candidate)
+            release_free_memory()
             log.info("policy %s deleted: active policies %s", name,
                      ", ".join(self.active.names) or "none")
             return
@@ -240,6 +245,7 @@ class PolicyLibrary:
 
     def _activate_from_disk(self, candidate: PolicySet, what: str) -> None:
         self.active.take(candidate)
+        release_free_memory()
         self.load_error = ""
         log.info("policies %s: %s", what, ", ".join(self.active.names) or "none")
 
