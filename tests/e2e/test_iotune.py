@@ -27,18 +27,16 @@ import subprocess
 import time
 import uuid as uuidlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from momservice.contract import GUEST_INTERFACE, guest_path
 from momservice.hypervisor.libvirt_iotune import METADATA_KEY, METADATA_NS
+from tests.e2e.test_real_guests import _skip_reason, wait_until
 from tests.helpers.guest_image import SerialConsole, domain_xml, guest_image_or_skip
-from tests.helpers.guest_image import skip_reason as guest_skip_reason
 from tests.helpers.momd_process import Momd, momctl, momd_config
-from tests.helpers.private_bus import skip_reason as bus_skip_reason
 from tests.helpers.private_bus import system_bus_with_polkit
-from tests.helpers.private_libvirtd import find_libvirtd
 from tests.helpers.qemu_libvirtd import LibvirtCallError, QemuLibvirtd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,36 +51,9 @@ SIX = ("total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
        "total_iops_sec", "read_iops_sec", "write_iops_sec")
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the end-to-end tests need root"
-    if find_libvirtd() is None:
-        return "libvirtd is not installed (make deps installs libvirt-daemon)"
-    return bus_skip_reason() or guest_skip_reason()
-
-
 _reason = _skip_reason()
 pytestmark = [pytest.mark.skipif(_reason is not None, reason=_reason or ""),
               pytest.mark.timeout(600)]
-
-
-def _load() -> float:
-    return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-
-
-def wait_until(predicate: Callable[[], Any], idle_seconds: float, what: str,
-               interval: float = 0.02, details: Callable[[], str] | None = None) -> Any:
-    """Poll ``predicate`` until true; the deadline stretches with the machine's load."""
-    started, factor = time.monotonic(), _load()
-    while True:
-        value = predicate()
-        if value:
-            return value
-        factor = max(factor, _load())
-        if time.monotonic() - started > idle_seconds * factor:
-            extra = f"\n{details()}" if details else ""
-            raise AssertionError(f"timed out waiting for {what}{extra}")
-        time.sleep(interval)
 
 
 def metadata(maximum: dict[str, int], guaranteed: dict[str, int] | None = None) -> str:
@@ -191,7 +162,7 @@ def _applied(setup: Setup, expected: dict[str, int], since: int, changed: float,
     """Wait for libvirt to show ``expected``; print decision -> effect (and
     the time since the change at ``changed``, wall clock)."""
     want = _with_limits(expected)
-    wait_until(lambda: setup.limits() == want, 30, f"libvirt to show {what}",
+    wait_until(lambda: setup.limits() == want, 30, f"libvirt to show {what}", interval=0.02,
                details=lambda: f"{setup.limits()}\n{setup.log()[-3000:]}")
     seen = time.time()
     sends = [line for line in setup.log()[since:].splitlines()
@@ -255,7 +226,7 @@ def test_set_io_tune_by_hand_then_the_policy_lifts_it(iotune, measure) -> None:
     assert re.search(r"Set I/O limits of guest \S+ \(\S+\) disk vda: read_iops_sec=50 ",
                      iotune.log()[mark:]), iotune.log()[mark:][-2000:]
     wait_until(lambda: iotune.limits() == _with_limits({}), 30,
-               "the policy to lift the hand-set limit again",
+               "the policy to lift the hand-set limit again", interval=0.02,
                details=lambda: iotune.log()[-2000:])
 
     # Unknown disks and limits are refused with the core's errors.
