@@ -83,6 +83,32 @@ def _defvars(ir: tuple, out: set[str]) -> None:
         _defvars(ir[2], out)
 
 
+def bound_names(tree: Any) -> set[str]:
+    """Every name a binding form of ``tree`` may bind: def names and
+    parameters, let and with names, defvar and set targets."""
+    names: set[str] = set()
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if type(node) is list:
+            stack.extend(node)
+            continue
+        if type(node) is not tuple or not node:
+            continue
+        kind = node[0]
+        if kind == "def":
+            names.add(node[1])
+            names.update(node[2])
+        elif kind == "let":
+            names.update(name for name, _ in node[1])
+        elif kind == "with":
+            names.add(node[3])
+        elif kind == "defvar" or kind == "set":
+            names.add(node[1])
+        stack.extend(x for x in node[1:] if type(x) is tuple or type(x) is list)
+    return names
+
+
 def _has_set(ir: Any) -> bool:
     if type(ir) is tuple:
         if ir and ir[0] == "set":
@@ -137,9 +163,14 @@ class Unit:
 class Generator:
     """Writes the Python source of one policy, given the set's free names."""
 
-    def __init__(self, policy: str | None, free: frozenset[str]) -> None:
+    def __init__(self, policy: str | None, free: frozenset[str],
+                 rebound: frozenset[str] = frozenset()) -> None:
         self.policy = policy
         self.dynamic = free
+        #: The built-ins written in place without looking them up: those
+        #: no binding form of the set names, so their binding is always
+        #: the built-in.
+        self.fixed = _INLINE_BUILTINS - rebound
         self.counter = 0
         self.consts: dict[str, Any] = {}
         self.functions: list[str] = []
@@ -488,6 +519,18 @@ class Generator:
 
     def call(self, ir: tuple) -> str:
         _, name, args, line = ir
+        if name in self.fixed:
+            if self.unit.is_function:
+                self.free.add(name)  # what a binding of it elsewhere must know
+            values = [self.stable(self.gen(a)) for a in args]
+            t = self.temp()
+            inline = self.inline_builtin(name, values, t, line)
+            if inline is not None:
+                for code in inline:
+                    self.emit(code)
+                return t
+            self.emit(f"{t} = _B_{name}.fn(E, [{', '.join(values)}], {line})")
+            return t
         f = self.stable(self.read(name, line, "function"))
         not_a_function = f"raise _PE({_py_str(name + ' is not a function')}, {line})"
         check = len(self.unit.lines)
@@ -879,32 +922,34 @@ def _params(signature: str) -> list[str]:
 class CompiledPolicy:
     """One checked policy, ready to be written as Python for a given set.
 
-    ``free`` are the names its def bodies reference freely; ``program``
-    returns its top-level functions for the set's free names (the whole
-    set's), writing and compiling the source at most once per distinct
-    answer that matters to this policy.
+    ``free`` are the names its def bodies reference freely, ``rebinds``
+    the built-ins its binding forms may rebind; ``program`` returns its
+    top-level functions for the set's free names and rebound built-ins (the
+    whole set's), writing and compiling the source at most once per
+    distinct answer that matters to this policy.
     """
 
     def __init__(self, policy: str | None, tree: list[tuple]) -> None:
         self.policy = policy
         self.tree = tree
-        self._programs: dict[frozenset[str], list] = {}
+        self._programs: dict[tuple[frozenset[str], frozenset[str]], list] = {}
         generator = Generator(policy, frozenset())
         generator.prepare(tree)
         self._first: tuple[Generator, list[str]] | None = \
             generator, [generator.top_level(ir) for ir in tree]
         self.free: frozenset[str] = frozenset(generator.free)
         self.local_names: frozenset[str] = frozenset(generator.local_names)
+        self.rebinds: frozenset[str] = frozenset(bound_names(tree) & _INLINE_BUILTINS)
 
-    def program(self, free: frozenset[str]) -> list:
+    def program(self, free: frozenset[str], rebound: frozenset[str] = frozenset()) -> list:
         """The functions of the top-level expressions, in order."""
-        key = free & self.local_names
+        key = free & self.local_names, rebound & _INLINE_BUILTINS
         program = self._programs.get(key)
         if program is None:
-            if not key and self._first is not None:
+            if not key[0] and not key[1] and self._first is not None:
                 generator, names = self._first
             else:
-                generator = Generator(self.policy, key)
+                generator = Generator(self.policy, *key)
                 generator.prepare(self.tree)
                 names = [generator.top_level(ir) for ir in self.tree]
             program = self._programs[key] = _build(generator, names, self.policy)

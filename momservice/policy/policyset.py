@@ -135,7 +135,9 @@ class PolicySet:
         # caller must stay visible to it (dynamic scoping): the names the
         # def bodies reference freely decide which bindings may be locals.
         free = frozenset().union(*(c.free for c in self._compiled.values()))
-        self._program = [(name, self._compiled[name].program(free))
+        # A built-in no policy of the set may rebind is written in place.
+        rebound = frozenset().union(*(c.rebinds for c in self._compiled.values()))
+        self._program = [(name, self._compiled[name].program(free, rebound))
                          for name in sorted(self._compiled)]
         self._reads: FieldsRead | None = None
 
@@ -162,6 +164,11 @@ class PolicySet:
         managed = [g for g in guests if g._complete]
         bindings: dict[str, Any] = dict(BUILTINS)
         if params:
+            # The compiled code calls the built-ins in place (see codegen).
+            hidden = sorted(set(params) & set(BUILTINS))
+            if hidden:
+                return EvaluationResult(error=PolicyError(
+                    f"a parameter may not be named like a built-in function: {hidden[0]}"))
             bindings.update(params)
         bindings[HOST_BINDING] = host
         bindings[GUESTS_BINDING] = managed

@@ -219,3 +219,41 @@ def test_written_out_max_and_min_agree_with_python(name, operands):
     (got,) = result.values
     assert got == expected and type(got) is type(expected)
     assert str(got) == str(expected)   # -0.0 stays -0.0
+
+
+# The built-ins max, min, abs, not and valid are written in place unless a
+# binding form of the set names them: a rebinding in another policy of the
+# set, or in a function called from elsewhere, must still be seen.
+
+def test_a_builtin_rebound_by_a_later_policy_is_seen_by_an_earlier_one():
+    policies = PolicySet({"10-a": "(def biggest (a b) (max a b))",
+                          "20-b": "(let ((max (def pick (a b) a))) 0) (biggest 1 2)"})
+    assert policies.evaluate(make_host(), []).values[-1] == 2
+    policies = PolicySet({"10-a": "(def biggest (a b) (max a b))",
+                          "20-b": "(def max (a b) (- a b)) (biggest 10 2)"})
+    assert policies.evaluate(make_host(), []).values[-1] == 8
+
+
+def test_a_builtin_bound_by_a_caller_is_seen_by_the_function_it_calls():
+    policies = PolicySet({"10-a": "(def check (x) (valid x))",
+                          "20-b": "(def valid (x) 42) (let ((v 1)) (check v))"})
+    assert policies.evaluate(make_host(), []).values[-1] == 42
+    text = "(def f (x) (abs x)) (let ((abs 5)) (f -3))"
+    result = PolicySet({"p": text}).evaluate(make_host(), [])
+    assert "abs is not a function" in str(result.error)
+
+
+def test_removing_the_policy_that_rebinds_a_builtin_restores_it():
+    policies = PolicySet({"10-a": "(def biggest (a b) (max a b))",
+                          "20-b": "(def max (a b) a)", "30-c": "(biggest 1 2)"})
+    assert policies.evaluate(make_host(), []).values[-1] == 1
+    policies.delete_policy("20-b")
+    assert policies.evaluate(make_host(), []).values[-1] == 2
+    policies.set_policy("20-b", "(set valid 3)")
+    policies.set_policy("30-c", "(valid 1)")
+    assert "valid is not a function" in str(policies.evaluate(make_host(), []).error)
+
+
+def test_a_parameter_named_like_a_builtin_is_refused():
+    result = PolicySet({"p": "(max 1 2)"}).evaluate(make_host(), [], {"max": 7})
+    assert "may not be named like a built-in function: max" in str(result.error)
