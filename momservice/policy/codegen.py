@@ -109,14 +109,19 @@ def bound_names(tree: Any) -> set[str]:
     return names
 
 
-def _has_set(ir: Any) -> bool:
-    if type(ir) is tuple:
-        if ir and ir[0] == "set":
-            return True
-        return any(_has_set(x) for x in ir[1:])
-    if type(ir) is list:
-        return any(_has_set(x) for x in ir)
-    return False
+def _set_targets(ir: Any) -> set[str]:
+    """The names the ``set`` forms of ``ir`` assign."""
+    names: set[str] = set()
+    stack: list[Any] = [ir]
+    while stack:
+        node = stack.pop()
+        if type(node) is tuple:
+            if node and node[0] == "set":
+                names.add(node[1])
+            stack.extend(x for x in node[1:] if type(x) is tuple or type(x) is list)
+        elif type(node) is list:
+            stack.extend(node)
+    return names
 
 
 class Scope:
@@ -157,7 +162,8 @@ class Unit:
         self.chunks: list[list[str]] = []
         self.scope_vars: set[str] = set()
         self.touched: set[str] | None = None  # scope vars a closure being written uses
-        self.has_set = False
+        #: Names a ``set`` of this unit's code assigns.
+        self.set_names: set[str] = set()
 
 
 class Generator:
@@ -180,6 +186,8 @@ class Generator:
         #: Names bound in locals (a policy binding a name that turns out
         #: free must be written again).
         self.local_names: set[str] = set()
+        #: The policy name of each Python variable written.
+        self.py_names: dict[str, str] = {}
         self.unit: Unit = Unit("", False)
         self.scopes: list[Scope] = []
         #: The defs of the policy by name, and each def's UserFunction by index.
@@ -220,6 +228,7 @@ class Generator:
         self.counter += 1
         py = f"v{self.counter}_{_IDENT.sub('_', name)[:24]}"
         self.unit.scope_vars.add(py)
+        self.py_names[py] = name
         return py
 
     def use(self, py: str) -> str:
@@ -241,7 +250,7 @@ class Generator:
 
     def stable(self, expr: str) -> str:
         """A value that a later ``set`` of the same unit cannot change."""
-        if self.unit.has_set and expr in self.unit.scope_vars:
+        if expr in self.unit.scope_vars and self.py_names[expr] in self.unit.set_names:
             t = self.temp()
             self.emit(f"{t} = {expr}")
             return t
@@ -314,7 +323,7 @@ class Generator:
                    header: list[str], function: str | None = None) -> str:
         saved = self.unit, self.scopes
         self.unit, self.scopes = unit, scopes
-        unit.has_set = _has_set(ir)
+        unit.set_names = _set_targets(ir)
         scope = scopes[0]
         try:
             if function is None:
@@ -693,8 +702,7 @@ class Generator:
             self.emit("try:")
             unit.indent += 1
             unit.blocks += 1
-            if _has_set(body):
-                unit.has_set = True
+            unit.set_names |= _set_targets(body)
             self.open_scope(scope, body, unit.indent)
             self.emit(f"{t} = {self.gen(body)}")
             scope.close()
