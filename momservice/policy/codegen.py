@@ -514,17 +514,31 @@ class Generator:
             self.emit(f"try: {t} = {x} {symbol} {y}")
             self.emit(f"except _AE as e: raise _operr({symbol!r}, {x}, {y}, e, {line}) "
                       f"from None")
-            self.emit(f"if type({t}) is not float and (type({t}) is not int or "
-                      f"not _NH < {t} < _H): {t} = _capped(E, {symbol!r}, {x}, {y}, {t}, "
-                      f"{line})")
+            self.cap(symbol, x, y, t, line)
         elif symbol == "*":
             self.emit(f"if type({x}) is float or type({y}) is float:")
             self.emit(f"    try: {t} = {x} * {y}")
             self.emit(f"    except _AE as e: raise _operr('*', {x}, {y}, e, {line}) from None")
+            # Two ints: the product of two capped ints is small enough to
+            # make before capping it (a repeated string is not).
+            self.emit(f"elif type({x}) is int and type({y}) is int:")
+            self.emit(f"    {t} = {x} * {y}")
+            self.unit.indent += 1
+            self.cap("*", x, y, t, line)
+            self.unit.indent -= 1
             self.emit(f"else: {t} = _binary(E, '*', {x}, {y}, {line})")
         else:
             self.emit(f"{t} = _binary(E, {symbol!r}, {x}, {y}, {line})")
         return t
+
+    def cap(self, symbol: str, x: str, y: str, t: str, line: int) -> None:
+        """Bound the result ``t``: a number past the int limit (a float
+        there or nan is returned as it is), a string or a list (which do
+        not compare with a number) by _capped."""
+        capped = f"{t} = _capped(E, {symbol!r}, {x}, {y}, {t}, {line})"
+        self.emit("try:")
+        self.emit(f"    if not _NH < {t} < _H: {capped}")
+        self.emit(f"except TypeError: {capped}")
 
     def call(self, ir: tuple) -> str:
         _, name, args, line = ir
@@ -622,20 +636,24 @@ class Generator:
             self.emit(f"{t} = _rmethod(E, {obj}, {base_name!r}, {method!r}, "
                       f"[{', '.join(values)}], {line})")
             return t
-        self.emit(f"if type({obj}) is not _Ent: raise _PE({no_method}, {line})")
         t = self.temp()
         generic = f"{t} = _method(E, {obj}, {method!r}, [{', '.join(values)}], {line})"
-        fast = self.method_fast_path(method, obj, values, t, line) if values else None
+        fast = self.method_fast_path(method, obj, values, t, line, no_method) if values else None
+        if fast is None or not fast[1]:
+            # The fast path (if any) does not itself tell an entity apart.
+            self.emit(f"if type({obj}) is not _Ent: raise _PE({no_method}, {line})")
         if fast is None:
             self.emit(generic)
         elif args[0][0] == "const" and type(args[0][1]) is str:
-            for code in fast:
+            for code in fast[0]:
                 self.emit(code)
         else:
             # A name computed at run time: the generic path reports a bad one.
             self.emit(f"if type({values[0]}) is str:")
-            for code in fast:
+            for code in fast[0]:
                 self.emit("    " + code)
+            if fast[1]:
+                self.emit(f"elif type({obj}) is not _Ent: raise _PE({no_method}, {line})")
             self.emit(f"else: {generic}")
         if method == "Control" and values:
             # Where the value came from, for "why did my guest shrink?": the
@@ -647,30 +665,45 @@ class Generator:
         return t
 
     @staticmethod
-    def method_fast_path(method: str, obj: str, values: list[str], t: str,
-                         line: int) -> list[str] | None:
-        """Lines doing what ENTITY_METHODS[method] does for a name string ``k``."""
+    def method_fast_path(method: str, obj: str, values: list[str], t: str, line: int,
+                         no_method: str) -> tuple[list[str], bool] | None:
+        """Lines doing what ENTITY_METHODS[method] does for a name string ``k``,
+        and whether they raise ``no_method`` themselves for an ``obj`` that is
+        not an entity (by what only an entity has: no test on the way)."""
         n = len(values)
         k = values[0]
+        not_entity = f"raise _PE({no_method}, {line}) from None"
+        # A record has ``latest`` too: Stat tests first.
         if method == "Stat" and n == 1:
             return [f"{t} = {obj}.latest.get({k}, _MISS)",
-                    f"if {t} is _MISS: {t} = _attr({obj}, {k}, '', {line})"]
+                    f"if {t} is _MISS: {t} = _attr({obj}, {k}, '', {line})"], False
         if method == "StatAvg" and n == 1:
             return [f"try: {t} = {obj}._averages[{k}]",
-                    f"except KeyError: {t} = _savg({obj}, {k}, {line})"]
+                    f"except KeyError: {t} = _savg({obj}, {k}, {line})",
+                    f"except AttributeError: {not_entity}"], True
+        # Only entities are keys of E.controls (an unhashable value is no key).
         if method == "Control" and n == 2:
-            return [f"{t} = E.controls.get({obj})",
-                    f"if {t} is None: {t} = E.controls[{obj}] = {{}}",
-                    f"{t}[{k}] = {t} = {values[1]}"]
-        if method == "GetControl" and n == 1:
-            return [f"{t} = E.controls.get({obj}, _NOC).get({k})"]
+            return [f"try: {t} = E.controls.get({obj})",
+                    f"except TypeError: {not_entity}",
+                    f"if {t} is None:",
+                    f"    if type({obj}) is not _Ent: {not_entity}",
+                    f"    {t} = E.controls[{obj}] = {{}}",
+                    f"{t}[{k}] = {t} = {values[1]}"], True
         if method == "GetVar" and n == 1:
-            return [f"if E.variables is None: {t} = {obj}.variables.get({k})",
-                    f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})"]
+            return [f"if E.variables is None:",
+                    f"    try: {t} = {obj}.variables.get({k})",
+                    f"    except AttributeError: {not_entity}",
+                    f"elif type({obj}) is not _Ent: {not_entity}",
+                    f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})"], True
         if method == "SetVar" and n == 2:
             return [f"{t} = {values[1]}",
-                    f"if E.variables is None: {obj}.variables[{k}] = {t}",
-                    f"else: _method(E, {obj}, 'SetVar', [{k}, {t}], {line})"]
+                    f"if E.variables is None:",
+                    f"    try: {obj}.variables[{k}] = {t}",
+                    f"    except AttributeError: {not_entity}",
+                    f"elif type({obj}) is not _Ent: {not_entity}",
+                    f"else: _method(E, {obj}, 'SetVar', [{k}, {t}], {line})"], True
+        if method == "GetControl" and n == 1:
+            return [f"{t} = E.controls.get({obj}, _NOC).get({k})"], False
         return None
 
     def def_(self, ir: tuple) -> str:

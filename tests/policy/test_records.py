@@ -144,3 +144,19 @@ def test_a_trial_with_a_bad_setter_is_refused():
     with pytest.raises(PolicyTrialError):
         PolicySet({"p": "(with Guests g (with g.io_tune t (t.setReadIopsSec \"x\")))"}).try_out(
             host(), [guest("a", [disk()])])
+
+
+@pytest.mark.parametrize("method", ['(x.GetVar "v")', '(x.SetVar "v" 1)', '(x.Control "c" 1)',
+                                    '(x.StatAvg "mem_available")', '(x.Stat "mem_available")',
+                                    '(x.GetControl "c")', '(x.GetVar name)'])
+@pytest.mark.parametrize("value", ["5", '"text"', "(with Guests g 1)", "nil", "g.io_tune",
+                                   "(let ((d (with g.io_tune t t))) d)"])
+@pytest.mark.parametrize("trial", [False, True])
+def test_an_entity_method_of_anything_else_is_an_error_naming_it(method, value, trial):
+    g = guest("a", [disk()])
+    text = f'(defvar name "v") (with Guests g (let ((x {value})) {method}))'
+    result = evaluate(text, g, trial=trial)
+    assert result.ok, result.error
+    assert f"x has no method {method[3:].split()[0]}" in result.guest_errors[g].message
+    # The same call on the guest itself works.
+    assert evaluate(text.replace(f"(x {value})", "(x g)"), g, trial=trial).guest_errors == {}
