@@ -271,19 +271,42 @@ class Generator:
         self.emit(f"E.steps -= {cost}")
         self.emit(f"if E.steps < 0: raise _BE('evaluation exceeded its step budget', {line})")
 
-    def call_handlers(self, name: str, line: str, scope: Scope) -> list[str]:
+    def call_handlers(self, name: str, line: str, scope: Scope, leaf: bool) -> list[str]:
         """The handlers closing a call's try block: errors name the policy,
         Python's stack running out is a limit error, the scope is popped."""
         located = f"e.located({self.policy!r})" if self.policy is not None else "e"
         lines = ["except _PE as e:", f"    raise {located}",
                  "except RecursionError:",
                  f"    raise _LE({_py_str('calls nested too deeply in function ' + name)}, "
-                 f"{line}, {self.policy!r}) from None",
-                 "finally:", "    E.depth -= 1"]
-        lines += [f"    B[{p!r}].pop()" for p in scope.pushed]
+                 f"{line}, {self.policy!r}) from None"]
+        finally_ = [] if leaf else ["    E.depth -= 1"]
+        finally_ += [f"    B[{p!r}].pop()" for p in scope.pushed]
         if scope.frame:
-            lines.append(f"    for n in {self.use(scope.frame)}: B[n].pop()")
-        return lines
+            finally_.append(f"    for n in {self.use(scope.frame)}: B[n].pop()")
+        return lines + (["finally:"] + finally_ if finally_ else [])
+
+    def enter(self, name: str, line: str, body: tuple) -> bool:
+        """Write the depth test and count of a call of def ``name`` unless
+        its body calls no user function (a leaf: it cannot nest deeper, so
+        the bound on depth holds, one call beyond it at most); whether it
+        is a leaf."""
+        leaf = self.is_leaf(body)
+        if not leaf:
+            self.emit(f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, {line})")
+            self.emit("E.depth += 1")
+        return leaf
+
+    def is_leaf(self, body: Any) -> bool:
+        stack: list[Any] = [body]
+        while stack:
+            node = stack.pop()
+            if type(node) is tuple:
+                if node and node[0] == "call" and node[1] not in self.fixed:
+                    return False
+                stack.extend(x for x in node[1:] if type(x) is tuple or type(x) is list)
+            elif type(node) is list:
+                stack.extend(node)
+        return True
 
     # -- units ---------------------------------------------------------------
 
@@ -312,9 +335,10 @@ class Generator:
             scope.definite.add(p)
             args.append(arg)
         header = ["E.steps -= %d" % cost,
-                  "if E.steps < 0: raise _BE('evaluation exceeded its step budget', L)",
-                  f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, L)",
-                  "E.depth += 1"]
+                  "if E.steps < 0: raise _BE('evaluation exceeded its step budget', L)"]
+        if not self.is_leaf(body):
+            header += [f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, L)",
+                       "E.depth += 1"]
         header += [f"B[{p!r}].append({a})" for p, a in dynamic_params]
         signature = "(E, L" + "".join(", " + a for a in args) + ")"
         return self.write_unit(unit, [scope], body, signature, header, name)
@@ -339,7 +363,7 @@ class Generator:
                 self.emit(f"return {result}")
                 scope.close()
                 body = ["    B = E.b"] + ["    " + h for h in header] + ["    try:"] + unit.lines
-                body += ["    " + h for h in self.call_handlers(function, "L", scope)]
+                body += ["    " + h for h in self.call_handlers(function, "L", scope, self.is_leaf(ir))]
             if function is None:
                 body = ["    B = E.b"] + body
             if unit.chunks:
@@ -728,8 +752,7 @@ class Generator:
         self.scopes = [scope]   # dynamic scoping: the caller's locals are not visible
         try:
             self.charge(cost, str(line))
-            self.emit(f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, {line})")
-            self.emit("E.depth += 1")
+            leaf = self.enter(name, str(line), body)
             for p, v in zip(params, values):
                 self.bind(scope, p, v)
             self.emit("try:")
@@ -741,7 +764,7 @@ class Generator:
             scope.close()
             unit.indent -= 1
             unit.blocks -= 1
-            for code in self.call_handlers(name, str(line), scope):
+            for code in self.call_handlers(name, str(line), scope, leaf):
                 self.emit(code)
         finally:
             self.scopes = saved_scopes

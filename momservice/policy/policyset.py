@@ -19,7 +19,8 @@ from .runtime import Env
 #: policy ends in well under a second, while 1000 guests running the shipped
 #: policies use a few percent of it.
 DEFAULT_MAX_STEPS = 2_000_000
-#: Deepest nesting of user function calls.
+#: Deepest nesting of user function calls (a call of a function that
+#: calls none is not counted: it cannot nest further).
 DEFAULT_MAX_DEPTH = 100
 
 #: What every evaluation binds: the host and the managed guests.

@@ -190,9 +190,26 @@ def test_an_inlined_call_counts_toward_the_depth_bound_and_names_its_policy():
     result = PolicySet({"p": text}).evaluate(make_host(), guests)
     error = result.guest_errors[guests[0]]
     assert (error.message, error.line, error.policy) == ("undefined symbol nosuch", 1, "p")
-    policies = PolicySet({"p": "(def f (g) 1) (with Guests g (f g))"}, max_depth=0)
-    result = policies.evaluate(make_host(), guests)
+    text = "(def h (g) 1) (def f (g) (h g)) (with Guests g (f g))"
+    result = PolicySet({"p": text}, max_depth=0).evaluate(make_host(), guests)
     assert "calls nested deeper than 0 in function f" in str(result.guest_errors[guests[0]])
+    # A leaf (a function calling none) cannot nest further: it is not counted.
+    result = PolicySet({"p": text}, max_depth=1).evaluate(make_host(), guests)
+    assert result.ok and not result.guest_errors
+
+
+@pytest.mark.parametrize("inlined", [False, True])
+def test_recursion_stops_at_the_depth_bound_leaves_one_call_beyond(inlined):
+    # f recurses n deep and ends in the leaf g; each f counts, g does not.
+    chain = "(def g (n) n) (def f (n) (if (> n 0) (f (- n 1)) (g n)))"
+    call = "(with Guests x (f N))" if inlined else "(f N)"
+    for n, ok in ((9, True), (10, False)):
+        result = PolicySet({"p": chain + call.replace("N", str(n))},
+                           max_depth=10).evaluate(make_host(), [make_guest("a")])
+        failed = result.error or next(iter(result.guest_errors.values()), None)
+        assert (failed is None) == ok, (n, failed)
+        if not ok:
+            assert "calls nested deeper than 10 in function f" in str(failed)
 
 
 # -- built-ins written out in place --------------------------------------------
