@@ -83,9 +83,10 @@ def _defvars(ir: tuple, out: set[str]) -> None:
         _defvars(ir[2], out)
 
 
-def bound_names(tree: Any) -> set[str]:
-    """Every name a binding form of ``tree`` may bind: def names and
-    parameters, let and with names, defvar and set targets."""
+def bound_names(tree: Any, *, defs: bool = True) -> set[str]:
+    """Every name a binding form of ``tree`` may bind: def names (unless
+    not ``defs``) and parameters, let and with names, defvar and set
+    targets."""
     names: set[str] = set()
     stack: list[Any] = [tree]
     while stack:
@@ -97,7 +98,8 @@ def bound_names(tree: Any) -> set[str]:
             continue
         kind = node[0]
         if kind == "def":
-            names.add(node[1])
+            if defs:
+                names.add(node[1])
             names.update(node[2])
         elif kind == "let":
             names.update(name for name, _ in node[1])
@@ -170,13 +172,22 @@ class Generator:
     """Writes the Python source of one policy, given the set's free names."""
 
     def __init__(self, policy: str | None, free: frozenset[str],
-                 rebound: frozenset[str] = frozenset()) -> None:
+                 others: frozenset[str] = frozenset()) -> None:
         self.policy = policy
         self.dynamic = free
+        #: Names the binding forms of the set's other policies may bind.
+        self.others = others
         #: The built-ins written in place without looking them up: those
         #: no binding form of the set names, so their binding is always
-        #: the built-in.
-        self.fixed = _INLINE_BUILTINS - rebound
+        #: the built-in (set in prepare).
+        self.fixed: frozenset[str] = _INLINE_BUILTINS - others
+        #: Defs called without a lookup, by name: (top-level position, def)
+        #: of each def made once, at the top level, whose name nothing else
+        #: in the set binds.  From the next top-level expression on, that
+        #: name can only mean that def.
+        self.direct: dict[str, tuple[int, tuple]] = {}
+        #: Position of the top-level expression being written.
+        self.position = 0
         self.counter = 0
         self.consts: dict[str, Any] = {}
         self.functions: list[str] = []
@@ -200,6 +211,11 @@ class Generator:
     def prepare(self, tree: list[tuple]) -> None:
         """Make the UserFunction of every def first: a call may be written
         (and inlined) before the def it calls."""
+        self.fixed = self.fixed - bound_names(tree)
+        others = bound_names(tree, defs=False) | self.others
+        names = [ir[1] for ir in tree if ir[0] == "def"]
+        self.direct = {ir[1]: (position, ir) for position, ir in enumerate(tree)
+                       if ir[0] == "def" and ir[1] not in others and names.count(ir[1]) == 1}
         stack: list[Any] = list(tree)
         while stack:
             node = stack.pop()
@@ -214,6 +230,9 @@ class Generator:
                     self.consts[key] = fn
                     self.defs.setdefault(name, []).append(node)
                 stack.extend(x for x in node if type(x) is tuple or type(x) is list)
+        for name, found in self.defs.items():
+            if len(found) > 1:
+                self.direct.pop(name, None)
 
     # -- writing lines -------------------------------------------------------
 
@@ -311,10 +330,15 @@ class Generator:
     # -- units ---------------------------------------------------------------
 
     def top_level(self, ir: tuple) -> str:
+        """Write the next top-level expression of the policy (they are
+        written in order: ``position`` counts them)."""
         self.counter += 1
         unit = Unit(f"t{self.counter}", False)
         scope = Scope("global")
-        return self.write_unit(unit, [scope], ir, "(E)", [])
+        try:
+            return self.write_unit(unit, [scope], ir, "(E)", [])
+        finally:
+            self.position += 1
 
     def function(self, name: str, params: tuple[str, ...], body: tuple, cost: int) -> str:
         self.counter += 1
@@ -555,6 +579,26 @@ class Generator:
             self.emit(f"{t} = _binary(E, {symbol!r}, {x}, {y}, {line})")
         return t
 
+    def direct_call(self, ir: tuple, args: list[tuple], line: int) -> str:
+        """A call of a def that nothing can have replaced by now: inlined or
+        a plain Python call, neither looked up nor tested."""
+        _, name, params, _body, _cost, index = ir
+        if self.unit.is_function:
+            self.free.add(name)  # what a binding of it elsewhere must know
+        values = [self.stable(self.gen(a)) for a in args]
+        n = len(values)
+        t = self.temp()
+        if n != len(params):
+            self.emit(f"raise _nargs(D{index}, {n}, {line})")
+            self.emit(f"{t} = None")
+            return t
+        target = self.inline_target(name, n)
+        if target is not None:
+            self.inline(target, f"D{index}", values, t, line)
+        else:
+            self.emit(f"{t} = {self.runs[f'D{index}']}(E, {line}{''.join(', ' + v for v in values)})")
+        return t
+
     def cap(self, symbol: str, x: str, y: str, t: str, line: int) -> None:
         """Bound the result ``t``: a number past the int limit (a float
         there or nan is returned as it is), a string or a list (which do
@@ -578,6 +622,9 @@ class Generator:
                 return t
             self.emit(f"{t} = _B_{name}.fn(E, [{', '.join(values)}], {line})")
             return t
+        direct = self.direct.get(name)
+        if direct is not None and direct[0] < self.position:
+            return self.direct_call(direct[1], args, line)
         f = self.stable(self.read(name, line, "function"))
         not_a_function = f"raise _PE({_py_str(name + ' is not a function')}, {line})"
         check = len(self.unit.lines)
@@ -986,11 +1033,11 @@ def _params(signature: str) -> list[str]:
 class CompiledPolicy:
     """One checked policy, ready to be written as Python for a given set.
 
-    ``free`` are the names its def bodies reference freely, ``rebinds``
-    the built-ins its binding forms may rebind; ``program`` returns its
-    top-level functions for the set's free names and rebound built-ins (the
-    whole set's), writing and compiling the source at most once per
-    distinct answer that matters to this policy.
+    ``free`` are the names its def bodies reference freely, ``binds`` the
+    names its binding forms may bind; ``program`` returns its top-level
+    functions for the set's free names and what the other policies bind,
+    writing and compiling the source at most once per distinct answer that
+    matters to this policy.
     """
 
     def __init__(self, policy: str | None, tree: list[tuple]) -> None:
@@ -1003,11 +1050,15 @@ class CompiledPolicy:
             generator, [generator.top_level(ir) for ir in tree]
         self.free: frozenset[str] = frozenset(generator.free)
         self.local_names: frozenset[str] = frozenset(generator.local_names)
-        self.rebinds: frozenset[str] = frozenset(bound_names(tree) & _INLINE_BUILTINS)
+        #: Every name its binding forms may bind.
+        self.binds: frozenset[str] = frozenset(bound_names(tree))
+        # What the code depends on of the names other policies bind.
+        self._sensitive = _INLINE_BUILTINS | frozenset(generator.direct)
 
-    def program(self, free: frozenset[str], rebound: frozenset[str] = frozenset()) -> list:
-        """The functions of the top-level expressions, in order."""
-        key = free & self.local_names, rebound & _INLINE_BUILTINS
+    def program(self, free: frozenset[str], others: frozenset[str] = frozenset()) -> list:
+        """The functions of the top-level expressions, in order, for the
+        set's free names and the names its other policies bind."""
+        key = free & self.local_names, others & self._sensitive
         program = self._programs.get(key)
         if program is None:
             if not key[0] and not key[1] and self._first is not None:

@@ -136,10 +136,11 @@ class PolicySet:
         # caller must stay visible to it (dynamic scoping): the names the
         # def bodies reference freely decide which bindings may be locals.
         free = frozenset().union(*(c.free for c in self._compiled.values()))
-        # A built-in no policy of the set may rebind is written in place.
-        rebound = frozenset().union(*(c.rebinds for c in self._compiled.values()))
-        self._program = [(name, self._compiled[name].program(free, rebound))
-                         for name in sorted(self._compiled)]
+        # What the other policies may bind decides which calls (of built-ins,
+        # of a policy's own defs) can be written without a lookup.
+        self._program = [(name, compiled.program(free, frozenset().union(
+                              *(c.binds for n, c in self._compiled.items() if n != name))))
+                         for name, compiled in sorted(self._compiled.items())]
         self._reads: FieldsRead | None = None
 
     @property

@@ -274,3 +274,49 @@ def test_removing_the_policy_that_rebinds_a_builtin_restores_it():
 def test_a_parameter_named_like_a_builtin_is_refused():
     result = PolicySet({"p": "(max 1 2)"}).evaluate(make_host(), [], {"max": 7})
     assert "may not be named like a built-in function: max" in str(result.error)
+
+
+# A def made once at the top level, whose name nothing else binds, is called
+# without a lookup from the next top-level expression on; everything the
+# language says about the name must still hold.
+
+def _values(policies: dict[str, str], **params) -> list:
+    result = PolicySet(policies).evaluate(make_host(), [make_guest("a")], params)
+    assert result.error is None, result.error
+    return result.values
+
+
+def _error(policies: dict[str, str]) -> str:
+    result = PolicySet(policies).evaluate(make_host(), [make_guest("a")])
+    return str(result.error or next(iter(result.guest_errors.values())))
+
+
+def test_a_call_before_the_def_is_still_an_undefined_function():
+    assert "undefined function f" in _error({"p": "(f 1) (def f (x) x)"})
+    assert "undefined function f" in _error({"p": "(def g () (f 1)) (g) (def f (x) x)"})
+    assert _values({"p": "(def g () (f 1)) (def f (x) (+ x 1)) (g)"})[-1] == 2
+
+
+def test_another_binding_of_the_name_anywhere_in_the_set_is_seen():
+    base = "(def f (x) (+ x 1)) "
+    assert _values({"p": base + "(let ((f 5)) f)"})[-1] == 5
+    assert "f is not a function" in _error({"p": base + "(let ((f 5)) (f 1))"})
+    assert "f is not a function" in _error({"p": base + "(set f 3) (f 1)"})
+    assert _values({"10-a": base + "(def g () (f 1))", "20-b": "(def f (x) 7) (g)"})[-1] == 7
+    # A parameter named f in another policy: k, called from h, sees it.
+    assert _values({"10-a": base + "(def k () (f 1))",
+                    "20-b": "(def h (f) (k)) (def q (x) 42) (h q) (k)"})[-2:] == [42, 2]
+    # A def of the same name elsewhere in the policy (a nested one) replaces it.
+    text = base + "(def swap () (def f (x) (* x 10))) (f 1) (swap) (f 1)"
+    assert _values({"p": text})[-3:] == [2, "f", 10]
+
+
+def test_a_parameter_of_the_same_name_gives_way_to_the_def():
+    assert _values({"p": "(def f (x) (+ x 1)) (f 1)"}, f=5)[-1] == 2
+
+
+def test_a_direct_call_with_the_wrong_count_fails_after_its_arguments():
+    text = "(def f (x) x) (with Guests g (f (g.SetVar \"seen\" 1) 2))"
+    result = PolicySet({"p": text}).evaluate(make_host(), [guest := make_guest("a")])
+    assert "function f takes 1 argument(s), 2 given" in str(result.guest_errors[guest])
+    assert guest.variables.get("seen") == 1
