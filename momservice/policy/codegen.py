@@ -52,6 +52,8 @@ INLINE_MAX_DEPTH = 2
 INLINE_BUDGET = 300
 _COMPARISONS = frozenset({"<", ">", "<=", ">=", "==", "!="})
 _IDENT = re.compile(r"[^A-Za-z0-9_]")
+#: A Python local the code writes: a temporary or a variable.
+_LOCAL = re.compile(r"[tv][0-9]+(_[A-Za-z0-9_]*)?")
 
 
 # -- analysis ---------------------------------------------------------------
@@ -275,11 +277,16 @@ class Generator:
             return t
         return expr
 
-    def bind(self, scope: Scope, name: str, value: str) -> None:
-        """Bind ``name`` in a scope just opened (parameter, item of with)."""
+    def bind(self, scope: Scope, name: str, value: str, body: tuple | None = None) -> None:
+        """Bind ``name`` in a scope just opened (parameter, item of with);
+        a local that ``body`` (the scope's code) never sets is the Python
+        name holding ``value`` (nothing else runs until the scope closes)."""
         if name in self.dynamic:
             self.emit(f"B[{name!r}].append({value})")
             scope.pushed.append(name)
+        elif body is not None and _LOCAL.fullmatch(value) and name not in _set_targets(body):
+            scope.vars[name] = value
+            self.local_names.add(name)
         else:
             py = scope.vars[name] = self.var(name)
             self.local_names.add(name)
@@ -801,7 +808,7 @@ class Generator:
             self.charge(cost, str(line))
             leaf = self.enter(name, str(line), body)
             for p, v in zip(params, values):
-                self.bind(scope, p, v)
+                self.bind(scope, p, v, body)
             self.emit("try:")
             unit.indent += 1
             unit.blocks += 1
@@ -990,7 +997,7 @@ class Generator:
         scope = Scope("with")
         self.scopes.append(scope)
         try:
-            self.bind(scope, item, el)
+            self.bind(scope, item, el, body)
             self.open_scope(scope, body, unit.indent)
             self.emit("try:")
             unit.indent += 1
