@@ -20,6 +20,14 @@ language's semantics (policy-language.md) with far less interpretation:
   moves into a closure defined at the top of its function.
 * Errors are raised with the message and line the language defines, from
   exception handlers that cost nothing when nothing fails.
+* What cannot have changed is not looked up.  A built-in that no binding
+  form of the set names (max, min, abs, not, valid) is written in place; a
+  def made once at the top level, whose name nothing else in the set binds,
+  is called directly (or inlined) from the next top-level expression on.
+  Each policy's code therefore depends on the names the set's other
+  policies bind, as it does on the set's free names.
+* A function that calls no user function (a leaf) cannot nest deeper: its
+  calls are not counted toward the depth bound.
 """
 
 from __future__ import annotations
