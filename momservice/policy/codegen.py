@@ -37,6 +37,7 @@ import re
 from typing import Any
 
 from .builtins import ENTITY_METHODS
+from .compiler import walk
 from .runtime import UserFunction
 from .support import NAMESPACE
 
@@ -98,14 +99,7 @@ def bound_names(tree: Any, *, defs: bool = True) -> set[str]:
     not ``defs``) and parameters, let and with names, defvar and set
     targets."""
     names: set[str] = set()
-    stack: list[Any] = [tree]
-    while stack:
-        node = stack.pop()
-        if type(node) is list:
-            stack.extend(node)
-            continue
-        if type(node) is not tuple or not node:
-            continue
+    for node in walk(tree):
         kind = node[0]
         if kind == "def":
             if defs:
@@ -117,23 +111,12 @@ def bound_names(tree: Any, *, defs: bool = True) -> set[str]:
             names.add(node[3])
         elif kind == "defvar" or kind == "set":
             names.add(node[1])
-        stack.extend(x for x in node[1:] if type(x) is tuple or type(x) is list)
     return names
 
 
 def _set_targets(ir: Any) -> set[str]:
     """The names the ``set`` forms of ``ir`` assign."""
-    names: set[str] = set()
-    stack: list[Any] = [ir]
-    while stack:
-        node = stack.pop()
-        if type(node) is tuple:
-            if node and node[0] == "set":
-                names.add(node[1])
-            stack.extend(x for x in node[1:] if type(x) is tuple or type(x) is list)
-        elif type(node) is list:
-            stack.extend(node)
-    return names
+    return {node[1] for node in walk(ir) if node[0] == "set"}
 
 
 class Scope:
@@ -226,20 +209,13 @@ class Generator:
         names = [ir[1] for ir in tree if ir[0] == "def"]
         self.direct = {ir[1]: (position, ir) for position, ir in enumerate(tree)
                        if ir[0] == "def" and ir[1] not in others and names.count(ir[1]) == 1}
-        stack: list[Any] = list(tree)
-        while stack:
-            node = stack.pop()
-            if type(node) is list:
-                stack.extend(node)
-            elif type(node) is tuple:
-                if node and node[0] == "def":
-                    _, name, params, _body, cost, index = node
-                    key = f"D{index}"
-                    fn = UserFunction(name, params, cost, self.policy)
-                    self.user_functions[key] = fn
-                    self.consts[key] = fn
-                    self.defs.setdefault(name, []).append(node)
-                stack.extend(x for x in node if type(x) is tuple or type(x) is list)
+        for node in sorted((n for n in walk(tree) if n[0] == "def"), key=lambda n: n[5]):
+            _, name, params, _body, cost, index = node
+            key = f"D{index}"
+            fn = UserFunction(name, params, cost, self.policy)
+            self.user_functions[key] = fn
+            self.consts[key] = fn
+            self.defs.setdefault(name, []).append(node)
         for name, found in self.defs.items():
             if len(found) > 1:
                 self.direct.pop(name, None)
@@ -331,16 +307,7 @@ class Generator:
         return leaf
 
     def is_leaf(self, body: Any) -> bool:
-        stack: list[Any] = [body]
-        while stack:
-            node = stack.pop()
-            if type(node) is tuple:
-                if node and node[0] == "call" and node[1] not in self.fixed:
-                    return False
-                stack.extend(x for x in node[1:] if type(x) is tuple or type(x) is list)
-            elif type(node) is list:
-                stack.extend(node)
-        return True
+        return not any(node[0] == "call" and node[1] not in self.fixed for node in walk(body))
 
     # -- units ---------------------------------------------------------------
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from collections.abc import Iterable
 from typing import Any
 
+from .compiler import walk
+
 
 @dataclass(frozen=True)
 class FieldsRead:
@@ -38,14 +40,7 @@ def fields_read(tree: Iterable[Any], host: str) -> FieldsRead:
     """The statistics the intermediate form ``tree`` (see ``compiler``) reads;
     ``host`` is the name the host is bound to."""
     found: tuple[set[str], set[str], set[str], set[str]] = (set(), set(), set(), set())
-    stack: list[Any] = list(tree)
-    while stack:
-        node = stack.pop()
-        if type(node) is list:
-            stack.extend(node)
-            continue
-        if type(node) is not tuple or not node:
-            continue
+    for node in walk(list(tree)):
         kind = node[0]
         if kind == "ref" and node[2]:
             found[0 if node[1] == host else 1].add(node[2][0])
@@ -55,5 +50,4 @@ def fields_read(tree: Iterable[Any], host: str) -> FieldsRead:
             if first[0] == "const" and type(first[1]) is str and not base[2]:
                 on_host = base[1] == host
                 found[(0 if on_host else 1) + (2 if node[3] == "StatAvg" else 0)].add(first[1])
-        stack.extend(x for x in node[1:] if type(x) is tuple or type(x) is list)
     return FieldsRead(*(tuple(sorted(s)) for s in found))

@@ -320,3 +320,12 @@ def test_a_direct_call_with_the_wrong_count_fails_after_its_arguments():
     result = PolicySet({"p": text}).evaluate(make_host(), [guest := make_guest("a")])
     assert "function f takes 1 argument(s), 2 given" in str(result.guest_errors[guest])
     assert guest.variables.get("seen") == 1
+
+
+@pytest.mark.parametrize("word", ["def", "let", "with", "set", "defvar", "call", "op"])
+def test_an_attribute_named_like_a_form_is_only_an_attribute(word):
+    # The analyses walk the checked tree by its node kinds: the tuple of a
+    # dotted symbol's attributes is no node.
+    result = PolicySet({"p": f"(def f (g) g.{word}) (valid Host.{word})"}).evaluate(
+        make_host(), [])
+    assert "has no statistic" in str(result.error) and word in str(result.error)
