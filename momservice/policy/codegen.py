@@ -238,7 +238,9 @@ class Generator:
 
     def use(self, py: str) -> str:
         touched = self.unit.touched
-        if touched is not None:
+        # A temporary standing for a binding (see bind) is only read: a
+        # closure needs no nonlocal for it.
+        if touched is not None and py in self.unit.scope_vars:
             touched.add(py)
         return py
 

@@ -329,3 +329,21 @@ def test_an_attribute_named_like_a_form_is_only_an_attribute(word):
     result = PolicySet({"p": f"(def f (g) g.{word}) (valid Host.{word})"}).evaluate(
         make_host(), [])
     assert "has no statistic" in str(result.error) and word in str(result.error)
+
+
+@pytest.mark.parametrize("depth", [5, 12, 16])
+def test_deeply_nested_with_items_read_from_closures(depth):
+    # Past Python's limit on nested blocks the inner code moves into
+    # closures: the items (and parameters) they read, bound further out,
+    # must still be seen, and only read.
+    guest = make_guest("a")
+    inner = f"(+ a0.balloon_cur g{depth - 1}.balloon_cur)"
+    withs = "".join(f"(with Guests g{i} " for i in range(depth))
+    lets = "".join(f"(let ((a{i} x)) " for i in range(depth))
+    text = f"(def f (x) {lets}{withs}{inner}{')' * 2 * depth}) (with Guests y (f y))"
+    result = PolicySet({"p": text}).evaluate(make_host(), [guest])
+    assert result.error is None, result.error
+    value = result.values[-1]
+    for _ in range(depth + 1):
+        value = value[0]
+    assert value == 2 * GUEST_STATS["balloon_cur"]
