@@ -60,6 +60,8 @@ INLINE_MAX_DEPTH = 2
 #: Python's compile() of the source is most of the time it takes to load.
 INLINE_BUDGET = 300
 _COMPARISONS = frozenset({"<", ">", "<=", ">=", "==", "!="})
+#: Entity methods whose value is their second argument (on every path).
+_YIELDS_VALUE = frozenset({"Control", "SetVar"})
 _IDENT = re.compile(r"[^A-Za-z0-9_]")
 #: A Python local the code writes: a temporary or a variable.
 _LOCAL = re.compile(r"[tv][0-9]+(_[A-Za-z0-9_]*)?")
@@ -578,7 +580,7 @@ class Generator:
             return t
         target = self.inline_target(name, n)
         if target is not None:
-            self.inline(target, f"D{index}", values, t, line)
+            return self.inline(target, f"D{index}", values, None, line)
         else:
             self.emit(f"{t} = {self.runs[f'D{index}']}(E, {line}{''.join(', ' + v for v in values)})")
         return t
@@ -717,6 +719,8 @@ class Generator:
             # By name, then entity: no tuple made per call (a thousand of
             # them per evaluation would cost more than the rest of this).
             self.emit(f"E.origins[{values[0]}][{obj}] = {self.const((self.policy, line))}")
+        if fast is not None and method in _YIELDS_VALUE:
+            return values[1]  # what both paths yield, without a copy
         return t
 
     @staticmethod
@@ -743,7 +747,7 @@ class Generator:
                     f"if {t} is None:",
                     f"    if type({obj}) is not _Ent: {not_entity}",
                     f"    {t} = E.controls[{obj}] = {{}}",
-                    f"{t}[{k}] = {t} = {values[1]}"], True
+                    f"{t}[{k}] = {values[1]}"], True
         if method == "GetVar" and n == 1:
             return [f"if E.variables is None:",
                     f"    try: {t} = {obj}.variables.get({k})",
@@ -751,12 +755,11 @@ class Generator:
                     f"elif type({obj}) is not _Ent: {not_entity}",
                     f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})"], True
         if method == "SetVar" and n == 2:
-            return [f"{t} = {values[1]}",
-                    f"if E.variables is None:",
-                    f"    try: {obj}.variables[{k}] = {t}",
+            return [f"if E.variables is None:",
+                    f"    try: {obj}.variables[{k}] = {values[1]}",
                     f"    except AttributeError: {not_entity}",
                     f"elif type({obj}) is not _Ent: {not_entity}",
-                    f"else: _method(E, {obj}, 'SetVar', [{k}, {t}], {line})"], True
+                    f"else: _method(E, {obj}, 'SetVar', [{k}, {values[1]}], {line})"], True
         if method == "GetControl" and n == 1:
             return [f"{t} = E.controls.get({obj}, _NOC).get({k})"], False
         return None
@@ -771,10 +774,11 @@ class Generator:
         self.emit(f"E.define_global({name!r}, {key})")
         return repr(name)
 
-    def inline(self, ir: tuple, f: str, values: list[str], t: str, line: int) -> None:
+    def inline(self, ir: tuple, f: str, values: list[str], t: str | None, line: int) -> str:
         """Write the body of def ``ir`` in place of a call of ``f``: what the
         call does (budget, depth, a new scope for the parameters, the
-        policy named on errors), without the Python call."""
+        policy named on errors), without the Python call; its value goes to
+        ``t``, or (None) stays where the body left it."""
         _, name, params, body, cost, index = ir
         unit = self.unit
         self.inlining.append(name)
@@ -791,12 +795,18 @@ class Generator:
             unit.blocks += 1
             unit.set_names |= _set_targets(body)
             self.open_scope(scope, body, unit.indent)
-            self.emit(f"{t} = {self.gen(body)}")
+            start = len(unit.lines)
+            result = self.gen(body)
+            if t is not None or not _LOCAL.fullmatch(result) or len(unit.lines) == start:
+                t = t or self.temp()
+                self.emit(f"{t} = {result}")
+                result = t
             scope.close()
             unit.indent -= 1
             unit.blocks -= 1
             for code in self.call_handlers(name, str(line), scope, leaf):
                 self.emit(code)
+            return result
         finally:
             self.scopes = saved_scopes
             self.inlining.pop()
