@@ -65,6 +65,7 @@ _YIELDS_VALUE = frozenset({"Control", "SetVar"})
 _IDENT = re.compile(r"[^A-Za-z0-9_]")
 #: A Python local the code writes: a temporary or a variable.
 _LOCAL = re.compile(r"[tv][0-9]+(_[A-Za-z0-9_]*)?")
+_TEMP = re.compile(r"t[0-9]+")
 
 
 # -- analysis ---------------------------------------------------------------
@@ -937,6 +938,8 @@ class Generator:
                 self.emit("try:")
                 unit.indent += 1
                 unit.blocks += 1
+            names = [name for name, _ in bindings]
+            assigned = _set_targets([value for _, value in bindings] + [body])
             for name, value in bindings:
                 v = self.gen(value)
                 if name in self.dynamic:
@@ -948,6 +951,12 @@ class Generator:
                         self.emit(f"B[{name!r}][-1] = {v}")
                     else:
                         self.emit(f"{fr}.add({name!r}); B[{name!r}].append({v})")
+                elif name not in scope.vars and _TEMP.fullmatch(v) and name not in scope.maybe \
+                        and names.count(name) == 1 and name not in assigned:
+                    # The temporary holding the value stands for the variable:
+                    # nothing assigns either while the let's code runs.
+                    scope.vars[name] = v
+                    self.local_names.add(name)
                 else:
                     py = scope.vars.get(name)
                     if py is None:
