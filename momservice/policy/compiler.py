@@ -70,9 +70,13 @@ def compile_policy(text: str, policy: str | None = None,
 
 def weight(node: Node) -> int:
     """Number of nodes in a tree: the step cost of evaluating it once."""
-    if isinstance(node, Atom):
+    if type(node) is Atom:
         return 1
-    return 1 + sum(weight(n) for n in node.items)
+    # Kept on the form: a def or with body inside another is weighed again.
+    size = node.size
+    if size is None:
+        size = node.size = 1 + sum([1 if type(n) is Atom else weight(n) for n in node.items])
+    return size
 
 
 # Intermediate form: tuples whose first item names the kind of node.
@@ -111,7 +115,7 @@ class Checker:
         assert set(self.special) == SPECIAL_FORMS
 
     def node(self, node: Node) -> tuple:
-        if isinstance(node, Atom):
+        if type(node) is Atom:
             return self.atom(node)
         if node.bracket == "{":
             return self.block([self.node(n) for n in node.items])
