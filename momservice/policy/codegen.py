@@ -29,6 +29,8 @@ import re
 from typing import Any
 
 from .builtins import ENTITY_METHODS
+from .codecache import (CodeCache, cache_key, dump_analysis, dump_program, load_analysis,
+                        load_program)
 from .runtime import UserFunction
 from .support import NAMESPACE
 
@@ -158,23 +160,17 @@ class Generator:
         self.inline_budget = INLINE_BUDGET
         self.loops = 0   # enclosing with bodies, inlined calls included
 
-    def prepare(self, tree: list[tuple]) -> None:
+    def prepare(self, defs: list[tuple]) -> None:
         """Make the UserFunction of every def first: a call may be written
-        (and inlined) before the def it calls."""
-        stack: list[Any] = list(tree)
-        while stack:
-            node = stack.pop()
-            if type(node) is list:
-                stack.extend(node)
-            elif type(node) is tuple:
-                if node and node[0] == "def":
-                    _, name, params, _body, cost, index = node
-                    key = f"D{index}"
-                    fn = UserFunction(name, params, cost, self.policy)
-                    self.user_functions[key] = fn
-                    self.consts[key] = fn
-                    self.defs.setdefault(name, []).append(node)
-                stack.extend(x for x in node if type(x) is tuple or type(x) is list)
+        (and inlined) before the def it calls.  ``defs``: the def nodes of
+        the policy (``Checker.def_nodes``)."""
+        for node in defs:
+            _, name, params, _body, cost, index = node
+            key = f"D{index}"
+            fn = UserFunction(name, params, cost, self.policy)
+            self.user_functions[key] = fn
+            self.consts[key] = fn
+            self.defs.setdefault(name, []).append(node)
 
     # -- writing lines -------------------------------------------------------
 
@@ -882,43 +878,143 @@ class CompiledPolicy:
     ``free`` are the names its def bodies reference freely; ``program``
     returns its top-level functions for the set's free names (the whole
     set's), writing and compiling the source at most once per distinct
-    answer that matters to this policy.
+    answer that matters to this policy.  Both are found on first use, from
+    a code cache (see ``codecache``) when one is given and holds them:
+    checking a policy (``compile_policy``) writes no code.
     """
 
-    def __init__(self, policy: str | None, tree: list[tuple]) -> None:
+    def __init__(self, policy: str | None, tree: list[tuple], text: str | None = None,
+                 defs: list[tuple] | None = None) -> None:
         self.policy = policy
         self.tree = tree
+        #: The def nodes of the tree, nested ones included.
+        self.defs = defs if defs is not None else _find_defs(tree)
+        #: The source text, the code cache's key (None: never cached).
+        self.text = text
         self._programs: dict[frozenset[str], list] = {}
-        generator = Generator(policy, frozenset())
-        generator.prepare(tree)
-        self._first: tuple[Generator, list[str]] | None = \
-            generator, [generator.top_level(ir) for ir in tree]
-        self.free: frozenset[str] = frozenset(generator.free)
-        self.local_names: frozenset[str] = frozenset(generator.local_names)
+        self._first: tuple[Generator, list[str]] | None = None
+        self._free: frozenset[str] | None = None
+        self._local_names: frozenset[str] = frozenset()
 
-    def program(self, free: frozenset[str]) -> list:
+    def analyse(self, cache: CodeCache | None = None) -> None:
+        """Find ``free`` and ``local_names``, from ``cache`` if it has them."""
+        if self._free is not None:
+            return
+        key = None
+        if cache is not None and self.text is not None:
+            key = cache_key(cache, "analysis", self.policy, self.text)
+            data = cache.load(key)
+            if data is not None:
+                try:
+                    self._free, self._local_names = load_analysis(key, data)
+                    return
+                except ValueError as e:
+                    cache.discard(key, str(e))
+        generator = Generator(self.policy, frozenset())
+        generator.prepare(self.defs)
+        self._first = generator, [generator.top_level(ir) for ir in self.tree]
+        self._local_names = frozenset(generator.local_names)
+        self._free = frozenset(generator.free)
+        if key is not None:
+            cache.store(key, dump_analysis(key, self._free, self._local_names))
+
+    @property
+    def free(self) -> frozenset[str]:
+        self.analyse()
+        return self._free  # type: ignore[return-value]
+
+    @property
+    def local_names(self) -> frozenset[str]:
+        self.analyse()
+        return self._local_names
+
+    def program(self, free: frozenset[str], cache: CodeCache | None = None) -> list:
         """The functions of the top-level expressions, in order."""
-        key = free & self.local_names
+        self.analyse(cache)
+        key = free & self._local_names
         program = self._programs.get(key)
         if program is None:
-            if not key and self._first is not None:
-                generator, names = self._first
-            else:
-                generator = Generator(self.policy, key)
-                generator.prepare(self.tree)
-                names = [generator.top_level(ir) for ir in self.tree]
-            program = self._programs[key] = _build(generator, names, self.policy)
+            entry = None
+            if cache is not None and self.text is not None:
+                entry = cache_key(cache, "program", self.policy, self.text, key)
+                program = _load(cache, entry, self.tree, self.defs, self.policy, key)
+            if program is None:
+                if not key and self._first is not None:
+                    generator, names = self._first
+                else:
+                    generator = Generator(self.policy, key)
+                    generator.prepare(self.defs)
+                    names = [generator.top_level(ir) for ir in self.tree]
+                program = _build(generator, names, self.policy,
+                                 cache if entry is not None else None, entry)
+            self._programs[key] = program
             # The source is not needed any more (the tree can write it again).
             self._first = None
         return program
 
 
-def _build(generator: Generator, names: list[str], policy: str | None) -> list:
+def _build(generator: Generator, names: list[str], policy: str | None,
+           cache: CodeCache | None = None, key: str | None = None) -> list:
     source = "\n\n".join(generator.functions) + "\n"
+    code = compile(source, f"<policy {policy}>", "exec")
+    if cache is not None and key is not None:
+        consts = {k: v for k, v in generator.consts.items() if k not in generator.user_functions}
+        try:
+            data = dump_program(key, code, names, generator.runs, consts)
+        except ValueError:
+            pass  # a constant marshal cannot keep: compiled again next time
+        else:
+            cache.store(key, data)
+    return _link(code, generator, names, generator.runs, {})
+
+
+def _find_defs(tree: list[tuple]) -> list[tuple]:
+    """The def nodes of a tree (what ``Checker.def_nodes`` lists)."""
+    found = []
+    stack: list[Any] = list(tree)
+    while stack:
+        node = stack.pop()
+        if type(node) is list:
+            stack.extend(node)
+        elif type(node) is tuple:
+            # Not any tuple starting with "def": a symbol's attributes
+            # (Host.def) or a parameter list are tuples of strings too.
+            if len(node) == 6 and node[0] == "def" and type(node[5]) is int:
+                found.append(node)
+            stack.extend(x for x in node if type(x) is tuple or type(x) is list)
+    return sorted(found, key=lambda node: node[5])
+
+
+def _load(cache: CodeCache, key: str, tree: list[tuple], defs: list[tuple],
+          policy: str | None, free: frozenset[str]) -> list | None:
+    """The program kept under ``key``, or None (a miss)."""
+    data = cache.load(key)
+    if data is None:
+        return None
+    try:
+        code, names, runs, consts = load_program(key, data)
+        # The UserFunction of every def, as the generator that wrote the
+        # code made them (the code refers to them as constants D<index>).
+        generator = Generator(policy, free)
+        generator.prepare(defs)
+        if set(runs) != set(generator.user_functions) or len(names) != len(tree) or \
+                set(consts) & set(generator.consts):
+            raise ValueError("the entry does not fit the policy's defs")
+        return _link(code, generator, names, runs, consts)
+    except ValueError as e:
+        cache.discard(key, str(e))
+        return None
+
+
+def _link(code: Any, generator: Generator, names: list[str], runs: dict[str, str],
+          consts: dict[str, Any]) -> list:
     namespace = dict(NAMESPACE)
     namespace.update(generator.consts)
-    code = compile(source, f"<policy {policy}>", "exec")
-    exec(code, namespace)  # noqa: S102 -- source written above from a checked tree
-    for key, fn in generator.user_functions.items():
-        fn.run = namespace[generator.runs[key]]
-    return [namespace[n] for n in names]
+    namespace.update(consts)
+    exec(code, namespace)  # noqa: S102 -- code written from a checked tree
+    try:
+        for key, fn in generator.user_functions.items():
+            fn.run = namespace[runs[key]]
+        return [namespace[n] for n in names]
+    except KeyError as e:
+        raise ValueError(f"the code defines no {e}") from None

@@ -26,7 +26,9 @@ from .parser import Atom, Form, Node, parse
 #: Policies compiled lately, by (text, name): the service checks a text
 #: before it builds the set that holds it, a trial set shares its texts
 #: with the active one, and Python's compile() of the generated source is
-#: the dear part of loading a policy.  Compiled policies are immutable.
+#: the dear part of loading a policy (a code cache keeps that across
+#: restarts, see ``codecache``).  A compiled policy only ever adds code
+#: written for one more set to itself.
 CACHE_SIZE = 16
 _cache: dict[tuple[str, str | None], tuple["CompiledPolicy", list[PolicyError]]] = {}
 _cache_lock = threading.Lock()  # the bus and the engine's threads both load policies
@@ -55,7 +57,7 @@ def compile_policy(text: str, policy: str | None = None,
         checker = Checker(policy)
         try:
             tree = [checker.node(n) for n in parse(text)]
-            cached = CompiledPolicy(policy, tree), checker.warnings
+            cached = CompiledPolicy(policy, tree, text, checker.def_nodes), checker.warnings
         except PolicyError as e:
             raise e.located(policy) if policy is not None else e
     with _cache_lock:
@@ -66,6 +68,12 @@ def compile_policy(text: str, policy: str | None = None,
     if warnings is not None:
         warnings.extend(deferred)
     return compiled
+
+
+def forget_compiled_policies() -> None:
+    """Empty the in-memory cache of ``compile_policy`` (what a restart does)."""
+    with _cache_lock:
+        _cache.clear()
 
 
 def weight(node: Node) -> int:
@@ -87,7 +95,7 @@ def weight(node: Node) -> int:
 #   ("call", name, [args], line)
 #   ("mcall", base_ref, base_name, method, [args], line)
 #   ("fail", message, line)                      deferred error
-#   ("def", name, params, body, weight, index)   index into Checker.defs
+#   ("def", name, params, body, weight, index)   index into Checker.def_nodes
 #   ("let", [(name, value)], body)
 #   ("if", cond, then, other)
 #   ("with", source_ref, list_name, item, body, cost, line)
@@ -104,8 +112,8 @@ class Checker:
         self.policy = policy
         #: Errors deferred to evaluation, each with its line.
         self.warnings: list[PolicyError] = []
-        #: How many defs the text has, nested ones included.
-        self.defs = 0
+        #: The defs of the text, nested ones included, in order.
+        self.def_nodes: list[tuple] = []
         self.special: dict[str, Callable[[Form], tuple]] = {
             "def": self.def_, "defun": self.def_, "let": self.let,
             "if": self.if_, "with": self.with_, "and": self.and_,
@@ -187,8 +195,9 @@ class Checker:
         body_nodes = items[3:]
         body = self.block([self.node(n) for n in body_nodes])
         cost = sum(weight(n) for n in body_nodes)
-        self.defs += 1
-        return ("def", name, params, body, cost, self.defs - 1)
+        node = ("def", name, params, body, cost, len(self.def_nodes))
+        self.def_nodes.append(node)
+        return node
 
     def let(self, form: Form) -> tuple:
         items = form.items

@@ -1,0 +1,185 @@
+"""Compiled policy code kept in a directory between runs (the engine does no I/O).
+
+``PolicyCodeCache`` is the ``CodeCache`` of ``momservice.policy.codecache``
+that momd gives the policy engine: a restart then links the policies'
+code instead of writing and compiling it again (a few milliseconds instead
+of tens).  One file per entry, ``KEY.code``: a magic line, the SHA-256 of
+the payload and the payload.  Anything wrong with a file (truncated,
+corrupt, foreign, unreadable) or with the directory (missing, not
+writable, writable by others) makes that entry a miss, logged at debug:
+never an error, and never a change in what the policies do.
+
+The directory holds at most ``max_entries`` files and ``max_bytes``
+bytes: storing an entry removes the least recently used ones beyond that
+(a hit refreshes an entry's modification time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: Under systemd, ``CacheDirectory=mom`` makes this directory (and sets
+#: $CACHE_DIRECTORY to it).
+DEFAULT_CACHE_DIR = Path("/var/cache/mom")
+SUFFIX = ".code"
+MAGIC = b"mom policy code 1\n"
+_DIGEST = hashlib.sha256().digest_size
+
+
+def default_cache_dir() -> Path:
+    """$CACHE_DIRECTORY (the first one, when systemd lists several), else
+    ``/var/cache/mom``."""
+    given = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+    return Path(given) if given else DEFAULT_CACHE_DIR
+
+
+def engine_fingerprint() -> str:
+    """A hash of the policy engine's source and of the Python running it:
+    code compiled by another engine or another Python never matches."""
+    import momservice.policy as engine
+
+    digest = hashlib.sha256()
+    digest.update(sys.version.encode())
+    digest.update(importlib.util.MAGIC_NUMBER)
+    for path in sorted(Path(engine.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class PolicyCodeCache:
+    """A directory of compiled policy code (see the module's doc)."""
+
+    def __init__(self, directory: str | Path, *, max_entries: int = 256,
+                 max_bytes: int = 32 * 1024 * 1024, fingerprint: str | None = None) -> None:
+        self.directory = Path(directory)
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.fingerprint = fingerprint if fingerprint is not None else engine_fingerprint()
+        self._usable: bool | None = None
+
+    def __repr__(self) -> str:
+        return f"PolicyCodeCache({str(self.directory)!r})"
+
+    def _path(self, key: str) -> Path:
+        if not key.isalnum():
+            raise ValueError(f"bad cache key {key!r}")
+        return self.directory / (key + SUFFIX)
+
+    def usable(self) -> bool:
+        """Whether the directory exists (made if it can be), is ours and is
+        writable by no one else: code loaded from it is run."""
+        if self._usable is None:
+            self._usable = self._check_directory()
+        return self._usable
+
+    def _check_directory(self) -> bool:
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = self.directory.stat()
+        except OSError as e:
+            log.debug("policy code cache %s not usable: %s", self.directory, e)
+            return False
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or \
+                info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            log.debug("policy code cache %s not used: not a directory of this user "
+                      "writable only by it", self.directory)
+            return False
+        return True
+
+    def load(self, key: str) -> bytes | None:
+        """The payload stored under ``key``, or None (a miss)."""
+        if not self.usable():
+            return None
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            log.debug("policy code cache: cannot read %s: %s", path, e)
+            return None
+        head = len(MAGIC)
+        payload = data[head + _DIGEST:]
+        if not data.startswith(MAGIC) or len(data) < head + _DIGEST or \
+                hashlib.sha256(payload).digest() != data[head:head + _DIGEST]:
+            self.discard(key, "corrupt or truncated")
+            return None
+        try:
+            os.utime(path)  # recently used: evicted last
+        except OSError:
+            pass
+        return payload
+
+    def store(self, key: str, data: bytes) -> None:
+        """Keep ``data`` under ``key``; a failure is logged at debug, nothing more."""
+        if not self.usable():
+            return
+        path = self._path(key)
+        try:
+            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".new-", suffix=SUFFIX)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(MAGIC + hashlib.sha256(data).digest() + data)
+                os.replace(temp, path)
+            except BaseException:
+                os.unlink(temp)
+                raise
+        except OSError as e:
+            log.debug("policy code cache: cannot write %s: %s", path, e)
+            return
+        self._evict()
+
+    def discard(self, key: str, reason: str) -> None:
+        """Remove an unusable entry."""
+        path = self._path(key)
+        log.debug("policy code cache: %s is unusable (%s), compiling instead", path, reason)
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+    def clear(self) -> None:
+        """Remove every entry."""
+        for path, _ in self._entries():
+            try:
+                path.unlink()
+            except OSError:
+                pass
+
+    def _entries(self) -> list[tuple[Path, os.stat_result]]:
+        entries = []
+        try:
+            with os.scandir(self.directory) as scan:
+                for entry in scan:
+                    if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
+                        try:
+                            entries.append((Path(entry.path), entry.stat()))
+                        except OSError:
+                            pass
+        except OSError as e:
+            log.debug("policy code cache: cannot list %s: %s", self.directory, e)
+        return entries
+
+    def _evict(self) -> None:
+        entries = self._entries()
+        total = sum(info.st_size for _, info in entries)
+        if len(entries) <= self.max_entries and total <= self.max_bytes:
+            return
+        entries.sort(key=lambda e: e[1].st_mtime_ns)
+        while entries and (len(entries) > self.max_entries or total > self.max_bytes):
+            path, info = entries.pop(0)
+            try:
+                path.unlink()
+            except OSError:
+                pass
+            total -= info.st_size
