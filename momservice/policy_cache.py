@@ -10,8 +10,8 @@ writable, writable by others) makes that entry a miss, logged at debug:
 never an error, and never a change in what the policies do.
 
 The directory holds at most ``max_entries`` files and ``max_bytes``
-bytes: storing an entry removes the least recently used ones beyond that
-(a hit refreshes an entry's modification time).
+bytes: a store that goes beyond either removes the least recently used
+entries (a hit refreshes an entry's modification time).
 """
 
 from __future__ import annotations
@@ -66,6 +66,10 @@ class PolicyCodeCache:
         self.max_bytes = max_bytes
         self.fingerprint = fingerprint if fingerprint is not None else engine_fingerprint()
         self._usable: bool | None = None
+        #: Entries and bytes in the directory as far as this object knows
+        #: (None: not counted yet); an exact count is made before evicting.
+        self._count: int | None = None
+        self._bytes = 0
 
     def __repr__(self) -> str:
         return f"PolicyCodeCache({str(self.directory)!r})"
@@ -137,7 +141,14 @@ class PolicyCodeCache:
         except OSError as e:
             log.debug("policy code cache: cannot write %s: %s", path, e)
             return
-        self._evict()
+        if self._count is None:
+            entries = self._entries()
+            self._count, self._bytes = len(entries), sum(size for _, _, size in entries)
+        else:
+            self._count += 1
+            self._bytes += len(data)
+        if self._count > self.max_entries or self._bytes > self.max_bytes:
+            self._evict()
 
     def discard(self, key: str, reason: str) -> None:
         """Remove an unusable entry."""
@@ -150,36 +161,42 @@ class PolicyCodeCache:
 
     def clear(self) -> None:
         """Remove every entry."""
-        for path, _ in self._entries():
+        for path, _, _ in self._entries():
             try:
-                path.unlink()
+                os.unlink(path)
             except OSError:
                 pass
+        self._count, self._bytes = 0, 0
 
-    def _entries(self) -> list[tuple[Path, os.stat_result]]:
+    def _entries(self) -> list[tuple[str, int, int]]:
+        """(path, modification time in ns, size) of every entry."""
         entries = []
         try:
             with os.scandir(self.directory) as scan:
                 for entry in scan:
                     if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
                         try:
-                            entries.append((Path(entry.path), entry.stat()))
+                            info = entry.stat()
                         except OSError:
-                            pass
+                            continue
+                        entries.append((entry.path, info.st_mtime_ns, info.st_size))
         except OSError as e:
             log.debug("policy code cache: cannot list %s: %s", self.directory, e)
         return entries
 
     def _evict(self) -> None:
-        entries = self._entries()
-        total = sum(info.st_size for _, info in entries)
-        if len(entries) <= self.max_entries and total <= self.max_bytes:
-            return
-        entries.sort(key=lambda e: e[1].st_mtime_ns)
-        while entries and (len(entries) > self.max_entries or total > self.max_bytes):
-            path, info = entries.pop(0)
+        """Remove the least recently used entries down to 3/4 of the bounds
+        (so that the next stores need not list the directory again)."""
+        entries = sorted(self._entries(), key=lambda e: e[1])
+        count, total = len(entries), sum(size for _, _, size in entries)
+        keep_entries, keep_bytes = self.max_entries * 3 // 4, self.max_bytes * 3 // 4
+        for path, _, size in entries:
+            if count <= keep_entries and total <= keep_bytes:
+                break
             try:
-                path.unlink()
+                os.unlink(path)
             except OSError:
                 pass
-            total -= info.st_size
+            count -= 1
+            total -= size
+        self._count, self._bytes = count, total
