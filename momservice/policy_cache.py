@@ -27,19 +27,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: Under systemd, ``CacheDirectory=mom`` makes this directory (and sets
-#: $CACHE_DIRECTORY to it).
-DEFAULT_CACHE_DIR = Path("/var/cache/mom")
 SUFFIX = ".code"
 MAGIC = b"mom policy code 1\n"
 _DIGEST = hashlib.sha256().digest_size
-
-
-def default_cache_dir() -> Path:
-    """$CACHE_DIRECTORY (the first one, when systemd lists several), else
-    ``/var/cache/mom``."""
-    given = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
-    return Path(given) if given else DEFAULT_CACHE_DIR
 
 
 def engine_fingerprint() -> str:

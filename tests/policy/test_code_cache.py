@@ -21,7 +21,8 @@ import pytest
 import momservice
 from momservice.policy import (Entity, PolicySet, codegen, forget_compiled_policies,
                                use_code_cache)
-from momservice.policy_cache import SUFFIX, PolicyCodeCache, default_cache_dir
+from momservice.config import Config
+from momservice.policy_cache import SUFFIX, PolicyCodeCache
 from momservice.policy_files import find_policy_files, read_policy_texts
 
 from tests.helpers.policy_code_cache import CACHE_ENV, CountingCache
@@ -309,13 +310,14 @@ def test_no_cache_and_the_default_cache(tmp_path, no_compile):
         use_code_cache(None)
 
 
-def test_the_default_directory(monkeypatch):
+def test_where_momd_keeps_the_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    config = Config(state_dir=tmp_path / "state")
+    assert config.policy_cache_dir == tmp_path / "state" / "cache"
     monkeypatch.setenv("CACHE_DIRECTORY", "/var/cache/mom:/var/cache/other")
-    assert default_cache_dir() == Path("/var/cache/mom")
-    monkeypatch.setenv("CACHE_DIRECTORY", "/run/x")
-    assert default_cache_dir() == Path("/run/x")
-    monkeypatch.delenv("CACHE_DIRECTORY")
-    assert default_cache_dir() == Path("/var/cache/mom")
+    assert config.policy_cache_dir == Path("/var/cache/mom")
+    assert Config(cache_dir=tmp_path / "c").policy_cache_dir == tmp_path / "c"
+    assert Config(cache_dir=tmp_path / "c", policy_cache=False).policy_cache_dir is None
 
 
 CONFORMANCE = ["test_language.py", "test_compiled_scoping.py", "test_policyset.py",
