@@ -124,6 +124,9 @@ class Checker:
 
     def node(self, node: Node) -> tuple:
         if type(node) is Atom:
+            # A plain symbol, the commonest node, without a call of atom().
+            if node.kind == "sym" and "." not in node.value and node.value != "nil":
+                return ("ref", node.value, (), node.value, node.line)
             return self.atom(node)
         if node.bracket == "{":
             return self.block([self.node(n) for n in node.items])
@@ -156,7 +159,7 @@ class Checker:
         if not form.items:
             raise PolicyError("empty call", form.line)
         head = form.items[0]
-        if not isinstance(head, Atom) or head.kind not in ("sym", "op"):
+        if type(head) is not Atom or head.kind not in ("sym", "op"):
             error = PolicyError("a call must start with a symbol or an operator", form.line,
                                 self.policy)
             self.warnings.append(error)

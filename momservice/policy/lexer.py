@@ -36,7 +36,9 @@ _TOKEN_RE = re.compile(r"""
 
 _NUMBER_START = re.compile(r"-?[0-9.]")
 
-#: The same tokens as ``_TOKEN_RE``, in the same order, for ``findall``:
+#: The same tokens as ``_TOKEN_RE`` for ``findall``, the commonest first
+#: (symbols and brackets start with characters no other token starts with;
+#: numbers keep their order, before the operators, for "-"):
 #: blanks and comments are skipped by a prefix, each match is a pair
 #: (token text, "") or ("", a character no token starts with), and the
 #: kind of a token follows from its first character.  One ``findall`` does
@@ -47,16 +49,16 @@ _NUMBER_START = re.compile(r"-?[0-9.]")
 _SCAN_RE = re.compile(r"""
     (?:[ \t\r\f\v]+|\#[^\n]*)*
     (?:(
-        \n[ \t\r\n\f\v]*
+        [A-Za-z_][A-Za-z0-9_.\-]*
+      | [(\[{)\]}]
+      | \n[ \t\r\n\f\v]*
       | -?0[xX][0-9a-fA-F]+
       | -?0[oO][0-7]+
       | -?[0-9]*\.[0-9]+(?:[eE][+-]?[0-9]+)?
       | -?(?:0|[1-9][0-9]*)[eE][+-]?[0-9]+
       | -?(?:0|[1-9][0-9]*)(?![0-9eE])
       | "(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'
-      | [A-Za-z_][A-Za-z0-9_.\-]*
       | <=|>=|<<|>>|==|!=|[-+*/<>]
-      | [(\[{)\]}]
     )|(.))
 """, re.VERBOSE)
 

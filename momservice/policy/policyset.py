@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from .builtins import BUILTINS
@@ -73,11 +74,11 @@ class PolicySet:
     def __init__(self, policies: Mapping[str, str] | None = None, *,
                  max_steps: int = DEFAULT_MAX_STEPS,
                  max_depth: int = DEFAULT_MAX_DEPTH,
-                 code_cache: CodeCache | None | object = ...) -> None:
+                 code_cache: CodeCache | None | EllipsisType = ...) -> None:
         self.max_steps = max_steps
         self.max_depth = max_depth
         self.code_cache: CodeCache | None = \
-            default_code_cache() if code_cache is ... else code_cache  # type: ignore[assignment]
+            default_code_cache() if code_cache is ... else code_cache
         self._texts: dict[str, str] = {}
         self._compiled: dict[str, CompiledPolicy] = {}
         self._program: list[tuple[str, list]] = []
