@@ -40,7 +40,10 @@ def engine_fingerprint() -> str:
     digest = hashlib.sha256()
     digest.update(sys.version.encode())
     digest.update(importlib.util.MAGIC_NUMBER)
-    for path in sorted(Path(engine.__file__).parent.glob("*.py")):
+    sources = sorted(Path(engine.__file__).parent.glob("*.py"))
+    if not sources:  # installed without its source: no telling versions apart
+        raise FileNotFoundError(f"no source of the policy engine in {engine.__file__}")
+    for path in sources:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -54,8 +57,14 @@ class PolicyCodeCache:
         self.directory = Path(directory)
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self.fingerprint = fingerprint if fingerprint is not None else engine_fingerprint()
         self._usable: bool | None = None
+        if fingerprint is None:
+            try:
+                fingerprint = engine_fingerprint()
+            except OSError as e:
+                log.debug("policy code cache not used: %s", e)
+                fingerprint, self._usable = "", False
+        self.fingerprint = fingerprint
         #: Entries and bytes in the directory as far as this object knows
         #: (None: not counted yet); an exact count is made before evicting.
         self._count: int | None = None

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import momservice
+from momservice import policy_cache
 from momservice.policy import (Entity, PolicySet, codegen, forget_compiled_policies,
                                use_code_cache)
 from momservice.config import Config
@@ -253,6 +254,18 @@ def test_an_unusable_directory_still_evaluates(kind, tmp_path):
     assert not cache.usable()
     if directory.is_dir():
         assert not cache_files(directory)
+
+
+def test_an_engine_without_its_source_keeps_no_cache(tmp_path, monkeypatch):
+    # Only .pyc files installed: versions cannot be told apart.
+    def no_source():
+        raise FileNotFoundError("no source")
+    monkeypatch.setattr(policy_cache, "engine_fingerprint", no_source)
+    cache = PolicyCodeCache(tmp_path)
+    forget_compiled_policies()
+    assert PolicySet({"p": "(+ 1 2)"}, code_cache=cache).evaluate(
+        make_host(0.5), []).values == [3]
+    assert not cache.usable() and not cache_files(tmp_path)
 
 
 def test_a_directory_that_turns_read_only_still_evaluates(tmp_path):
