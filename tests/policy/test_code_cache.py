@@ -307,6 +307,7 @@ def test_the_size_is_bounded_oldest_out(tmp_path):
 
 def test_no_cache_and_the_default_cache(tmp_path, no_compile):
     texts = {"p": "(defvar x 41) (+ x 1)"}
+    use_code_cache(None)  # the default unless told (conftest.py may have told)
     forget_compiled_policies()
     assert PolicySet(texts).code_cache is None
     cache = PolicyCodeCache(tmp_path)
