@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import marshal
 import os
+import pwd
 import random
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from momservice.config import Config
 from momservice.policy_cache import SUFFIX, PolicyCodeCache
 from momservice.policy_files import find_policy_files, read_policy_texts
 
+from tests.helpers.as_nobody import nobody_python, privilege_dropper, run_as_nobody
 from tests.helpers.policy_code_cache import CACHE_ENV, CountingCache
 
 PROJECT_ROOT = Path(momservice.__file__).resolve().parents[1]
@@ -266,6 +269,48 @@ def test_an_engine_without_its_source_keeps_no_cache(tmp_path, monkeypatch):
     assert PolicySet({"p": "(+ 1 2)"}, code_cache=cache).evaluate(
         make_host(0.5), []).values == [3]
     assert not cache.usable() and not cache_files(tmp_path)
+
+
+_AS_NOBODY = """
+import json, logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+from momservice.policy import Entity, PolicySet
+from momservice.policy_cache import PolicyCodeCache
+cache = PolicyCodeCache(sys.argv[1])
+host = Entity.host()
+host.add_sample({"mem_available": 4, "mem_free": 1})
+values = PolicySet({"p": "(defvar x 41) (+ x 1)"}, code_cache=cache).evaluate(host, []).values
+print(json.dumps({"usable": cache.usable(), "values": values}))
+"""
+
+
+@pytest.mark.parametrize("mode", [0o500, 0o700], ids=["read-only", "not-its-own"])
+def test_a_directory_the_user_cannot_write_still_evaluates(mode):
+    """As nobody, whom permissions bind (root writes through them)."""
+    if os.geteuid() != 0 or privilege_dropper() is None:
+        pytest.skip("needs root, to run as nobody")
+    base = Path(tempfile.mkdtemp(prefix="mom-code-cache-"))
+    try:
+        base.chmod(0o755)
+        directory = base / "cache"
+        directory.mkdir()
+        nobody = pwd.getpwnam("nobody")
+        if mode == 0o700:
+            directory.chmod(0o700)   # root's: not nobody's to use
+        else:
+            os.chown(directory, nobody.pw_uid, nobody.pw_gid)
+            directory.chmod(mode)    # nobody's, but read-only
+        python = nobody_python()
+        done = run_as_nobody(python.argv("-c", _AS_NOBODY, str(directory)), python.env(),
+                             timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        found = json.loads(done.stdout)
+        assert found["values"] == [41, 42]
+        assert found["usable"] is (mode == 0o500)
+        assert "policy code cache" in done.stderr
+        assert not list(directory.iterdir())
+    finally:
+        shutil.rmtree(base)
 
 
 def test_a_directory_that_turns_read_only_still_evaluates(tmp_path):
