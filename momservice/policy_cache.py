@@ -16,6 +16,7 @@ entries (a hit refreshes an entry's modification time).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -117,10 +118,8 @@ class PolicyCodeCache:
                 hashlib.sha256(payload).digest() != data[head:head + _DIGEST]:
             self.discard(key, "corrupt or truncated")
             return None
-        try:
+        with contextlib.suppress(OSError):
             os.utime(path)  # recently used: evicted last
-        except OSError:
-            pass
         return payload
 
     def store(self, key: str, data: bytes) -> None:
@@ -135,7 +134,8 @@ class PolicyCodeCache:
                     out.write(MAGIC + hashlib.sha256(data).digest() + data)
                 os.replace(temp, path)
             except BaseException:
-                os.unlink(temp)
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
                 raise
         except OSError as e:
             log.debug("policy code cache: cannot write %s: %s", path, e)
@@ -153,19 +153,8 @@ class PolicyCodeCache:
         """Remove an unusable entry."""
         path = self._path(key)
         log.debug("policy code cache: %s is unusable (%s), compiling instead", path, reason)
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
-
-    def clear(self) -> None:
-        """Remove every entry."""
-        for path, _, _ in self._entries():
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self._count, self._bytes = 0, 0
 
     def _entries(self) -> list[tuple[str, int, int]]:
         """(path, modification time in ns, size) of every entry."""
@@ -192,10 +181,8 @@ class PolicyCodeCache:
         for path, _, size in entries:
             if count <= keep_entries and total <= keep_bytes:
                 break
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
             count -= 1
             total -= size
         self._count, self._bytes = count, total
