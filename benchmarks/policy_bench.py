@@ -1,27 +1,40 @@
 #!/usr/bin/env python3
 """Measure how fast the policy engine parses and evaluates policy sets.
 
-For each set: parses it (tokenize, parse, check, write and compile the
-Python source) and evaluates it over synthetic hosts and guests with full
-sample histories.  Every evaluation round runs once with a host under
-memory pressure and once with a comfortable host, so both branches of the
-balloon and KSM policies are timed; guests vary between ballooned, full
-and below their guaranteed minimum.
+For each set: loads it (parse, check, write and compile the Python
+source) and evaluates it over synthetic hosts and guests with full sample
+histories.  Every evaluation round runs once with a host under memory
+pressure and once with a comfortable host, so both branches of the balloon
+and KSM policies are timed; guests vary between ballooned, full and below
+their guaranteed minimum.
 
-Parse is timed cold (texts this process has not compiled: each run adds a
-distinct comment, so the engine's cache of compiled policies misses) and
-warm (the same texts again: what re-checking an unchanged set costs).
+Loading is timed five ways, each on texts this process has not compiled
+(every run adds a defvar of a distinct number to each policy, so the code
+differs too, not only the text) except the last:
+  parse       text to checked tree (compile_policy): what SetPolicy and
+              validation need, everything that can refuse a policy;
+  cache miss  PolicySet of the texts just parsed, with an empty code cache
+              (a temporary directory): write and compile the Python source,
+              store it;
+  from cache  the same texts in a new PolicySet, the in-memory cache
+              emptied but the disk cache warm: what a restart of momd costs;
+  cold        PolicySet without a code cache;
+  warm        the same texts again (in-memory cache): re-checking an
+              unchanged set.
 
 By default the sets are the shipped defaults (policies/), MoM's algorithm
-(policies/mom) and a vdsm-style balloon and KSM set
-(benchmarks/policies/vdsm-style).  The last line printed is JSON, per set:
-    {"SET": {"parse_ms": {"cold": ..., "warm": ...},
+(policies/mom), a vdsm-style set (benchmarks/policies/vdsm-style: balloon,
+KSM, CPU and I/O tune) and its balloon and KSM part (01 to 03).  The last
+line printed is JSON, per set:
+    {"SET": {"parse_ms": {"cold": ..., "warm": ..., "front_end": ...,
+                          "cache_miss": ..., "from_cache": ...},
              "eval_ms": {"10": ..., ...}, "us_per_guest": {"10": ..., ...},
              "cpu_us_per_guest": {"10": ..., ...}}}
 (medians over the runs; eval_ms is per evaluation of the whole set, wall
 time; cpu_us_per_guest counts this process's CPU time only).
-Issue 13's targets on a 2-core machine, vdsm-style set at 1000 guests:
-at most 4 microseconds per guest, parse at most 2 ms.
+Issue 13's targets on a 2-core machine, vdsm-style balloon and KSM set
+(vdsm-balloon-ksm) at 1000 guests: at most 4 microseconds per guest,
+parse at most 2 ms.
 """
 
 from __future__ import annotations
@@ -31,12 +44,15 @@ import json
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from momservice.policy import Entity, PolicySet  # noqa: E402
+from momservice.policy import (Entity, PolicySet, compile_policy,  # noqa: E402
+                               forget_compiled_policies)
+from momservice.policy_cache import PolicyCodeCache  # noqa: E402
 from momservice.policy_files import find_policy_files, read_policy_texts  # noqa: E402
 
 HISTORY = 10
@@ -95,22 +111,60 @@ def spread(samples: list[float], scale: float) -> str:
     return f"{mid * scale:.3f} [{low * scale:.3f} .. {high * scale:.3f}]"
 
 
-def bench_set(name: str, dirs: list[Path], counts: list[int], runs: int) -> dict:
-    texts = read_policy_texts(find_policy_files(dirs))
+def distinct(texts: dict[str, str], run: int) -> dict[str, str]:
+    """The texts as a program no process has compiled yet: each policy gets
+    a defvar of a number of its own (a comment alone would change the text
+    but not the code)."""
+    stamp = run * 10**9 + time.time_ns() % 10**9 + 1
+    return {n: f"{t}\n(defvar bench_cold_run {stamp})\n" for n, t in texts.items()}
+
+
+def bench_load(name: str, texts: dict[str, str], runs: int) -> dict:
+    """The times to load a set, in ms, per way of loading it (see main's doc)."""
+    front, miss, hit, cold, warm = [], [], [], [], []
+    with tempfile.TemporaryDirectory(prefix="policy-bench-") as directory:
+        cache = PolicyCodeCache(directory)
+        for i in range(max(runs, 20)):
+            fresh = distinct(texts, 3 * i)
+            start = time.perf_counter()
+            for policy, text in fresh.items():
+                compile_policy(text, policy)
+            front.append(time.perf_counter() - start)
+            start = time.perf_counter()  # checked above, compiled and stored now
+            PolicySet(fresh, code_cache=cache)
+            miss.append(time.perf_counter() - start)
+            forget_compiled_policies()  # a restart: the disk cache is warm
+            start = time.perf_counter()
+            PolicySet(fresh, code_cache=cache)
+            hit.append(time.perf_counter() - start)
+            fresh = distinct(texts, 3 * i + 1)
+            start = time.perf_counter()
+            PolicySet(fresh, code_cache=None)
+            cold.append(time.perf_counter() - start)
+        PolicySet(texts, code_cache=None)
+        for i in range(max(runs, 20)):
+            start = time.perf_counter()
+            PolicySet(texts, code_cache=None)
+            warm.append(time.perf_counter() - start)
+        entries = len(list(Path(directory).glob("*.code")))
+    print(f"[{name}] parse (text to checked tree, cold): median ms [min .. max] "
+          f"{spread(front, 1000)} over {len(front)} runs")
+    print(f"[{name}] compile on a code cache miss (write, compile, store; parsed above): "
+          f"{spread(miss, 1000)}")
+    print(f"[{name}] load from the code cache (parse, link: a restart): {spread(hit, 1000)} "
+          f"({entries} entries)")
+    print(f"[{name}] load cold without a code cache: {spread(cold, 1000)}")
+    print(f"[{name}] load warm (texts compiled in this process): {spread(warm, 1000)}")
+    return {"cold": median_ms(cold), "warm": median_ms(warm), "front_end": median_ms(front),
+            "cache_miss": median_ms(miss), "from_cache": median_ms(hit)}
+
+
+def bench_set(name: str, sources: list[Path], counts: list[int], runs: int) -> dict:
+    texts = read_policy_texts(find_policy_files(sources))
     rng = random.Random(42)
-    cold, warm = [], []
-    for i in range(max(runs, 20)):
-        fresh = {n: f"{t}\n# bench run {i} {time.time_ns()}\n" for n, t in texts.items()}
-        start = time.perf_counter()
-        PolicySet(fresh)
-        cold.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        policies = PolicySet(texts)
-        warm.append(time.perf_counter() - start)
+    parse_ms = bench_load(name, texts, runs)
+    policies = PolicySet(texts, code_cache=None)
     print(f"[{name}] policies: {', '.join(policies.names)}")
-    print(f"[{name}] parse cold: median ms [min .. max] {spread(cold, 1000)} "
-          f"over {len(cold)} runs")
-    print(f"[{name}] parse warm: median ms [min .. max] {spread(warm, 1000)}")
 
     hosts = (make_host(0.10, rng), make_host(0.60, rng))  # pressure, comfortable
     eval_ms: dict[str, float] = {}
@@ -136,15 +190,15 @@ def bench_set(name: str, dirs: list[Path], counts: list[int], runs: int) -> dict
         print(f"[{name}] eval {count} guests: median ms [min .. max] "
               f"{spread(times, 1000)}; us/guest {spread(times, 1e6 / count)}, "
               f"CPU {spread(cpu, 1e6 / count)} ({controlled} guests controlled)")
-    return {"parse_ms": {"cold": median_ms(cold), "warm": median_ms(warm)},
+    return {"parse_ms": parse_ms,
             "eval_ms": eval_ms, "us_per_guest": per_guest, "cpu_us_per_guest": per_guest_cpu}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy-dir", type=Path, action="append",
-                        help="one policy set of these directories (repeatable) instead "
-                             "of the three default sets")
+                        help="one policy set of these directories or files (repeatable) "
+                             "instead of the default sets")
     parser.add_argument("--guests", default="10,100,1000",
                         help="comma-separated guest counts (default 10,100,1000)")
     parser.add_argument("--runs", type=int, default=15, help="runs per figure (default 15)")
@@ -153,8 +207,11 @@ def main() -> None:
     if args.policy_dir:
         sets = {"+".join(str(d) for d in args.policy_dir): args.policy_dir}
     else:
+        vdsm = root / "benchmarks" / "policies" / "vdsm-style"
         sets = {"defaults": [root / "policies"], "mom": [root / "policies" / "mom"],
-                "vdsm-style": [root / "benchmarks" / "policies" / "vdsm-style"]}
+                "vdsm-style": [vdsm],
+                "vdsm-balloon-ksm": [vdsm / f"{n}.policy"
+                                     for n in ("01-parameters", "02-balloon", "03-ksm")]}
     counts = [int(c) for c in args.guests.split(",")]
     figures = {name: bench_set(name, dirs, counts, args.runs) for name, dirs in sets.items()}
     print(json.dumps(figures))

@@ -29,6 +29,7 @@ from .engine.notify import StatusNotifier
 from .engine.pressure import PressureTrigger
 from .hypervisor import HypervisorInterface
 from .metrics import MetricsFileWriter
+from .policy_cache import PolicyCodeCache
 from .policy_library import PolicyLibrary
 from .policy_store import PolicyStore
 from .service import Service
@@ -105,8 +106,10 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
         MechanismContext(hypervisor, Path(ksm_dir), dry_run=config.dry_run,
                          balloon_floor_kib=config.balloon_floor),
         config.controllers)
+    cache_dir = config.policy_cache_dir
+    code_cache = PolicyCodeCache(cache_dir) if cache_dir is not None else None
     library = PolicyLibrary(config.policy_sources, PolicyStore(config.state_dir),
-                            defaults=[shipped_policy_dir()])
+                            defaults=[shipped_policy_dir()], code_cache=code_cache)
     engine = Engine(
         hypervisor, host_collector, library.active, mechanisms.enabled,
         host_interval=config.host_monitor_interval,

@@ -24,7 +24,10 @@ Sections and keys
     ``explain-length`` (20) and ``explain-max-age`` (86400 seconds): how
     many applied controls momd keeps per guest for ``momctl explain``, and
     for how long at most (:mod:`momservice.engine.explain`).
-    Our own keys: ``state-dir`` (``/var/lib/mom``), ``dry-run`` (a boolean:
+    Our own keys: ``state-dir`` (``/var/lib/mom``), ``cache-dir`` and
+    ``policy-cache`` (where the compiled code of the policies is kept
+    between runs, see :meth:`Config.policy_cache_dir`; ``policy-cache = no``:
+    nowhere, every start compiles), ``dry-run`` (a boolean:
     true/false, yes/no, on/off, 1/0) and ``balloon-floor`` (KiB, 256 MiB by
     default: no balloon target below it is ever applied).
     MoM keys mom does not implement -- ``rpc-port``, ``main-loop-interval``,
@@ -71,6 +74,7 @@ import configparser
 import dataclasses
 import logging
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -191,6 +195,11 @@ class Config:
     max_bytes: int = 2097152
     backup_count: int = 5
     state_dir: Path = DEFAULT_STATE_DIR
+    #: ``[main] cache-dir``: where the compiled code of the policies is kept
+    #: (momservice.policy_cache); None: see ``policy_cache_dir``.
+    cache_dir: Path | None = None
+    #: ``[main] policy-cache``: whether it is kept at all.
+    policy_cache: bool = True
     dry_run: bool = False
     #: KiB; no balloon target below it is ever applied.
     balloon_floor: int = DEFAULT_BALLOON_FLOOR
@@ -212,6 +221,20 @@ class Config:
     def defaults(cls) -> Config:
         """The configuration of a host without a ``momd.conf``."""
         return cls()
+
+    @property
+    def policy_cache_dir(self) -> Path | None:
+        """The directory of the policy code cache: ``cache-dir``; else
+        $CACHE_DIRECTORY, which systemd's ``CacheDirectory=mom`` sets to
+        /var/cache/mom; else ``cache`` in the state directory (so a momd with
+        a state directory of its own, a test's, keeps its cache there too).
+        None when ``policy-cache`` is off."""
+        if not self.policy_cache:
+            return None
+        if self.cache_dir is not None:
+            return self.cache_dir
+        given = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
+        return Path(given) if given else self.state_dir / "cache"
 
     def policy_sources(self) -> list[Path]:
         """Where policies come from, in order; later ones override earlier
@@ -426,6 +449,8 @@ _KEYS: dict[str, dict[str, tuple[str, _Parser]]] = {
             lambda w, r: _integer(w, r, 1, "an integer >= 1")),
         "explain-max-age": ("explain_max_age", _seconds),
         "state-dir": ("state_dir", _required_path),
+        "cache-dir": ("cache_dir", lambda w, r: _optional_path(r)),
+        "policy-cache": ("policy_cache", parse_bool),
         "dry-run": ("dry_run", parse_bool),
         "balloon-floor": (
             "balloon_floor",

@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import Failed, InvalidArgument, NotFound
 from .heap import release_free_memory
 from .journal_fields import policy_error_fields, policy_fields
-from .policy import PolicyError, PolicySet, PolicyTrialError, compile_policy
+from .policy import CodeCache, PolicyError, PolicySet, PolicyTrialError, compile_policy
 from .policy_files import find_policy_files, read_policy_texts
 from .policy_store import PolicyStore, check_name
 
@@ -92,11 +92,14 @@ class PolicyLibrary:
     """
 
     def __init__(self, sources: Sources, store: PolicyStore,
-                 defaults: Sequence[Path] = ()) -> None:
+                 defaults: Sequence[Path] = (), code_cache: CodeCache | None = None) -> None:
         self.sources = sources
         self.store = store
         self.defaults = list(defaults)
-        self.active = PolicySet(load_policy_texts(self.sources(), self.store))
+        #: Where every set made here keeps its compiled code (None: nowhere).
+        self.code_cache = code_cache
+        self.active = PolicySet(load_policy_texts(self.sources(), self.store),
+                                code_cache=code_cache)
         self.try_out: TryOut = lambda candidate: None
         #: Why the policies on disk are not the active ones (they failed
         #: when evaluated at start-up or on a reload); empty when they are.
@@ -141,7 +144,7 @@ class PolicyLibrary:
         try:
             self.try_out(self.active)
         except PolicyTrialError as e:
-            defaults = PolicySet(load_policy_texts(self.defaults))
+            defaults = PolicySet(load_policy_texts(self.defaults), code_cache=self.code_cache)
             self.load_error = (f"the configured policies were not started: {e}; "
                                f"the shipped default policies run instead")
             log.error("%s (%s)", self.load_error, ", ".join(defaults.names) or "none",
@@ -235,7 +238,7 @@ class PolicyLibrary:
         """The policies read from disk as a set, tried on the current statistics;
         PolicyTrialError (logged, kept in ``load_error``) when they fail."""
         try:
-            candidate = PolicySet(texts)
+            candidate = PolicySet(texts, code_cache=self.code_cache)
             self.try_out(candidate)
         except PolicyError as e:  # load_policy_texts compiled each one already
             self.load_error = f"policies not {what}: {e}; the active policies stay"

@@ -255,6 +255,8 @@ def test_every_key_set(tmp_path):
         plot-dir: /tmp/plots
         metrics-file: /var/lib/node_exporter/mom.prom
         state-dir: /run/mom-state
+        cache-dir: /run/mom-cache
+        policy-cache: no
         dry-run: yes
         balloon-floor: 1024
         [logging]
@@ -275,6 +277,7 @@ def test_every_key_set(tmp_path):
         guest_collectors=("GuestMemory",), collector_options={},
         log="/var/log/mom.log", verbosity=logging.DEBUG, max_bytes=1000,
         backup_count=0, state_dir=Path("/run/mom-state"), dry_run=True,
+        cache_dir=Path("/run/mom-cache"), policy_cache=False,
         balloon_floor=1024, plot_dir=Path("/tmp/plots"),
         metrics_file=Path("/var/lib/node_exporter/mom.prom"),
         policy_file=Path("/srv/one.policy"), policy_dir=None,

@@ -14,7 +14,7 @@ import pytest
 
 from momservice.errors import Failed
 from momservice.hypervisor import GuestInfo, HypervisorError
-from momservice.policy import PolicyError
+from momservice.policy import PolicyError, codegen, forget_compiled_policies
 from momservice.policy_store import PolicyStore
 from momservice.service import Service
 from tests.helpers.service_setup import GiB, Setup
@@ -93,6 +93,30 @@ def test_set_policy_is_active_stored_and_survives_a_restart(setup: Setup) -> Non
     # Replacing it replaces the stored text too.
     restarted.set_policy("50-mine", "(defvar my_factor 3)\n")
     assert setup.service().policy_text("50-mine") == "(defvar my_factor 3)\n"
+
+
+def test_a_restart_links_the_policies_from_the_code_cache(setup: Setup, monkeypatch) -> None:
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    # Compiled by an earlier test of this process: linked, and not stored.
+    forget_compiled_policies()
+    service = setup.service()
+    cache = service.library.code_cache
+    assert cache is not None and cache.directory == setup.state_dir / "cache"
+    service.set_policy("50-mine", "(defvar my_factor 2)\n")
+    # Each policy's analysis and code; the trial sets share them.
+    assert len(list(cache.directory.glob("*.code"))) >= 2 * 4
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("compiled although the code cache holds the code")
+    forget_compiled_policies()  # what a new process starts with
+    monkeypatch.setattr(codegen, "compile", forbidden, raising=False)
+    restarted = setup.service()
+    assert restarted.policy_names() == ["00-defines", "02-balloon", "03-ksm", "50-mine"]
+    assert restarted.library.active.texts == service.library.active.texts
+    monkeypatch.delattr(codegen, "compile")
+
+    forget_compiled_policies()
+    assert setup.service(policy_cache=False).library.code_cache is None
 
 
 def test_a_stored_policy_overrides_the_file_and_delete_brings_the_file_back(

@@ -37,6 +37,8 @@ import re
 from typing import Any
 
 from .builtins import ENTITY_METHODS
+from .codecache import (CodeCache, cache_key, dump_analysis, dump_program, load_analysis,
+                        load_program)
 from .compiler import walk
 from .runtime import UserFunction
 from .support import NAMESPACE
@@ -204,24 +206,19 @@ class Generator:
         self.inline_budget = INLINE_BUDGET
         self.loops = 0   # enclosing with bodies, inlined calls included
 
-    def prepare(self, tree: list[tuple]) -> None:
+    def prepare(self, tree: list[tuple], defs: list[tuple]) -> None:
         """Make the UserFunction of every def first: a call may be written
-        (and inlined) before the def it calls."""
+        (and inlined) before the def it calls.  ``defs``: the def nodes of
+        the policy (``Checker.def_nodes``), ``tree`` its top-level nodes."""
         self.fixed = self.fixed - bound_names(tree)
-        others = bound_names(tree, defs=False) | self.others
-        names = [ir[1] for ir in tree if ir[0] == "def"]
-        self.direct = {ir[1]: (position, ir) for position, ir in enumerate(tree)
-                       if ir[0] == "def" and ir[1] not in others and names.count(ir[1]) == 1}
-        for node in sorted((n for n in walk(tree) if n[0] == "def"), key=lambda n: n[5]):
+        self.direct = direct_defs(tree, defs, self.others)
+        for node in defs:
             _, name, params, _body, cost, index = node
             key = f"D{index}"
             fn = UserFunction(name, params, cost, self.policy)
             self.user_functions[key] = fn
             self.consts[key] = fn
             self.defs.setdefault(name, []).append(node)
-        for name, found in self.defs.items():
-            if len(found) > 1:
-                self.direct.pop(name, None)
 
     # -- writing lines -------------------------------------------------------
 
@@ -1040,48 +1037,160 @@ class CompiledPolicy:
     names its binding forms may bind; ``program`` returns its top-level
     functions for the set's free names and what the other policies bind,
     writing and compiling the source at most once per distinct answer that
-    matters to this policy.
+    matters to this policy.  The analysis is made on first use, from a code
+    cache (see ``codecache``) when one is given and holds it: checking a
+    policy (``compile_policy``) writes no code.
     """
 
-    def __init__(self, policy: str | None, tree: list[tuple]) -> None:
+    def __init__(self, policy: str | None, tree: list[tuple], text: str | None = None,
+                 defs: list[tuple] | None = None) -> None:
         self.policy = policy
         self.tree = tree
+        #: The def nodes of the tree, nested ones included.
+        self.defs = defs if defs is not None else _find_defs(tree)
+        #: The source text, the code cache's key (None: never cached).
+        self.text = text
         self._programs: dict[tuple[frozenset[str], frozenset[str]], list] = {}
-        generator = Generator(policy, frozenset())
-        generator.prepare(tree)
-        self._first: tuple[Generator, list[str]] | None = \
-            generator, [generator.top_level(ir) for ir in tree]
-        self.free: frozenset[str] = frozenset(generator.free)
-        self.local_names: frozenset[str] = frozenset(generator.local_names)
-        #: Every name its binding forms may bind.
-        self.binds: frozenset[str] = frozenset(bound_names(tree))
-        # What the code depends on of the names other policies bind.
-        self._sensitive = _INLINE_BUILTINS | frozenset(generator.direct)
+        self._first: tuple[Generator, list[str]] | None = None
+        self._free: frozenset[str] | None = None
+        self._local_names: frozenset[str] = frozenset()
+        self._binds: frozenset[str] | None = None
+        self._sensitive: frozenset[str] | None = None
 
-    def program(self, free: frozenset[str], others: frozenset[str] = frozenset()) -> list:
+    def analyse(self, cache: CodeCache | None = None) -> None:
+        """Find ``free`` and ``local_names``, from ``cache`` if it has them."""
+        if self._free is not None:
+            return
+        key = None
+        if cache is not None and self.text is not None:
+            key = cache_key(cache, "analysis", self.policy, self.text)
+            data = cache.load(key)
+            if data is not None:
+                try:
+                    self._free, self._local_names = load_analysis(key, data)
+                    return
+                except ValueError as e:
+                    cache.discard(key, str(e))
+        generator = Generator(self.policy, frozenset())
+        generator.prepare(self.tree, self.defs)
+        self._first = generator, [generator.top_level(ir) for ir in self.tree]
+        self._local_names = frozenset(generator.local_names)
+        self._free = frozenset(generator.free)
+        if key is not None:
+            cache.store(key, dump_analysis(key, self._free, self._local_names))
+
+    @property
+    def free(self) -> frozenset[str]:
+        self.analyse()
+        return self._free  # type: ignore[return-value]
+
+    @property
+    def local_names(self) -> frozenset[str]:
+        self.analyse()
+        return self._local_names
+
+    @property
+    def binds(self) -> frozenset[str]:
+        """Every name the policy's binding forms may bind."""
+        if self._binds is None:
+            self._binds = frozenset(bound_names(self.tree))
+        return self._binds
+
+    def program(self, free: frozenset[str], others: frozenset[str] = frozenset(),
+                cache: CodeCache | None = None) -> list:
         """The functions of the top-level expressions, in order, for the
         set's free names and the names its other policies bind."""
-        key = free & self.local_names, others & self._sensitive
+        self.analyse(cache)
+        if self._sensitive is None:
+            # What the code depends on of the names other policies bind.
+            self._sensitive = _INLINE_BUILTINS | frozenset(
+                direct_defs(self.tree, self.defs, frozenset()))
+        key = free & self._local_names, others & self._sensitive
         program = self._programs.get(key)
         if program is None:
-            if not key[0] and not key[1] and self._first is not None:
-                generator, names = self._first
-            else:
-                generator = Generator(self.policy, *key)
-                generator.prepare(self.tree)
-                names = [generator.top_level(ir) for ir in self.tree]
-            program = self._programs[key] = _build(generator, names, self.policy)
+            entry = None
+            if cache is not None and self.text is not None:
+                entry = cache_key(cache, "program", self.policy, self.text, *key)
+                program = _load(cache, entry, self.tree, self.defs, self.policy, key)
+            if program is None:
+                if not key[0] and not key[1] and self._first is not None:
+                    generator, names = self._first
+                else:
+                    generator = Generator(self.policy, *key)
+                    generator.prepare(self.tree, self.defs)
+                    names = [generator.top_level(ir) for ir in self.tree]
+                program = _build(generator, names, self.policy,
+                                 cache if entry is not None else None, entry)
+            self._programs[key] = program
             # The source is not needed any more (the tree can write it again).
             self._first = None
         return program
 
 
-def _build(generator: Generator, names: list[str], policy: str | None) -> list:
+def _build(generator: Generator, names: list[str], policy: str | None,
+           cache: CodeCache | None = None, key: str | None = None) -> list:
     source = "\n\n".join(generator.functions) + "\n"
+    code = compile(source, f"<policy {policy}>", "exec")
+    if cache is not None and key is not None:
+        consts = {k: v for k, v in generator.consts.items() if k not in generator.user_functions}
+        try:
+            data = dump_program(key, code, names, generator.runs, consts)
+        except ValueError:
+            pass  # a constant marshal cannot keep: compiled again next time
+        else:
+            cache.store(key, data)
+    return _link(code, generator, names, generator.runs, {})
+
+
+def _find_defs(tree: list[tuple]) -> list[tuple]:
+    """The def nodes of a tree (what ``Checker.def_nodes`` lists)."""
+    return sorted((node for node in walk(tree) if node[0] == "def"), key=lambda node: node[5])
+
+
+def direct_defs(tree: list[tuple], defs: list[tuple], others: frozenset[str]
+                ) -> dict[str, tuple[int, tuple]]:
+    """The defs a call may reach without a lookup, by name (see
+    ``Generator.direct``): made at the top level of ``tree``, the only def
+    of their name among ``defs``, their name bound by no other form of the
+    tree nor in ``others``."""
+    bound = bound_names(tree, defs=False) | others
+    count: dict[str, int] = {}
+    for node in defs:
+        count[node[1]] = count.get(node[1], 0) + 1
+    return {ir[1]: (position, ir) for position, ir in enumerate(tree)
+            if ir[0] == "def" and count[ir[1]] == 1 and ir[1] not in bound}
+
+
+def _load(cache: CodeCache, key: str, tree: list[tuple], defs: list[tuple],
+          policy: str | None, names_key: tuple[frozenset[str], frozenset[str]]) -> list | None:
+    """The program kept under ``key``, or None (a miss)."""
+    data = cache.load(key)
+    if data is None:
+        return None
+    try:
+        code, names, runs, consts = load_program(key, data)
+        # The UserFunction of every def, as the generator that wrote the
+        # code made them (the code refers to them as constants D<index>).
+        generator = Generator(policy, *names_key)
+        generator.prepare(tree, defs)
+        if set(runs) != set(generator.user_functions) or len(names) != len(tree) or \
+                set(consts) & set(generator.consts):
+            raise ValueError("the entry does not fit the policy's defs")
+        return _link(code, generator, names, runs, consts)
+    except ValueError as e:
+        cache.discard(key, str(e))
+        return None
+
+
+def _link(code: Any, generator: Generator, names: list[str], runs: dict[str, str],
+          consts: dict[str, Any]) -> list:
     namespace = dict(NAMESPACE)
     namespace.update(generator.consts)
-    code = compile(source, f"<policy {policy}>", "exec")
-    exec(code, namespace)  # noqa: S102 -- source written above from a checked tree
-    for key, fn in generator.user_functions.items():
-        fn.run = namespace[generator.runs[key]]
-    return [namespace[n] for n in names]
+    namespace.update(consts)
+    exec(code, namespace)  # noqa: S102 -- code written from a checked tree
+    try:
+        for key, fn in generator.user_functions.items():
+            fn.run = namespace[runs[key]]
+        return [namespace[n] for n in names]
+    except KeyError as e:
+        raise ValueError(f"the code defines no {e}") from None

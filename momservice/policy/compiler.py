@@ -27,7 +27,9 @@ from .parser import Atom, Form, Node, parse
 #: Policies compiled lately, by (text, name): the service checks a text
 #: before it builds the set that holds it, a trial set shares its texts
 #: with the active one, and Python's compile() of the generated source is
-#: the dear part of loading a policy.  Compiled policies are immutable.
+#: the dear part of loading a policy (a code cache keeps that across
+#: restarts, see ``codecache``).  A compiled policy only ever adds code
+#: written for one more set to itself.
 CACHE_SIZE = 16
 _cache: dict[tuple[str, str | None], tuple["CompiledPolicy", list[PolicyError]]] = {}
 _cache_lock = threading.Lock()  # the bus and the engine's threads both load policies
@@ -56,7 +58,7 @@ def compile_policy(text: str, policy: str | None = None,
         checker = Checker(policy)
         try:
             tree = [checker.node(n) for n in parse(text)]
-            cached = CompiledPolicy(policy, tree), checker.warnings
+            cached = CompiledPolicy(policy, tree, text, checker.def_nodes), checker.warnings
         except PolicyError as e:
             raise e.located(policy) if policy is not None else e
     with _cache_lock:
@@ -69,11 +71,21 @@ def compile_policy(text: str, policy: str | None = None,
     return compiled
 
 
+def forget_compiled_policies() -> None:
+    """Empty the in-memory cache of ``compile_policy`` (what a restart does)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def weight(node: Node) -> int:
     """Number of nodes in a tree: the step cost of evaluating it once."""
-    if isinstance(node, Atom):
+    if type(node) is Atom:
         return 1
-    return 1 + sum(weight(n) for n in node.items)
+    # Kept on the form: a def or with body inside another is weighed again.
+    size = node.size
+    if size is None:
+        size = node.size = 1 + sum([1 if type(n) is Atom else weight(n) for n in node.items])
+    return size
 
 
 # Intermediate form: tuples whose first item names the kind of node.
@@ -84,7 +96,7 @@ def weight(node: Node) -> int:
 #   ("call", name, [args], line)
 #   ("mcall", base_ref, base_name, method, [args], line)
 #   ("fail", message, line)                      deferred error
-#   ("def", name, params, body, weight, index)   index into Checker.defs
+#   ("def", name, params, body, weight, index)   index into Checker.def_nodes
 #   ("let", [(name, value)], body)
 #   ("if", cond, then, other)
 #   ("with", source_ref, list_name, item, body, cost, line)
@@ -135,8 +147,8 @@ class Checker:
         self.policy = policy
         #: Errors deferred to evaluation, each with its line.
         self.warnings: list[PolicyError] = []
-        #: How many defs the text has, nested ones included.
-        self.defs = 0
+        #: The defs of the text, nested ones included, in order.
+        self.def_nodes: list[tuple] = []
         self.special: dict[str, Callable[[Form], tuple]] = {
             "def": self.def_, "defun": self.def_, "let": self.let,
             "if": self.if_, "with": self.with_, "and": self.and_,
@@ -146,7 +158,10 @@ class Checker:
         assert set(self.special) == SPECIAL_FORMS
 
     def node(self, node: Node) -> tuple:
-        if isinstance(node, Atom):
+        if type(node) is Atom:
+            # A plain symbol, the commonest node, without a call of atom().
+            if node.kind == "sym" and "." not in node.value and node.value != "nil":
+                return ("ref", node.value, (), node.value, node.line)
             return self.atom(node)
         if node.bracket == "{":
             return self.block([self.node(n) for n in node.items])
@@ -179,7 +194,7 @@ class Checker:
         if not form.items:
             raise PolicyError("empty call", form.line)
         head = form.items[0]
-        if not isinstance(head, Atom) or head.kind not in ("sym", "op"):
+        if type(head) is not Atom or head.kind not in ("sym", "op"):
             error = PolicyError("a call must start with a symbol or an operator", form.line,
                                 self.policy)
             self.warnings.append(error)
@@ -218,8 +233,9 @@ class Checker:
         body_nodes = items[3:]
         body = self.block([self.node(n) for n in body_nodes])
         cost = sum(weight(n) for n in body_nodes)
-        self.defs += 1
-        return ("def", name, params, body, cost, self.defs - 1)
+        node = ("def", name, params, body, cost, len(self.def_nodes))
+        self.def_nodes.append(node)
+        return node
 
     def let(self, form: Form) -> tuple:
         items = form.items

@@ -36,11 +36,67 @@ _TOKEN_RE = re.compile(r"""
 
 _NUMBER_START = re.compile(r"-?[0-9.]")
 
+#: The same tokens as ``_TOKEN_RE`` for ``findall``, the commonest first
+#: (symbols and brackets start with characters no other token starts with;
+#: numbers keep their order, before the operators, for "-"):
+#: blanks and comments are skipped by a prefix, each match is a pair
+#: (token text, "") or ("", a character no token starts with), and the
+#: kind of a token follows from its first character.  One ``findall`` does
+#: the scanning in C; a loop over ``match`` objects costs several times more.
+#: A newline is a token of its own (with the blank lines after it), so the
+#: line count needs no counting of blanks.  The text scanned must end with
+#: a newline: then no prefix is ever left without a token to precede.
+_SCAN_RE = re.compile(r"""
+    (?:[ \t\r\f\v]+|\#[^\n]*)*
+    (?:(
+        [A-Za-z_][A-Za-z0-9_.\-]*
+      | [(\[{)\]}]
+      | \n[ \t\r\n\f\v]*
+      | -?0[xX][0-9a-fA-F]+
+      | -?0[oO][0-7]+
+      | -?[0-9]*\.[0-9]+(?:[eE][+-]?[0-9]+)?
+      | -?(?:0|[1-9][0-9]*)[eE][+-]?[0-9]+
+      | -?(?:0|[1-9][0-9]*)(?![0-9eE])
+      | "(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'
+      | <=|>=|<<|>>|==|!=|[-+*/<>]
+    )|(.))
+""", re.VERBOSE)
+
+# Token kinds by first character, for the scan above.
+NEWLINE, NUMBER, STRING, SYMBOL, OPERATOR, OPEN, CLOSE = range(7)
+_FIRST: dict[str, int] = {"\n": NEWLINE, "(": OPEN, "[": OPEN, "{": OPEN,
+                          ")": CLOSE, "]": CLOSE, "}": CLOSE,
+                          '"': STRING, "'": STRING, ".": NUMBER}
+_FIRST.update((c, SYMBOL) for c in
+              "_ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_FIRST.update((c, NUMBER) for c in "0123456789")
+_FIRST.update((c, OPERATOR) for c in "<>=!+*/-")  # "-" followed by more: a number
+
 #: Longest number literal: far beyond any real value, and short enough that
 #: every integer it can spell still converts to decimal (Python refuses
 #: past 4300 digits).
 MAX_DIGITS = 1000
 _NUMBER_KINDS = frozenset({"int", "float", "expint", "hex", "oct"})
+
+
+def scan(text: str) -> list[tuple[str, str]]:
+    """The raw tokens of a text for the parser (see ``_SCAN_RE``); a pair
+    whose first item is empty holds a character that starts no token, and
+    ``tokenize`` says what is wrong there."""
+    return _SCAN_RE.findall(text + "\n")
+
+
+def number(value: str, line: int) -> int | float:
+    """The value of a number token of ``scan``."""
+    if len(value) > MAX_DIGITS:
+        raise PolicyError(f"number with more than {MAX_DIGITS} digits", line)
+    if "x" in value or "X" in value:
+        return int(value, 16)
+    if "o" in value or "O" in value:
+        return int(value, 8)
+    if "." in value or "e" in value or "E" in value:
+        return float(value)
+    return int(value)
 
 
 def tokenize(text: str) -> list[Token]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any
 
 from .builtins import BUILTINS
+from .codecache import CodeCache, default_code_cache
 from .codegen import CompiledPolicy
 from .compiler import RESERVED_WORDS, compile_policy
 from .entity import Entity
@@ -64,13 +66,20 @@ class PolicySet:
     Changes are all-or-nothing: a text that does not compile raises
     PolicyError and leaves the set as it was, so a bad upload never leaves
     the host unmanaged.
+
+    ``code_cache`` keeps the compiled code of the policies across runs (see
+    ``codecache``); by default the one given to ``use_code_cache``, if any.
+    None: no cache.  Which cache is used never changes what the set does.
     """
 
     def __init__(self, policies: Mapping[str, str] | None = None, *,
                  max_steps: int = DEFAULT_MAX_STEPS,
-                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+                 max_depth: int = DEFAULT_MAX_DEPTH,
+                 code_cache: CodeCache | None | EllipsisType = ...) -> None:
         self.max_steps = max_steps
         self.max_depth = max_depth
+        self.code_cache: CodeCache | None = \
+            default_code_cache() if code_cache is ... else code_cache
         self._texts: dict[str, str] = {}
         self._compiled: dict[str, CompiledPolicy] = {}
         self._program: list[tuple[str, list]] = []
@@ -121,7 +130,8 @@ class PolicySet:
     def copy(self) -> "PolicySet":
         """Another set with the same policies (sharing their compiled code)
         and limits, to try a change on before making it."""
-        other = PolicySet(max_steps=self.max_steps, max_depth=self.max_depth)
+        other = PolicySet(max_steps=self.max_steps, max_depth=self.max_depth,
+                          code_cache=self.code_cache)
         other.take(self)
         return other
 
@@ -135,11 +145,14 @@ class PolicySet:
         # A variable that a function anywhere in the set reads from its
         # caller must stay visible to it (dynamic scoping): the names the
         # def bodies reference freely decide which bindings may be locals.
+        cache = self.code_cache
+        for compiled in self._compiled.values():
+            compiled.analyse(cache)
         free = frozenset().union(*(c.free for c in self._compiled.values()))
         # What the other policies may bind decides which calls (of built-ins,
         # of a policy's own defs) can be written without a lookup.
         self._program = [(name, compiled.program(free, frozenset().union(
-                              *(c.binds for n, c in self._compiled.items() if n != name))))
+                              *(c.binds for n, c in self._compiled.items() if n != name)), cache))
                          for name, compiled in sorted(self._compiled.items())]
         self._reads: FieldsRead | None = None
 

@@ -99,6 +99,20 @@ def test_state_dir_written(installed_host, bus):
     assert "systest_marker 7" in stored[0].read_text()
 
 
+def test_policy_code_cache_written(installed_host, bus):
+    # CacheDirectory=mom: the compiled policies are kept for the next start.
+    host = installed_host
+    wait_active(host)
+    bus.manager("SetPolicy", gvariant_string(POLICY_NAME), gvariant_string(POLICY_TEXT))
+    cache = host.path("/var/cache/mom")
+    mode = stat.S_IMODE(cache.stat().st_mode)
+    assert mode == 0o700, oct(mode)
+    entries = [p for p in cache.iterdir() if p.name.endswith(".code")]
+    # The analysis and the code of each policy, the one set over the bus too.
+    assert len(entries) >= 2 * len(bus.get(MANAGER_INTERFACE, "PolicyNames")), \
+        sorted(p.name for p in cache.iterdir())
+
+
 def test_libvirtd_of_the_host_reached_on_qemu_system(installed_host, bus):
     host = installed_host
     wait_active(host)
