@@ -746,18 +746,19 @@ class Generator:
                     f"    if type({obj}) is not _Ent: {not_entity}",
                     f"    {t} = E.controls[{obj}] = {{}}",
                     f"{t}[{k}] = {values[1]}"], True
-        if method == "GetVar" and n == 1:
+        if method in ("GetVar", "SetVar") and n == (1 if method == "GetVar" else 2):
+            # Kept on the entity, or (a trial) in E.variables by the generic path.
+            if method == "GetVar":
+                direct = f"{t} = {obj}.variables.get({k})"
+                generic = f"{t} = _method(E, {obj}, 'GetVar', [{k}], {line})"
+            else:
+                direct = f"{obj}.variables[{k}] = {values[1]}"
+                generic = f"_method(E, {obj}, 'SetVar', [{k}, {values[1]}], {line})"
             return [f"if E.variables is None:",
-                    f"    try: {t} = {obj}.variables.get({k})",
+                    f"    try: {direct}",
                     f"    except AttributeError: {not_entity}",
                     f"elif type({obj}) is not _Ent: {not_entity}",
-                    f"else: {t} = _method(E, {obj}, 'GetVar', [{k}], {line})"], True
-        if method == "SetVar" and n == 2:
-            return [f"if E.variables is None:",
-                    f"    try: {obj}.variables[{k}] = {values[1]}",
-                    f"    except AttributeError: {not_entity}",
-                    f"elif type({obj}) is not _Ent: {not_entity}",
-                    f"else: _method(E, {obj}, 'SetVar', [{k}, {values[1]}], {line})"], True
+                    f"else: {generic}"], True
         if method == "GetControl" and n == 1:
             return [f"{t} = E.controls.get({obj}, _NOC).get({k})"], False
         return None

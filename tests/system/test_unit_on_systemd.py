@@ -87,13 +87,19 @@ def test_restart_keeps_the_policies_set_over_the_bus(installed_host, bus):
     assert POLICY_NAME in bus.get(MANAGER_INTERFACE, "PolicyNames")
 
 
+def private_dir(host, path: str):
+    """The host's directory ``path``, which only its owner may enter."""
+    directory = host.path(path)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    assert mode == 0o700, (path, oct(mode))
+    return directory
+
+
 def test_state_dir_written(installed_host, bus):
     host = installed_host
     wait_active(host)
     bus.manager("SetPolicy", gvariant_string(POLICY_NAME), gvariant_string(POLICY_TEXT))
-    state = host.path("/var/lib/mom")
-    mode = stat.S_IMODE(state.stat().st_mode)
-    assert mode == 0o700, oct(mode)
+    state = private_dir(host, "/var/lib/mom")
     stored = [p for p in state.rglob("*") if p.is_file() and POLICY_NAME in p.name]
     assert stored, f"nothing named {POLICY_NAME} under /var/lib/mom: {list(state.rglob('*'))}"
     assert "systest_marker 7" in stored[0].read_text()
@@ -104,9 +110,7 @@ def test_policy_code_cache_written(installed_host, bus):
     host = installed_host
     wait_active(host)
     bus.manager("SetPolicy", gvariant_string(POLICY_NAME), gvariant_string(POLICY_TEXT))
-    cache = host.path("/var/cache/mom")
-    mode = stat.S_IMODE(cache.stat().st_mode)
-    assert mode == 0o700, oct(mode)
+    cache = private_dir(host, "/var/cache/mom")
     entries = [p for p in cache.iterdir() if p.name.endswith(".code")]
     # The analysis and the code of each policy, the one set over the bus too.
     assert len(entries) >= 2 * len(bus.get(MANAGER_INTERFACE, "PolicyNames")), \
