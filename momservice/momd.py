@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import logging.handlers
 import os
 import sys
 from collections.abc import Sequence
@@ -23,7 +22,9 @@ def setup_logging(config: Config) -> None:
         root.removeHandler(handler)
     handler: logging.Handler
     if config.log != "stdio":
-        handler = logging.handlers.RotatingFileHandler(
+        # Only here: logging.handlers brings pickle and queue along (0.4 MB).
+        from logging.handlers import RotatingFileHandler
+        handler = RotatingFileHandler(
             config.log, maxBytes=config.max_bytes, backupCount=config.backup_count)
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s: %(message)s"))
