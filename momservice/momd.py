@@ -21,7 +21,7 @@ def leave_out_tls() -> None:
     momd talks to D-Bus, libvirt and polkit over Unix sockets (a remote
     libvirt's TLS is libvirt's own); asyncio imports ssl only in case a
     program wants TLS, and doing without it is supported.  Loading it cost
-    momd 1.3 MB: the module, libssl and OpenSSL's set-up.
+    momd 1.2 MB resident: the module, libssl and OpenSSL's set-up.
     """
     sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
@@ -34,7 +34,7 @@ def setup_logging(config: Config) -> None:
         root.removeHandler(handler)
     handler: logging.Handler
     if config.log != "stdio":
-        # Only here: logging.handlers brings pickle and queue along (0.4 MB).
+        # Only here: logging.handlers brings pickle and queue along (0.2 MB).
         from logging.handlers import RotatingFileHandler
         handler = RotatingFileHandler(
             config.log, maxBytes=config.max_bytes, backupCount=config.backup_count)

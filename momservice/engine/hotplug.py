@@ -42,7 +42,8 @@ class MemoryHotplugMonitor:
         """Start listening; False (logged) where uevents cannot be had."""
         # Kernel uevents, not udevd's: they need no udevd running (and
         # memory blocks are what the kernel says they are anyway).  Read
-        # from the socket itself: pyudev (and its libudev) cost momd 0.9 MB.
+        # from the socket itself: pyudev (with its libudev, ctypes.util and
+        # tempfile) cost momd 0.9 MB.
         try:
             sock = socket.socket(socket.AF_NETLINK,
                                  socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,

@@ -22,7 +22,7 @@ from typing import Any
 
 # What each name is imported from, on first use: momd imports this package
 # to read its URI, and loading the whole simulator there (its scenario
-# files' TOML reader, its trace reader, its models) cost it 0.9 MB.
+# files' TOML reader, its trace reader, its models) cost it 1 MB.
 _SOURCES = {
     "SimulationDriver": "driver", "SimHostCollector": "host_collector",
     "SimHypervisor": "hypervisor", "SimKsmDir": "ksm_dir",
