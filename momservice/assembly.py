@@ -27,6 +27,7 @@ from .engine.explain import ExplainLog
 from .engine.hotplug import MemoryHotplugMonitor
 from .engine.notify import StatusNotifier
 from .engine.pressure import PressureTrigger
+from .heap import ReleaseAfterEvaluations
 from .hypervisor import HypervisorInterface
 from .metrics import MetricsFileWriter
 from .policy_cache import PolicyCodeCache
@@ -85,7 +86,7 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
     """
     simulated = False
     if hypervisor is None and host_collector is None:
-        from .simulator.scenario import is_sim_uri
+        from .simulator.uri import is_sim_uri
         if is_sim_uri(config.hypervisor_uri):
             from .simulator import make_simulation_parts
             hypervisor, sim_collector, sim_ksm_dir = make_simulation_parts(
@@ -125,6 +126,7 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
                          max_age=config.explain_max_age, locate=library.locate)
     engine.observers.append(explain)
     engine.observers.append(StatusNotifier(engine, lambda: library.load_error))
+    engine.observers.append(ReleaseAfterEvaluations())
     if config.metrics_file is not None:
         engine.observers.append(MetricsFileWriter(engine, config.metrics_file,
                                                   balloon=mechanisms.get("Balloon")))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
+
+from .engine.core import EngineObserver, Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,34 @@ def release_free_memory() -> None:
     global _libc, _looked
     if not _looked:
         _looked = True
-        name = ctypes.util.find_library("c")
-        try:
-            libc = ctypes.CDLL(name) if name else None
-            _libc = libc if libc is not None and hasattr(libc, "malloc_trim") else None
-        except OSError:
-            _libc = None
+        # The process's own symbols, libc's among them: ctypes.util's
+        # find_library would run ldconfig (and load tempfile) to find it.
+        libc = ctypes.CDLL(None)
+        _libc = libc if hasattr(libc, "malloc_trim") else None
         if _libc is None:
             log.debug("no malloc_trim in the C library: freed memory stays with momd")
     if _libc is not None:
         _libc.malloc_trim(0)
+
+
+class ReleaseAfterEvaluations(EngineObserver):
+    """Calls :func:`release_free_memory` after the 1st, 2nd, 4th, 8th, ...
+    evaluation, then after every ``every``-th.
+
+    Start-up's garbage (the first samples of every guest, its first
+    publication on the bus, the first replies) is freed over the first
+    cycles, in the middle of the heap, where glibc keeps it: 1.6 MB at a
+    thousand guests, given back by the trims of the first minute.  A trim
+    costs about half a millisecond there, so the rare later ones (guests
+    come and go) cost nothing per cycle.
+    """
+
+    def __init__(self, every: int = 1024) -> None:
+        self.every = every
+        self.evaluations = 0
+
+    def evaluated(self, evaluation: Evaluation) -> None:
+        self.evaluations += 1
+        n = self.evaluations
+        if (n < self.every and n & (n - 1) == 0) or n % self.every == 0:
+            release_free_memory()

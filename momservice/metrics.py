@@ -22,7 +22,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,6 +306,7 @@ def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
     file systems) and its name does not end in ``.prom``, so that
     node_exporter never reads a half-written file.  OSError when it fails.
     """
+    import tempfile  # here: momd loads it only with a metrics file
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

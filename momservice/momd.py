@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import logging.handlers
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Config, ConfigError, build_arg_parser, config_from_args
+# Nothing that imports asyncio up here: main() first keeps TLS out.
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger("momservice")
+
+
+def leave_out_tls() -> None:
+    """Make ``import ssl`` fail in this process, unless it is loaded already.
+
+    momd talks to D-Bus, libvirt and polkit over Unix sockets (a remote
+    libvirt's TLS is libvirt's own); asyncio imports ssl only in case a
+    program wants TLS, and doing without it is supported.  Loading it cost
+    momd 1.2 MB resident: the module, libssl and OpenSSL's set-up.
+    """
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
 
 
 def setup_logging(config: Config) -> None:
@@ -23,7 +34,9 @@ def setup_logging(config: Config) -> None:
         root.removeHandler(handler)
     handler: logging.Handler
     if config.log != "stdio":
-        handler = logging.handlers.RotatingFileHandler(
+        # Only here: logging.handlers brings pickle and queue along (0.2 MB).
+        from logging.handlers import RotatingFileHandler
+        handler = RotatingFileHandler(
             config.log, maxBytes=config.max_bytes, backupCount=config.backup_count)
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -47,6 +60,10 @@ def main(argv: Sequence[str] | None = None, **parts: Any) -> int:
     ``parts`` go to :func:`momservice.assembly.build_service` (a test's
     host tree, no pressure trigger, ...).
     """
+    leave_out_tls()
+    import asyncio
+
+    from .config import ConfigError, build_arg_parser, config_from_args
     args = build_arg_parser().parse_args(argv)
     try:
         config = config_from_args(args)

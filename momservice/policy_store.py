@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from .errors import InvalidArgument
@@ -147,6 +146,7 @@ class PolicyStore:
             raise InvalidArgument(f"policy {name}: the text cannot be encoded as UTF-8: "
                                   f"{e.reason}") from None
         self._make_directory()
+        import tempfile  # here: momd loads it only once it writes a policy
         fd, temp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}{SUFFIX}.",
                                     suffix=_TEMP_SUFFIX)
         try:

@@ -30,6 +30,7 @@ from .engine.notify import notify, watchdog_interval
 from .engine.plot import PlotWriter, Plotter
 from .engine.pressure import PressureTrigger
 from .errors import Failed, InvalidArgument, NotFound
+from .heap import release_free_memory
 from .hypervisor import HypervisorInterface
 from .policy import RESERVED_NAMES, Entity, PolicyTrialError
 from .policy_library import PolicyLibrary
@@ -135,6 +136,9 @@ class Service:
             self.hotplug.start(loop)
         for window in self.windows:
             await window.start()
+        # Start-up's garbage (the hypervisor's first listing, the first
+        # samples, every guest published once) back to the system.
+        release_free_memory()
 
     async def stop(self) -> None:
         """Stop the windows, the triggers and the loops, disconnect, close the plot files."""

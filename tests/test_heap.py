@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
-from momservice.heap import release_free_memory
+from momservice import heap
+from momservice.heap import ReleaseAfterEvaluations, release_free_memory
+from tests.helpers.service_setup import Setup
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,3 +43,31 @@ def test_freed_heap_goes_back_to_the_system():
 def test_calling_it_again_is_harmless():
     release_free_memory()
     release_free_memory()
+
+
+def test_trims_after_the_first_evaluations_then_rarely(monkeypatch):
+    trims = []
+    releaser = ReleaseAfterEvaluations(every=16)
+    monkeypatch.setattr(heap, "release_free_memory", lambda: trims.append(releaser.evaluations))
+    for _ in range(50):
+        releaser.evaluated(None)
+    assert trims == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_momd_trims_after_its_evaluations(tmp_path, monkeypatch):
+    # The real engine's evaluations reach the releaser build_service attaches.
+    trims = []
+    monkeypatch.setattr(heap, "release_free_memory", lambda: trims.append("trim"))
+    service = Setup(tmp_path).service()
+    [releaser] = [o for o in service.engine.observers if isinstance(o, ReleaseAfterEvaluations)]
+
+    async def body():
+        await service.start()
+        try:
+            await service.evaluate_now(dry_run=True)
+        finally:
+            await service.stop()
+
+    asyncio.run(body())
+    assert releaser.evaluations == 2
+    assert trims == ["trim", "trim"]

@@ -17,17 +17,32 @@ tests/e2e/test_real_guests.py, which print their timings), "kernel"
 replaced by a measurement when one exists).
 """
 
-from .driver import SimulationDriver
-from .host_collector import SimHostCollector
-from .hypervisor import SimHypervisor
-from .ksm_dir import SimKsmDir
-from .parts import make_simulation_parts
-from .scenario import (GuestSpec, Scenario, WorkloadSpec, default_scenario, from_traces,
-                       generated, is_sim_uri, load_scenario, parse_uri, with_overcommit)
-from .simulation import Simulation
-from .trace import Trace, load_trace
+from importlib import import_module
+from typing import Any
+
+# What each name is imported from, on first use: momd imports this package
+# to read its URI, and loading the whole simulator there (its scenario
+# files' TOML reader, its trace reader, its models) cost it 1 MB.
+_SOURCES = {
+    "SimulationDriver": "driver", "SimHostCollector": "host_collector",
+    "SimHypervisor": "hypervisor", "SimKsmDir": "ksm_dir",
+    "make_simulation_parts": "parts", "GuestSpec": "scenario", "Scenario": "scenario",
+    "WorkloadSpec": "scenario", "default_scenario": "scenario", "from_traces": "scenario",
+    "generated": "scenario", "is_sim_uri": "uri", "load_scenario": "scenario",
+    "parse_uri": "scenario", "with_overcommit": "scenario", "Simulation": "simulation",
+    "Trace": "trace", "load_trace": "trace",
+}
 
 __all__ = ["GuestSpec", "Scenario", "SimHostCollector", "SimHypervisor", "SimKsmDir",
            "Simulation", "SimulationDriver", "Trace", "WorkloadSpec", "default_scenario",
            "from_traces", "generated", "is_sim_uri", "load_scenario", "load_trace",
            "make_simulation_parts", "parse_uri", "with_overcommit"]
+
+
+def __getattr__(name: str) -> Any:
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{source}", __name__), name)
+    globals()[name] = value
+    return value

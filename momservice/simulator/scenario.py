@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ..collectors.ksm import KSM_TUNABLES
 from .trace import FORMATS as TRACE_FORMATS
 from .trace import Trace, load_trace
+from .uri import is_sim_uri  # noqa: F401 -- where callers have found it
 
 #: Workload kinds, each with its parameters and their defaults.  Levels
 #: (level, peak, start, end, low, high, burst, noise) are shares of the
@@ -592,11 +593,6 @@ def _uuid(value: Any, context: str) -> str:
 _GENERATED_KEYS = {"guests", "overcommit", "seed", "guest_mib", "host_mib", "workload",
                    "traces"}
 _URI_SETTINGS = {"step", "speed", "duration"}
-
-
-def is_sim_uri(uri: str) -> bool:
-    """Whether ``uri`` names the simulated hypervisor (scheme ``sim``)."""
-    return isinstance(uri, str) and urlsplit(uri.strip()).scheme == "sim"
 
 
 def parse_uri(uri: str) -> Scenario:
