@@ -61,7 +61,7 @@ clean:
 # UNITDIR).  DESTDIR stages everything under another root, for packaging:
 #   make install DESTDIR=/tmp/stage PREFIX=/usr
 #
-# momd's own dependencies (dbus-next, libvirt-python, systemd-python)
+# momd's own dependencies (dbus-next, libvirt-python, pyudev, systemd-python)
 # are not installed by pip: on Debian they are the python3-* packages, which
 # `make install` first installs when missing, with the rest of the Depends:
 # of debian/control (scripts/install-deps.sh --runtime; as non-root it prints
@@ -85,7 +85,7 @@ UNITDIR    ?= $(shell pkg-config --variable=systemdsystemunitdir systemd 2>/dev/
 INSTALL_PYTHON ?= $(if $(wildcard /usr/bin/python3 /etc/debian_version),/usr/bin/python3,$(PYTHON))
 # What momd imports from outside the standard library (tests check this
 # against momservice's imports and debian/control).
-RUNTIME_MODULES := dbus_next libvirt libvirt_qemu libvirtaio systemd.daemon systemd.journal
+RUNTIME_MODULES := dbus_next libvirt libvirt_qemu libvirtaio pyudev systemd.daemon systemd.journal
 # --ignore-installed: never uninstall a mom installed in INSTALL_PYTHON's
 # own environment (with DESTDIR, that one is not the one being installed).
 PIP_INSTALL_ARGS ?= --no-deps --ignore-installed --no-warn-script-location
@@ -114,7 +114,7 @@ runtime-deps:
 	@if [ -n "$(DEBIAN_PYTHON)" ] || [ "$(INSTALL_PYTHON)" = /usr/bin/python3 ]; then \
 		bash scripts/install-deps.sh --runtime; \
 	else \
-		echo "make install: $(INSTALL_PYTHON) is not Debian's python3: it must be able to import $(RUNTIME_MODULES) (pip install dbus-next libvirt-python systemd-python)"; \
+		echo "make install: $(INSTALL_PYTHON) is not Debian's python3: it must be able to import $(RUNTIME_MODULES) (pip install dbus-next libvirt-python pyudev systemd-python)"; \
 	fi
 
 # pip builds in the source directory (build/, *.egg-info): build from a copy

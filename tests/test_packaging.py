@@ -35,6 +35,7 @@ MODULE_PACKAGE = {
     "libvirt": "python3-libvirt",
     "libvirt_qemu": "python3-libvirt",   # GuestQemuAgent's agent commands
     "libvirtaio": "python3-libvirt",
+    "pyudev": "python3-pyudev",
     "systemd": "python3-systemd",
 }
 # Imported only by optional features, inside the function that needs them:

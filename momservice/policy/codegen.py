@@ -39,7 +39,7 @@ from typing import Any
 from .builtins import ENTITY_METHODS
 from .codecache import (CodeCache, cache_key, dump_analysis, dump_program, load_analysis,
                         load_program)
-from .compiler import walk
+from .ir import walk
 from .runtime import UserFunction
 from .support import NAMESPACE
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from collections.abc import Iterable
 from typing import Any
 
-from .compiler import walk
+from .ir import walk
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from momservice.engine.hotplug import MemoryHotplugMonitor, parse_uevent
+from momservice.engine.hotplug import MemoryHotplugMonitor
 from tests.helpers.file_lock import machine_lock
 
 BLOCK = Path("/sys/devices/system/memory/memory0/uevent")
@@ -67,12 +67,3 @@ def test_other_uevents_are_ignored() -> None:
 
     with machine_wide_turn():
         assert asyncio.run(body()) == 0
-
-
-def test_a_uevent_reads_as_its_environment() -> None:
-    # The bytes of a real one (memory block 32 going online), as the kernel sends them.
-    data = (b"online@/devices/system/memory/memory32\0ACTION=online\0"
-            b"DEVPATH=/devices/system/memory/memory32\0SUBSYSTEM=memory\0SEQNUM=4711\0")
-    assert parse_uevent(data) == {"ACTION": "online", "DEVPATH": "/devices/system/memory/memory32",
-                                  "SUBSYSTEM": "memory", "SEQNUM": "4711"}
-    assert parse_uevent(b"change@/devices/x\0") == {}
