@@ -37,7 +37,7 @@ class FieldsRead:
 
 
 def fields_read(tree: Iterable[Any], host: str) -> FieldsRead:
-    """The statistics the intermediate form ``tree`` (see ``compiler``) reads;
+    """The statistics the intermediate form ``tree`` (see ``ir``) reads;
     ``host`` is the name the host is bound to."""
     found: tuple[set[str], set[str], set[str], set[str]] = (set(), set(), set(), set())
     for node in walk(list(tree)):
