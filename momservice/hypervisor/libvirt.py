@@ -53,6 +53,9 @@ BULK_BALLOON_FIELDS: dict[str, str] = {
 _BULK_LAST_UPDATE = "balloon.last-update"
 #: What ``dict.get`` gives for a key a dict does not have (None is a value).
 _ABSENT = object()
+#: Distinct sets of statistics keys kept as one tuple for every guest; a
+#: driver varying them more is not expected, and past that each guest keeps its own.
+_SHARED_READ_KEYS = 64
 
 #: Per-domain ``memoryStats()`` keys -> policy field (the fallback path).
 MEMORY_STATS_FIELDS: dict[str, str] = {
@@ -217,9 +220,13 @@ class LibvirtHypervisor(HypervisorInterface):
         # alone then makes a sample, without info().
         self._max_kib: dict[str, int] = {}
         # What the previous collection read of each guest and made of it
-        # (see _reuse): an idle guest's statistics repeat, and its sample
-        # is then made of the very same objects, with no work per field.
-        self._last_read: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
+        # (see _keep_read): an idle guest's statistics repeat, and its
+        # sample is then made of the very same objects, with no work per
+        # field.  The read's keys as one tuple for all guests, its values
+        # as a tuple: libvirt's dicts, with their own key strings, would
+        # cost a kilobyte or more per guest.
+        self._last_read: dict[str, tuple[tuple[str, ...], tuple, Any, dict[str, Any]]] = {}
+        self._read_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
         # Fields the engine leaves out (``leave_out``), and the tables of
         # what each read keeps, without them.
         self._left_out: frozenset[str] = frozenset()
@@ -410,7 +417,8 @@ class LibvirtHypervisor(HypervisorInterface):
             # unchanged read are the previous sample's objects.
             sample = fields.copy()
             if last_update and keeps_age:
-                sample["stats_age"] = max(0.0, now - float(last_update))
+                age = now - last_update     # no max(0.0, float(...)): twice as cheap
+                sample["stats_age"] = age if age > 0.0 else 0.0
             if keeps_min:
                 sample["balloon_min"] = info.balloon_min
             sample.update(info.defined)
@@ -740,26 +748,39 @@ class LibvirtHypervisor(HypervisorInterface):
     # readers' fields, and when the balloon driver last reported (the
     # sample's stats_age is computed from it once all are read).
 
-    def _reuse(self, uuid: str, read: Any, basis: Any, fields: dict[str, Any] | None
-               ) -> dict[str, Any] | None:
-        """The fields of the previous read of ``uuid`` when it read the same
-        (``read`` and ``basis`` equal), else None; ``fields`` (not None):
-        what this read made, its values equal to the previous ones replaced
-        by those objects, kept for the next read."""
+    def _read_again(self, uuid: str, stats: dict[str, Any], basis: Any
+                    ) -> dict[str, Any] | None:
+        """The fields made of the previous read of ``uuid`` if it read the
+        same ``stats`` with the same ``basis`` (what else they were made
+        from), else None."""
         previous = self._last_read.get(uuid)
-        if fields is None:
-            if previous is not None and previous[0] == read and previous[1] == basis:
-                return previous[2]
-            return None
+        if (previous is not None and previous[2] == basis
+                and previous[1] == tuple(stats.values()) and previous[0] == tuple(stats)):
+            return previous[3]
+        return None
+
+    def _keep_read(self, uuid: str, stats: dict[str, Any], basis: Any,
+                   fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields``, just made of ``stats`` and ``basis``, kept for the next
+        read, each value equal to the previous read's replaced by that
+        object: so the engine's history shares it too."""
+        keys = tuple(stats)
+        shared = self._read_keys.get(keys)
+        if shared is None and len(self._read_keys) < _SHARED_READ_KEYS:
+            shared = self._read_keys[keys] = keys
+        keys = keys if shared is None else shared
+        values = tuple(stats.values())
+        previous = self._last_read.get(uuid)
         if previous is not None:
-            # What stays equal is kept as the same object: so the engine's
-            # history shares it too.
-            old = previous[2]
+            old = previous[3]
             for key, value in fields.items():
                 was = old.get(key, _ABSENT)
                 if type(was) is type(value) and was == value:
                     fields[key] = was
-        self._last_read[uuid] = (read, basis, fields)
+            if previous[0] == keys:
+                values = tuple(o if type(o) is type(n) and o == n else n
+                               for o, n in zip(previous[1], values))
+        self._last_read[uuid] = (keys, values, basis, fields)
         return fields
 
     def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
@@ -789,9 +810,9 @@ class LibvirtHypervisor(HypervisorInterface):
                         continue
                     domains[uuid] = dom
                     if "balloon.current" in stats:
-                        fields = self._reuse(uuid, stats, None, None)
+                        fields = self._read_again(uuid, stats, None)
                         if fields is None:
-                            fields = self._reuse(uuid, stats, None, self._from_bulk(stats))
+                            fields = self._keep_read(uuid, stats, None, self._from_bulk(stats))
                         samples[uuid] = (fields, stats.get(_BULK_LAST_UPDATE))
                     else:
                         fallback.append((uuid, dom))
@@ -836,7 +857,7 @@ class LibvirtHypervisor(HypervisorInterface):
     def _per_domain_slice(self, domains: list[tuple[str, libvirt.virDomain]]
                           ) -> dict[str, tuple[dict[str, Any], Any]]:
         samples = {}
-        max_kibs, last_read = self._max_kib, self._last_read
+        max_kibs = self._max_kib
         for uuid, dom in domains:
             try:
                 stats = dom.memoryStats()
@@ -847,21 +868,18 @@ class LibvirtHypervisor(HypervisorInterface):
                     raise
                 stats = {}
             max_kib = max_kibs.get(uuid)
-            previous = last_read.get(uuid)
-            # The same as last time (what _reuse checks, inline: this runs
-            # for every guest of every collection).  Without "actual", the
-            # balloon's size comes from info(): nothing is reused.
-            if (previous is not None and previous[0] == stats and previous[1] == max_kib
-                    and max_kib is not None and "actual" in stats):
-                fields = previous[2]
-            else:
+            # Without "actual", the balloon's size comes from info(): nothing
+            # is reused.
+            fields = (self._read_again(uuid, stats, max_kib)
+                      if max_kib is not None and "actual" in stats else None)
+            if fields is None:
                 made = self._per_domain_fields(dom, stats, max_kib)
                 if made is None:
                     continue
                 fields, max_kib = made
                 # Fixed while the guest runs (a redefinition forgets it).
                 max_kibs.setdefault(uuid, max_kib)
-                fields = self._reuse(uuid, stats, max_kibs[uuid], fields)
+                fields = self._keep_read(uuid, stats, max_kibs[uuid], fields)
             samples[uuid] = (fields, stats.get(_STATS_LAST_UPDATE))
         return samples
 
