@@ -421,7 +421,8 @@ class LibvirtHypervisor(HypervisorInterface):
                 sample["stats_age"] = age if age > 0.0 else 0.0
             if keeps_min:
                 sample["balloon_min"] = info.balloon_min
-            sample.update(info.defined)
+            if info.defined:
+                sample.update(info.defined)
             samples[uuid] = sample
         return samples
 
@@ -857,7 +858,7 @@ class LibvirtHypervisor(HypervisorInterface):
     def _per_domain_slice(self, domains: list[tuple[str, libvirt.virDomain]]
                           ) -> dict[str, tuple[dict[str, Any], Any]]:
         samples = {}
-        max_kibs = self._max_kib
+        max_kibs, last_read = self._max_kib, self._last_read
         for uuid, dom in domains:
             try:
                 stats = dom.memoryStats()
@@ -868,11 +869,14 @@ class LibvirtHypervisor(HypervisorInterface):
                     raise
                 stats = {}
             max_kib = max_kibs.get(uuid)
-            # Without "actual", the balloon's size comes from info(): nothing
-            # is reused.
-            fields = (self._read_again(uuid, stats, max_kib)
-                      if max_kib is not None and "actual" in stats else None)
-            if fields is None:
+            previous = last_read.get(uuid)
+            # _read_again, inline (every guest, every collection).  Without
+            # "actual", the balloon's size comes from info(): nothing is reused.
+            if (previous is not None and previous[2] == max_kib and max_kib is not None
+                    and previous[1] == tuple(stats.values()) and previous[0] == tuple(stats)
+                    and "actual" in stats):
+                fields = previous[3]
+            else:
                 made = self._per_domain_fields(dom, stats, max_kib)
                 if made is None:
                     continue
