@@ -24,7 +24,7 @@ from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_C
 from ..fields import (BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS,
                       UNSIGNALLED_FIELDS, Field)
 from .access import public, requires
-from .published import Prop, Published, coerce, from_variants, signalled_entries, to_variants
+from .published import Prop, Published, coerce, from_variants, to_variants
 
 if TYPE_CHECKING:
     from ..engine.core import Evaluation
@@ -280,9 +280,10 @@ class GuestInterface(Published):
 
     def change_inputs(self) -> Any:
         # Every signalled property is read from these: the identity props,
-        # the newest sample, the balloon target and this guest's controls.
-        # Copies, so that a later change in place still counts as a change.
-        return (dict(self.entity.props), signalled_entries(self.entity.latest),
+        # the newest sample's signalled values (their revision), the balloon
+        # target and this guest's controls.  Copies, so that a later change
+        # in place still counts as a change.
+        return (dict(self.entity.props), self.entity.revision,
                 self.balloon_target, dict(_guest_controls(self)))
 
     #: The unsignalled properties (doubles: StatsAge) and the unsignalled

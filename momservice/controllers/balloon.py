@@ -127,29 +127,38 @@ class BalloonController(Mechanism):
         for uuid, controls in requests.items():
             if BALLOON_TARGET not in controls:
                 continue
-            who = _guest(uuid, names)
-            about = guest_fields(uuid, names.get(uuid))
             requested = controls[BALLOON_TARGET]
             kib = _as_kib(requested)
             if kib is None:
                 log.warning("Guest %s: ignoring balloon target %r from the policy: "
-                            "not a non-negative number of KiB", who, requested, extra=about)
+                            "not a non-negative number of KiB", _guest(uuid, names),
+                            requested, extra=guest_fields(uuid, names.get(uuid)))
                 continue
             sample = samples.get(uuid)
             limits = self.limits(sample) if sample is not None else None
             if limits is None:
                 log.warning("Guest %s: ignoring balloon target %d KiB: no balloon_max "
                             "in its latest sample, so the allowed range is unknown",
-                            who, kib, extra=about)
+                            _guest(uuid, names), kib, extra=guest_fields(uuid, names.get(uuid)))
                 continue
             low, high = limits
             target = min(max(kib, low), high)
+            current = _sample_kib(sample, "balloon_cur")
+            if target == kib and target == current:
+                # Most guests of most evaluations: nothing to say or send, so
+                # not even the names for the log are made.
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("Guest %s: balloon already at %d KiB, nothing to send",
+                              _guest(uuid, names), target,
+                              extra=guest_fields(uuid, names.get(uuid)))
+                continue
+            who = _guest(uuid, names)
+            about = guest_fields(uuid, names.get(uuid))
             if target != kib:
                 log.info("Guest %s: balloon target %d KiB clamped to %d KiB "
                          "(allowed range %d..%d KiB: balloon_min %s, floor %d, "
                          "balloon_max %d)", who, kib, target, low, high,
                          sample.get("balloon_min"), self.floor_kib, high, extra=about)
-            current = _sample_kib(sample, "balloon_cur")
             if target == current:
                 log.debug("Guest %s: balloon already at %d KiB, nothing to send",
                           who, target, extra=about)

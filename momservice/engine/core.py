@@ -94,6 +94,10 @@ class Engine:
         #: Guest fields dropped from the hypervisor's samples: those of the
         #: guest collectors not configured.
         self.guest_fields_left_out: frozenset[str] = frozenset(guest_fields_left_out)
+        # Dropped by the hypervisor where it makes each sample when it can;
+        # else here, from each sample.
+        self._drops_left_out = bool(self.guest_fields_left_out) and not (
+            hypervisor is not None and hypervisor.leave_out(self.guest_fields_left_out))
         self.host_interval = host_interval
         self.guest_interval = guest_interval
         self.manager_interval = manager_interval
@@ -153,8 +157,8 @@ class Engine:
             entity = self.guests.get(info.uuid)
             if entity is None or not entity.latest:
                 return
-            entity.latest = {**entity.latest, **{
-                k: v for k, v in info.defined.items() if k not in self.guest_fields_left_out}}
+            entity.merge({k: v for k, v in info.defined.items()
+                          if k not in self.guest_fields_left_out})
         self._notify("guests_sampled")
 
     @staticmethod
@@ -186,21 +190,22 @@ class Engine:
             # removed meanwhile (by its lifecycle event) must not come back
             # from a sample taken before it went.
             known = self.hypervisor.guests()
+            guests, clock = self.guests, self.clock
+            left_out = self.guest_fields_left_out if self._drops_left_out else None
             for count, (uuid, sample) in enumerate(samples.items(), 1):
                 if count % _SAMPLE_SLICE == 0:
                     await asyncio.sleep(0)  # let the bus answer between slices
                     known = self.hypervisor.guests()
-                entity = self.guests.get(uuid)
+                entity = guests.get(uuid)
                 if entity is None:
                     info = known.get(uuid)
                     if info is None:
                         continue  # vanished between the listing and the sample
                     self.guest_added(info)
-                    entity = self.guests[uuid]
-                if self.guest_fields_left_out:
-                    sample = {k: v for k, v in sample.items()
-                              if k not in self.guest_fields_left_out}
-                entity.add_sample(sample, self.clock())
+                    entity = guests[uuid]
+                if left_out:
+                    sample = {k: v for k, v in sample.items() if k not in left_out}
+                entity.add_sample(sample, clock())
         self._notify("guests_sampled")
 
     # -- decide and act -----------------------------------------------------

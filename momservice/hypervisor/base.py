@@ -109,6 +109,13 @@ class HypervisorInterface(abc.ABC):
         Returns {} while disconnected.
         """
 
+    def leave_out(self, fields: frozenset[str]) -> bool:
+        """Make ``collect`` leave ``fields`` out of its samples (those of the
+        guest collectors not configured), before it is first called.  False
+        (this default) when the interface does not: the caller then drops
+        them from each sample itself."""
+        return False
+
     @abc.abstractmethod
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
         """Resize the guest's balloon to ``kib``; HypervisorError when refused."""

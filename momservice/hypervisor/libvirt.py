@@ -51,6 +51,11 @@ BULK_BALLOON_FIELDS: dict[str, str] = {
     "balloon.rss": "rss",
 }
 _BULK_LAST_UPDATE = "balloon.last-update"
+#: What ``dict.get`` gives for a key a dict does not have (None is a value).
+_ABSENT = object()
+#: Distinct sets of statistics keys kept as one tuple for every guest; a
+#: driver varying them more is not expected, and past that each guest keeps its own.
+_SHARED_READ_KEYS = 64
 
 #: Per-domain ``memoryStats()`` keys -> policy field (the fallback path).
 MEMORY_STATS_FIELDS: dict[str, str] = {
@@ -214,6 +219,20 @@ class LibvirtHypervisor(HypervisorInterface):
         # Maximum memory by UUID, for the per-domain path: memoryStats()
         # alone then makes a sample, without info().
         self._max_kib: dict[str, int] = {}
+        # What the previous collection read of each guest and made of it
+        # (see _keep_read): an idle guest's statistics repeat, and its
+        # sample is then made of the very same objects, with no work per
+        # field.  The read's keys as one tuple for all guests, its values
+        # as a tuple: libvirt's dicts, with their own key strings, would
+        # cost a kilobyte or more per guest.
+        self._last_read: dict[str, tuple[tuple[str, ...], tuple, Any, dict[str, Any]]] = {}
+        self._read_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Fields the engine leaves out (``leave_out``), and the tables of
+        # what each read keeps, without them.
+        self._left_out: frozenset[str] = frozenset()
+        self._bulk_fields = tuple(BULK_BALLOON_FIELDS.items())
+        self._memory_fields = tuple(MEMORY_STATS_FIELDS.items())
+        self._keeps_age = self._keeps_min = self._keeps_cur = self._keeps_max = True
         # Lifecycle events seen per UUID.  An addition or removal computed
         # from an older view (a resync listing, a slow lookup) is dropped
         # when an event for that guest arrived meanwhile: the event is newer.
@@ -253,6 +272,30 @@ class LibvirtHypervisor(HypervisorInterface):
     def qemu_pids(self) -> list[int]:
         """The known qemu pids of running guests (non-zero only)."""
         return [g.pid for g in self._guests.values() if g.pid]
+
+    def leave_out(self, fields: frozenset[str]) -> bool:
+        # Dropped where each sample is made, rather than by copying every
+        # sample of every guest afterwards.
+        self._left_out = left_out = frozenset(fields)
+        self._bulk_fields = tuple((k, f) for k, f in BULK_BALLOON_FIELDS.items()
+                                  if f not in left_out)
+        self._memory_fields = tuple((k, f) for k, f in MEMORY_STATS_FIELDS.items()
+                                    if f not in left_out)
+        self._keeps_age = "stats_age" not in left_out
+        self._keeps_min = "balloon_min" not in left_out
+        self._keeps_cur = "balloon_cur" not in left_out
+        self._keeps_max = "balloon_max" not in left_out
+        self._last_read.clear()
+        for info in self._guests.values():
+            info.defined = self._kept(info.defined)
+        return True
+
+    def _kept(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` without the left-out ones (the same dict when none is)."""
+        left_out = self._left_out
+        if not left_out or left_out.isdisjoint(fields):
+            return fields
+        return {k: v for k, v in fields.items() if k not in left_out}
 
     async def start(self, listener: HypervisorListener) -> None:
         self._loop = asyncio.get_running_loop()
@@ -363,17 +406,24 @@ class LibvirtHypervisor(HypervisorInterface):
             log.warning("collecting guest statistics failed: %s", err)
             return {}
         now = time.time()
+        guests = self._guests
+        keeps_age, keeps_min = self._keeps_age, self._keeps_min
         samples: dict[str, dict[str, Any]] = {}
-        for uuid, fields in raw.items():
-            info = self._guests.get(uuid)
+        for uuid, (fields, last_update) in raw.items():
+            info = guests.get(uuid)
             if info is None:  # removed while the call was running
                 continue
-            last_update = fields.pop("_last_update", None)
-            if last_update:
-                fields["stats_age"] = max(0.0, now - float(last_update))
-            fields["balloon_min"] = info.balloon_min
-            fields.update(info.defined)
-            samples[uuid] = fields
+            # A new dict each time (the engine keeps it); the fields of an
+            # unchanged read are the previous sample's objects.
+            sample = fields.copy()
+            if last_update and keeps_age:
+                age = now - last_update     # no max(0.0, float(...)): twice as cheap
+                sample["stats_age"] = age if age > 0.0 else 0.0
+            if keeps_min:
+                sample["balloon_min"] = info.balloon_min
+            if info.defined:
+                sample.update(info.defined)
+            samples[uuid] = sample
         return samples
 
     async def set_balloon_target(self, uuid: str, kib: int) -> None:
@@ -415,8 +465,9 @@ class LibvirtHypervisor(HypervisorInterface):
         # come after the next evaluation, which must not send them again.
         info = self._guests.get(uuid)
         if info is not None and "vcpu_quota" in info.defined:
-            info.defined.update({k: v for k, v in (("vcpu_quota", quota),
-                                                    ("vcpu_period", period)) if v is not None})
+            info.defined = self._kept({**info.defined, **{
+                k: v for k, v in (("vcpu_quota", quota), ("vcpu_period", period))
+                if v is not None}})
 
     async def _on_domain(self, uuid: str, change: Callable[[libvirt.virDomain], _T]) -> _T:
         """Run ``change`` on the running domain ``uuid``: the one way a
@@ -617,6 +668,7 @@ class LibvirtHypervisor(HypervisorInterface):
     def _remove_guest(self, uuid: str) -> None:
         self._domains.pop(uuid, None)
         self._max_kib.pop(uuid, None)
+        self._last_read.pop(uuid, None)
         self._domain_ids.pop(uuid, None)
         if self._guests.pop(uuid, None) is not None:
             self._notify("guest_removed", uuid)
@@ -641,7 +693,7 @@ class LibvirtHypervisor(HypervisorInterface):
             info.balloon_min = min_guarantee_kib(inactive)
             self._max_kib.pop(info.uuid, None)   # the next sample reads it again
         if live is not None:
-            info.defined = definition_fields(self._readers, live)
+            info.defined = self._kept(definition_fields(self._readers, live))
             self._notify("guest_changed", info)
 
     def _describe_sync(self, domains: Iterable[libvirt.virDomain]) -> list[GuestInfo]:
@@ -661,7 +713,7 @@ class LibvirtHypervisor(HypervisorInterface):
             infos.append(GuestInfo(uuid=dom.UUIDString(), name=name,
                                    pid=read_pid(self._pid_dir, name),
                                    balloon_min=min_guarantee_kib(xml),
-                                   defined=self._definition_sync(dom)))
+                                   defined=self._kept(self._definition_sync(dom))))
         return infos
 
     def _definition_sync(self, dom: libvirt.virDomain) -> dict[str, Any]:
@@ -692,13 +744,53 @@ class LibvirtHypervisor(HypervisorInterface):
                             extra=guest_fields(dom.UUIDString(), dom.name()))
 
     # -- statistics -------------------------------------------------------
+    #
+    # Each read gives (fields, last_update) per guest: the balloon's and the
+    # readers' fields, and when the balloon driver last reported (the
+    # sample's stats_age is computed from it once all are read).
+
+    def _read_again(self, uuid: str, stats: dict[str, Any], basis: Any
+                    ) -> dict[str, Any] | None:
+        """The fields made of the previous read of ``uuid`` if it read the
+        same ``stats`` with the same ``basis`` (what else they were made
+        from), else None."""
+        previous = self._last_read.get(uuid)
+        if (previous is not None and previous[2] == basis
+                and previous[1] == tuple(stats.values()) and previous[0] == tuple(stats)):
+            return previous[3]
+        return None
+
+    def _keep_read(self, uuid: str, stats: dict[str, Any], basis: Any,
+                   fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields``, just made of ``stats`` and ``basis``, kept for the next
+        read, each value equal to the previous read's replaced by that
+        object: so the engine's history shares it too."""
+        keys = tuple(stats)
+        shared = self._read_keys.get(keys)
+        if shared is None and len(self._read_keys) < _SHARED_READ_KEYS:
+            shared = self._read_keys[keys] = keys
+        keys = keys if shared is None else shared
+        values = tuple(stats.values())
+        previous = self._last_read.get(uuid)
+        if previous is not None:
+            old = previous[3]
+            for key, value in fields.items():
+                was = old.get(key, _ABSENT)
+                if type(was) is type(value) and was == value:
+                    fields[key] = was
+            if previous[0] == keys:
+                values = tuple(o if type(o) is type(n) and o == n else n
+                               for o, n in zip(previous[1], values))
+        self._last_read[uuid] = (keys, values, basis, fields)
+        return fields
 
     def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
-                    ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, libvirt.virDomain]],
+                    ) -> tuple[dict[str, tuple[dict[str, Any], Any]],
+                               list[tuple[str, libvirt.virDomain]],
                                dict[str, libvirt.virDomain]]:
-        """Samples from one bulk call, the domains it left without balloon
+        """Reads from one bulk call, the domains it left without balloon
         stats, and every wanted domain by UUID."""
-        samples: dict[str, dict[str, Any]] = {}
+        samples: dict[str, tuple[dict[str, Any], Any]] = {}
         fallback: list[tuple[str, libvirt.virDomain]] = []
         domains: dict[str, libvirt.virDomain] = {}
         if self._bulk_balloon:
@@ -719,10 +811,10 @@ class LibvirtHypervisor(HypervisorInterface):
                         continue
                     domains[uuid] = dom
                     if "balloon.current" in stats:
-                        samples[uuid] = _from_bulk(stats)
-                        for reader in self._readers:
-                            if reader.from_stats is not None:
-                                samples[uuid].update(reader.from_stats(stats))
+                        fields = self._read_again(uuid, stats, None)
+                        if fields is None:
+                            fields = self._keep_read(uuid, stats, None, self._from_bulk(stats))
+                        samples[uuid] = (fields, stats.get(_BULK_LAST_UPDATE))
                     else:
                         fallback.append((uuid, dom))
                 if fallback and not samples:
@@ -738,48 +830,70 @@ class LibvirtHypervisor(HypervisorInterface):
                      "asking each domain (info, memoryStats) instead", self.uri)
         return samples, fallback, domains
 
-    def _read_domains(self, raw: dict[str, dict[str, Any]],
+    def _from_bulk(self, stats: dict[str, Any]) -> dict[str, Any]:
+        fields = {field: stats[key] for key, field in self._bulk_fields if key in stats}
+        for reader in self._readers:
+            if reader.from_stats is not None:
+                fields.update(self._kept(reader.from_stats(stats)))
+        return fields
+
+    def _read_domains(self, raw: dict[str, tuple[dict[str, Any], Any]],
                       domains: list[tuple[str, libvirt.virDomain]]) -> None:
-        """Add the per-domain readers' fields to the samples of ``domains``."""
+        """Add the per-domain readers' fields to the reads of ``domains``."""
         for uuid, dom in domains:
-            sample = raw[uuid]
+            fields, last_update = raw[uuid]
+            sample = dict(fields)   # not the kept read's own dict
             try:
                 for reader in self._readers:
                     if reader.per_domain is not None:
-                        fields = reader.per_domain(dom)
+                        read = self._kept(reader.per_domain(dom))
                         if reader.collector in self._filling:
-                            fields = {k: v for k, v in fields.items() if sample.get(k) is None}
-                        sample.update(fields)
+                            read = {k: v for k, v in read.items() if sample.get(k) is None}
+                        sample.update(read)
             except libvirt.libvirtError as err:
                 if err.get_error_code() not in _DOMAIN_GONE:
                     raise
+            raw[uuid] = (sample, last_update)
 
     def _per_domain_slice(self, domains: list[tuple[str, libvirt.virDomain]]
-                          ) -> dict[str, dict[str, Any]]:
+                          ) -> dict[str, tuple[dict[str, Any], Any]]:
         samples = {}
+        max_kibs, last_read = self._max_kib, self._last_read
         for uuid, dom in domains:
-            fields = self._per_domain_stats(dom, self._max_kib.get(uuid))
-            if fields is not None:
-                samples[uuid] = fields
+            try:
+                stats = dom.memoryStats()
+            except libvirt.libvirtError as err:
+                if err.get_error_code() in _DOMAIN_GONE:
+                    continue
+                if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                    raise
+                stats = {}
+            max_kib = max_kibs.get(uuid)
+            previous = last_read.get(uuid)
+            # _read_again, inline (every guest, every collection).  Without
+            # "actual", the balloon's size comes from info(): nothing is reused.
+            if (previous is not None and previous[2] == max_kib and max_kib is not None
+                    and previous[1] == tuple(stats.values()) and previous[0] == tuple(stats)
+                    and "actual" in stats):
+                fields = previous[3]
+            else:
+                made = self._per_domain_fields(dom, stats, max_kib)
+                if made is None:
+                    continue
+                fields, max_kib = made
                 # Fixed while the guest runs (a redefinition forgets it).
-                self._max_kib.setdefault(uuid, fields["balloon_max"])
+                max_kibs.setdefault(uuid, max_kib)
+                fields = self._keep_read(uuid, stats, max_kibs[uuid], fields)
+            samples[uuid] = (fields, stats.get(_STATS_LAST_UPDATE))
         return samples
 
-    @staticmethod
-    def _per_domain_stats(dom: libvirt.virDomain, max_kib: int | None) -> dict[str, Any] | None:
-        """One domain's balloon fields: memoryStats alone when it reports the
-        balloon's size ("actual") and the maximum is known from when the guest
-        was added, else info() as well."""
-        try:
-            stats = dom.memoryStats()
-        except libvirt.libvirtError as err:
-            if err.get_error_code() in _DOMAIN_GONE:
-                return None
-            if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
-                raise
-            stats = {}
+    def _per_domain_fields(self, dom: libvirt.virDomain, stats: dict[str, Any],
+                           max_kib: int | None) -> tuple[dict[str, Any], int] | None:
+        """One domain's balloon fields from its ``stats`` (memoryStats), and
+        its maximum memory: the balloon's size is "actual" when the maximum
+        is known from when the guest was added, else info() is asked for both."""
         if max_kib is not None and "actual" in stats:
-            fields: dict[str, Any] = {"balloon_cur": stats["actual"], "balloon_max": max_kib}
+            cur_kib = stats["actual"]
         else:
             try:
                 _state, max_kib, cur_kib, _vcpus, _cpu = dom.info()
@@ -787,13 +901,15 @@ class LibvirtHypervisor(HypervisorInterface):
                 if err.get_error_code() in _DOMAIN_GONE:
                     return None
                 raise
-            fields = {"balloon_cur": cur_kib, "balloon_max": max_kib}
-        for key, field in MEMORY_STATS_FIELDS.items():
+        fields: dict[str, Any] = {}
+        if self._keeps_cur:
+            fields["balloon_cur"] = cur_kib
+        if self._keeps_max:
+            fields["balloon_max"] = max_kib
+        for key, field in self._memory_fields:
             if key in stats:
                 fields[field] = stats[key]
-        if stats.get(_STATS_LAST_UPDATE):
-            fields["_last_update"] = stats[_STATS_LAST_UPDATE]
-        return fields
+        return fields, max_kib
 
     # -- running calls ----------------------------------------------------
 
@@ -837,13 +953,6 @@ class LibvirtHypervisor(HypervisorInterface):
         self._uncancellable.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("libvirt background task failed", exc_info=task.exception())
-
-
-def _from_bulk(stats: dict[str, Any]) -> dict[str, Any]:
-    fields = {field: stats[key] for key, field in BULK_BALLOON_FIELDS.items() if key in stats}
-    if stats.get(_BULK_LAST_UPDATE):
-        fields["_last_update"] = stats[_BULK_LAST_UPDATE]
-    return fields
 
 
 def _message(err: libvirt.libvirtError) -> str:

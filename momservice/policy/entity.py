@@ -3,39 +3,74 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 from ..fields import (GUEST_OPTIONAL_FIELDS, GUEST_PROPERTIES,
-                      GUEST_REQUIRED_FIELDS, HOST_FIELDS)
+                      GUEST_REQUIRED_FIELDS, HOST_FIELDS, UNSIGNALLED_FIELDS)
 from .errors import PolicyError
 
 DEFAULT_HISTORY_LENGTH = 10
 #: What ``dict.get`` gives for a field a sample does not have (not nil: nil is None).
 MISSING = object()
 
+#: Positions in a row, for picking those where two rows differ.
+_POSITIONS = range(1 << 20)
+#: Layouts a schema keeps for its entities to share; past that each entity
+#: that meets a new one makes its own (fields that vary that much are rare).
+_MAX_LAYOUTS = 64
+
 
 class Schema:
     """The statistics an entity has: required, known, and the order in which
-    its history stores them.  Shared by all entities of a kind, so a
-    thousand guests keep one copy; an entity that meets a new field gets a
-    schema of its own (``with_fields``)."""
+    its history stores them.
 
-    __slots__ = ("required", "known", "fields", "index")
+    A schema as declared (``Schema(required, optional)``) stores nothing
+    yet; an entity's first sample gives it the schema of that sample's
+    fields (``for_layout``), whose rows hold those fields in the sample's
+    order, and only those: the other known fields come after them in
+    ``fields``, beyond the end of every row (absent).  Shared by the
+    entities of a kind whose samples have the same fields, so a thousand
+    guests keep one copy.
+    """
+
+    __slots__ = ("required", "known", "fields", "index", "layout", "layout_keys",
+                 "_root", "_layouts")
 
     def __init__(self, required: Iterable[str], optional: Iterable[str]) -> None:
         self.required = frozenset(required)
-        self.known = self.required | frozenset(optional)
-        self.fields: tuple[str, ...] = tuple(sorted(self.known))
-        self.index: dict[str, int] = {f: i for i, f in enumerate(self.fields)}
+        self._root = self
+        self._set(self.required | frozenset(optional), ())
 
-    def with_fields(self, names: Iterable[str]) -> "Schema":
-        """This schema plus ``names``, appended so old history rows stay valid."""
-        extended = Schema.__new__(Schema)
-        extended.required = self.required
-        extended.known = self.known | frozenset(names)
-        extended.fields = self.fields + tuple(sorted(frozenset(names) - self.known))
-        extended.index = {f: i for i, f in enumerate(extended.fields)}
-        return extended
+    def _set(self, known: frozenset[str], layout: tuple[str, ...]) -> None:
+        self.layout = layout
+        self.layout_keys = frozenset(layout)
+        self.known = known | self.layout_keys
+        self.fields: tuple[str, ...] = layout + tuple(sorted(self.known - self.layout_keys))
+        self.index: dict[str, int] = {f: i for i, f in enumerate(self.fields)}
+        self._layouts: dict[tuple[str, ...], Schema] = {}
+
+    def _derived(self, known: frozenset[str], layout: tuple[str, ...]) -> "Schema":
+        derived = Schema.__new__(Schema)
+        derived.required = self.required
+        derived._root = self._root
+        derived._set(known, layout)
+        return derived
+
+    def for_layout(self, layout: tuple[str, ...]) -> "Schema":
+        """The schema whose rows store ``layout``'s fields in that order,
+        knowing this one's fields and those."""
+        root = self._root
+        shared = root._layouts.get(layout)
+        if shared is None:
+            shared = root._derived(root.known, layout)
+            if len(root._layouts) < _MAX_LAYOUTS:
+                root._layouts[layout] = shared
+        if self.known <= shared.known:
+            return shared
+        # This entity met fields its kind does not declare: they stay known.
+        return self._derived(self.known, layout)
 
 
 HOST_SCHEMA = Schema((), HOST_FIELDS)
@@ -52,7 +87,7 @@ class Entity:
     """
 
     __slots__ = ("kind", "props", "schema", "history", "times", "history_length",
-                 "latest", "variables", "_averages", "_complete")
+                 "latest", "variables", "revision", "_averages", "_complete", "_latest_row")
 
     def __init__(self, kind: str, props: Mapping[str, Any] | None = None, *,
                  required: Iterable[str] = (), optional: Iterable[str] = (),
@@ -73,8 +108,16 @@ class Entity:
         self.history_length = history_length
         self.latest: dict[str, Any] = {}
         self.variables: dict[str, Any] = {}
+        #: Moves with every sample (or ``merge``) that changes the newest
+        #: value of a field other than the unsignalled ones (``stats_age``
+        #: moves all the time): equal counts, equal signalled values, so a
+        #: watcher compares the count instead of the samples.
+        self.revision = 0
         self._averages: dict[str, float] = {}
         self._complete = not self.schema.required
+        # The values of ``latest`` as a row of the schema's layout; None when
+        # ``latest`` is not a row's (merged into, or the layout changed).
+        self._latest_row: tuple | None = None
 
     @classmethod
     def host(cls, *, history_length: int = DEFAULT_HISTORY_LENGTH) -> "Entity":
@@ -102,19 +145,57 @@ class Entity:
     def add_sample(self, sample: Mapping[str, Any], time: float | None = None) -> None:
         """Append a sample taken at ``time`` (seconds since the epoch, None when
         unknown); a field no collector declared becomes known."""
+        schema = self.schema
+        keys = tuple(sample)
+        if keys == schema.layout:
+            row = tuple(sample.values())
+        elif sample.keys() == schema.layout_keys:  # the same fields, in another order
+            keys = schema.layout
+            row = tuple(map(sample.get, keys))
+        else:
+            schema = self._relayout(keys)
+            row = tuple(sample.values())
+        latest = self.latest
+        old = self._latest_row
+        in_step = old is not None and len(old) == len(row)
+        if not in_step:
+            old = tuple(map(latest.get, keys))
+        changed = not in_step and latest.keys() != sample.keys()
+        recheck = not in_step
         # A value equal to the newest one is kept as that very object: most
         # statistics (sizes, bounds, counters of an idle guest) repeat from
         # sample to sample, and with a thousand guests times the history a
-        # fresh number object for each would be megabytes.
-        latest = self.latest
-        sample = {k: (old if type(old := latest.get(k, MISSING)) is type(v) and old == v
-                      else v)
-                  for k, v in sample.items()}
-        schema = self.schema
-        if not sample.keys() <= schema.index.keys():
-            schema = self.schema = schema.with_fields(sample.keys())
+        # fresh number object for each would be megabytes.  Only the
+        # positions holding another object are looked at (in C, by map).
+        moved = list(compress(_POSITIONS, map(is_not, old, row)))
+        kept = []
+        for i in moved:
+            was, now = old[i], row[i]
+            if type(was) is type(now) and was == now:
+                kept.append(i)
+                continue
+            field = keys[i]
+            if field not in UNSIGNALLED_FIELDS:
+                changed = True
+            if field in schema.required:
+                recheck = True
+        if len(kept) == len(moved):
+            row = old
+        elif kept:
+            values = list(row)
+            for i in kept:
+                values[i] = old[i]
+            row = tuple(values)
+        if not in_step:
+            latest = dict(zip(keys, row))
+        elif row is not old:
+            latest = dict(sample)
+            for i in kept:
+                latest[keys[i]] = old[i]
+        # else: every value is the newest one's, and so is the dict
+        self.latest = latest
+        self._latest_row = row
         history = self.history
-        row = tuple(map(sample.get, schema.fields))
         if history and history[-1] == row:
             row = history[-1]   # the same again: one row object, kept twice
         history.append(row)
@@ -123,10 +204,36 @@ class Entity:
         if len(history) > self.history_length:
             del history[0]
             del times[0]
-        self.latest = sample
-        self._averages = {}
-        # Decided once per sample: every evaluation asks, for every guest.
-        self._complete = all(sample.get(f) is not None for f in schema.required)
+        if changed:
+            self.revision += 1
+        if self._averages:
+            self._averages = {}
+        if recheck:
+            # Decided once per sample: every evaluation asks, for every guest.
+            self._complete = all(latest.get(f) is not None for f in schema.required)
+
+    def _relayout(self, keys: tuple[str, ...]) -> Schema:
+        """Take the schema whose rows store ``keys``, the kept rows rewritten for it."""
+        old, new = self.schema, self.schema.for_layout(keys)
+        rows: dict[int, tuple] = {}   # a row kept twice stays one object
+        for n, row in enumerate(self.history):
+            if id(row) not in rows:
+                values = dict(zip(old.fields, row))
+                moved = list(map(values.get, new.fields))
+                while moved and moved[-1] is None:
+                    moved.pop()     # beyond the end of a row: absent, as nil
+                rows[id(row)] = tuple(moved)
+            self.history[n] = rows[id(row)]
+        self.schema = new
+        self._latest_row = None
+        return new
+
+    def merge(self, fields: Mapping[str, Any]) -> None:
+        """Put ``fields`` into the newest sample (what was read between two
+        collections); the history keeps the samples as they were taken."""
+        self.latest = {**self.latest, **fields}
+        self._latest_row = None
+        self.revision += 1
 
     def is_complete(self) -> bool:
         """True when the newest sample holds every required statistic."""
