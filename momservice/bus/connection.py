@@ -141,6 +141,13 @@ class _PatientSocket:
         return getattr(self._sock, name)
 
 
+def wait_when_full(bus: MessageBus) -> None:
+    """Have a dbus-next connection wait for its socket when the kernel buffer
+    is full, instead of closing (see ``_PatientSocket``): momd's own and a
+    client's, such as momctl's, which a loaded bus reads slowly."""
+    bus._writer.sock = _PatientSocket(bus._writer.sock)
+
+
 class _NamedErrorReply:
     """dbus-next's reply sender, with two corrections: any exception goes out
     as a contract error (never a traceback text), and leaving the ``with``
@@ -177,7 +184,7 @@ class MomMessageBus(MessageBus):
         super().__init__(*args, **kwargs)
         # Exported interface -> the paths it is exported at (insertion-ordered).
         self._export_paths: dict[ServiceInterface, dict[str, None]] = {}
-        self._writer.sock = _PatientSocket(self._writer.sock)
+        wait_when_full(self)
         self.add_message_handler(self._remember_call)
 
     async def drained(self) -> None:

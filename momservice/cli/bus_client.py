@@ -17,6 +17,7 @@ from dbus_next import BusType, DBusError, Message, MessageFlag, MessageType, Var
 from dbus_next.aio import MessageBus
 from dbus_next.errors import AuthError, InvalidAddressError
 
+from ..bus.connection import wait_when_full
 from ..contract import (BUS_NAME, FAILED, GUEST_INTERFACE, INTERACTIVE_AUTHORIZATION_REQUIRED,
                         MANAGER_PATH, OBJECT_MANAGER_INTERFACE, POLICY_SYNTAX,
                         PROPERTIES_INTERFACE, guest_path)
@@ -95,6 +96,9 @@ class MomClient:
         shown = address or f"the system bus ({system_bus_address()})"
         try:
             bus = MessageBus(bus_address=address or None, bus_type=BusType.SYSTEM)
+            # A bus busy with momd's signals reads slowly: a burst of calls
+            # (monitor, guests) fills the socket, which is a wait, not an end.
+            wait_when_full(bus)
             await asyncio.wait_for(bus.connect(), READ_TIMEOUT)
         except InvalidAddressError as e:
             raise MomctlError(f"bad bus address {address!r}: {e}",
