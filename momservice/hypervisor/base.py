@@ -10,6 +10,11 @@ from typing import Any, Protocol
 
 from ..errors import Failed
 
+#: The field in which a reader of a guest's statistics gives the time (epoch
+#: seconds) its figures were read; the hypervisor interface makes it the
+#: sample's ``stats_age``.
+READ_TIME_FIELD = "_last_update"
+
 log = logging.getLogger(__name__)
 
 

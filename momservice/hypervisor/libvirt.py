@@ -22,8 +22,8 @@ from urllib.parse import urlsplit
 import libvirt
 
 from ..journal_fields import guest_fields
-from .base import (GuestInfo, HypervisorError, HypervisorInterface, HypervisorListener,
-                   HypervisorUnsupported)
+from .base import (READ_TIME_FIELD, GuestInfo, HypervisorError, HypervisorInterface,
+                   HypervisorListener, HypervisorUnsupported)
 from .libvirt_cputune import set_cpu_tune
 from .libvirt_eventloop import bind_event_loop, settle
 from .libvirt_iotune import set_block_io_tune
@@ -847,7 +847,16 @@ class LibvirtHypervisor(HypervisorInterface):
                 for reader in self._readers:
                     if reader.per_domain is not None:
                         read = self._kept(reader.per_domain(dom))
-                        if reader.collector in self._filling:
+                        filling = reader.collector in self._filling
+                        # When a reader read its figures (the agent's), as a
+                        # field: the sample's age if the balloon gave none (0),
+                        # or if the reader's figures replace the balloon's.
+                        update = read.get(READ_TIME_FIELD)
+                        if update is not None:
+                            if not last_update or not filling:
+                                last_update = update
+                            read = {k: v for k, v in read.items() if k != READ_TIME_FIELD}
+                        if filling:
                             read = {k: v for k, v in read.items() if sample.get(k) is None}
                         sample.update(read)
             except libvirt.libvirtError as err:

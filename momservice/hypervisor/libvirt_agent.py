@@ -46,6 +46,7 @@ import libvirt_qemu
 from ..collectors.errors import CollectionError
 from ..collectors.guest_agent import agent_fields
 from ..journal_fields import guest_fields
+from .base import READ_TIME_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ class QemuAgentReader:
             log.exception("reading the guest agent of %s failed unexpectedly", guest.name)
             self._failed(uuid, guest, err)
             return
-        fields["_last_update"] = time.time()
+        fields[READ_TIME_FIELD] = time.time()
         with self._lock:
             guest.fields = fields
             guest.pending = False
