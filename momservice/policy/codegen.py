@@ -164,6 +164,8 @@ class Unit:
         self.touched: set[str] | None = None  # scope vars a closure being written uses
         #: Names a ``set`` of this unit's code assigns.
         self.set_names: set[str] = set()
+        #: A def body that calls no user function (see Generator.enter).
+        self.leaf = False
 
 
 class Generator:
@@ -344,7 +346,8 @@ class Generator:
             args.append(arg)
         header = ["E.steps -= %d" % cost,
                   "if E.steps < 0: raise _BE('evaluation exceeded its step budget', L)"]
-        if not self.is_leaf(body):
+        unit.leaf = self.is_leaf(body)
+        if not unit.leaf:
             header += [f"if E.depth >= E.max_depth: raise _deptherr(E, {name!r}, L)",
                        "E.depth += 1"]
         header += [f"B[{p!r}].append({a})" for p, a in dynamic_params]
@@ -371,7 +374,7 @@ class Generator:
                 self.emit(f"return {result}")
                 scope.close()
                 body = ["    B = E.b"] + ["    " + h for h in header] + ["    try:"] + unit.lines
-                body += ["    " + h for h in self.call_handlers(function, "L", scope, self.is_leaf(ir))]
+                body += ["    " + h for h in self.call_handlers(function, "L", scope, unit.leaf)]
             if function is None:
                 body = ["    B = E.b"] + body
             if unit.chunks:
@@ -579,8 +582,7 @@ class Generator:
         target = self.inline_target(name, n)
         if target is not None:
             return self.inline(target, f"D{index}", values, None, line)
-        else:
-            self.emit(f"{t} = {self.runs[f'D{index}']}(E, {line}{''.join(', ' + v for v in values)})")
+        self.emit(f"{t} = {self.runs[f'D{index}']}(E, {line}{''.join(', ' + v for v in values)})")
         return t
 
     def cap(self, symbol: str, x: str, y: str, t: str, line: int) -> None:
