@@ -17,7 +17,8 @@ from typing import Any, Awaitable, Callable, Protocol
 from dbus_next import Message
 from dbus_next.service import ServiceInterface
 
-from .connection import current_message, is_exported_method, property_setter
+from .connection import (current_message, init_service_interface, is_exported_method,
+                         property_setter)
 from .errors import to_dbus_error
 
 _ACCESS = "__mom_access__"
@@ -64,7 +65,7 @@ class MomInterface(ServiceInterface):
     """Base of our exported interfaces: checks access declarations at class creation."""
 
     def __init__(self, name: str, authorizer: Authorizer) -> None:
-        super().__init__(name)
+        init_service_interface(self, name)
         self.authorizer = authorizer
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -64,7 +64,8 @@ from .wire import WireTypeError, join_object_entries, marshal_body, marshal_obje
 #: ``_disconnected`` and ``_path_exports``, ``_Property``'s ``name``,
 #: ``signature``, ``access``, ``disabled``, ``prop_getter`` and
 #: ``prop_setter``, the ``__DBUS_METHOD`` and ``__DBUS_SIGNAL`` markers
-#: (and their ``name``), the reply sender's ``_exit``, and
+#: (and their ``name``), the reply sender's ``_exit``, the attributes
+#: ``ServiceInterface.__init__`` sets (``SERVICE_INTERFACE_ATTRIBUTES``), and
 #: ``dbus_next.message.Marshaller`` (a class taking ``(signature, body)``,
 #: with ``buffer``, ``marshall()`` and ``align(n)``, which Message._marshall
 #: uses for the body and the header).
@@ -304,6 +305,34 @@ class MomMessageBus(MessageBus):
         ET.indent(root)
         send_reply(Message.new_method_return(
             msg, "s", [_HEADER + ET.tostring(root, encoding="unicode")]))
+
+
+#: The attributes ``ServiceInterface.__init__`` sets on an instance: its
+#: name, the lists of its class's members and the buses it is exported on.
+SERVICE_INTERFACE_ATTRIBUTES = ("name", "_ServiceInterface__methods",
+                                "_ServiceInterface__properties",
+                                "_ServiceInterface__signals", "_ServiceInterface__buses")
+_MEMBER_LISTS: dict[type, tuple[list, list, list]] = {}
+
+
+def init_service_interface(interface: ServiceInterface, name: str) -> None:
+    """``ServiceInterface.__init__``, with the member lists made once per class.
+
+    dbus-next makes an interface's lists of methods, properties and signals
+    for each instance, by inspecting its class: with a thousand guests, a
+    thousand copies of the same lists.  They are only read once made, so
+    the instances of a class share the first one's.
+    """
+    lists = _MEMBER_LISTS.get(type(interface))
+    if lists is None:
+        ServiceInterface.__init__(interface, name)
+        _MEMBER_LISTS[type(interface)] = tuple(
+            getattr(interface, attr) for attr in SERVICE_INTERFACE_ATTRIBUTES[1:4])
+        return
+    interface.name = name
+    for attr, members in zip(SERVICE_INTERFACE_ATTRIBUTES[1:4], lists):
+        setattr(interface, attr, members)
+    setattr(interface, SERVICE_INTERFACE_ATTRIBUTES[4], set())
 
 
 def _object_entry(path: str, interfaces: list[ServiceInterface]) -> bytes:

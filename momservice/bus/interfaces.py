@@ -24,7 +24,7 @@ from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_C
 from ..fields import (BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS,
                       UNSIGNALLED_FIELDS, Field)
 from .access import public, requires
-from .published import Prop, Published, coerce, from_variants, to_variants
+from .published import Prop, Published, Snapshot, coerce, from_variants, to_variants
 
 if TYPE_CHECKING:
     from ..engine.core import Evaluation
@@ -100,7 +100,7 @@ class ManagerInterface(Published):
              "Decisions are computed and published but not applied."),
         Prop("PolicyNames", "as", lambda m: m.service.policy_names(),
              "Active policies, in evaluation order."),
-        Prop("Parameters", "a{sv}", lambda m: to_variants(m.service.parameters),
+        Prop("Parameters", "a{sv}", lambda m: m.service.parameters,
              "Policy parameters currently set."),
         Prop("LastEvaluation", "t", lambda m: _usec(_last(m, "started")),
              "Wall-clock time of the last evaluation, microseconds since the epoch; 0 if none."),
@@ -117,8 +117,8 @@ class ManagerInterface(Published):
         super().__init__(MANAGER_INTERFACE, authorizer)
         self.service = service
 
-    def values(self) -> dict[str, Any]:
-        values = super().values()
+    def values(self, source: Any = None) -> dict[str, Any]:
+        values = super().values(source)
         values["Verbosity"] = self.service.verbosity
         return values
 
@@ -220,9 +220,9 @@ class HostInterface(Published):
 
     PROPERTIES = (
         *statistic_props(HOST_STATISTICS, lambda h: h.service.engine.host.latest),
-        Prop("Statistics", "a{sv}", lambda h: to_variants(h.service.engine.host.latest),
+        Prop("Statistics", "a{sv}", lambda h: h.service.engine.host.latest,
              "The newest host sample under the policy names."),
-        Prop("Controls", "a{sv}", lambda h: to_variants(_last(h, "host_controls", {})),
+        Prop("Controls", "a{sv}", lambda h: _last(h, "host_controls", {}),
              "The host controls last requested by the policy."),
     )
 
@@ -251,23 +251,48 @@ class HostInterface(Published):
         self.service.engine.collect_host()
 
 
-def _guest_controls(guest: "GuestInterface") -> dict[str, Any]:
-    evaluation = guest.service.engine.last_evaluation
-    return evaluation.guest_controls.get(guest.uuid, {}) if evaluation is not None else {}
+#: A guest's controls when the last evaluation requested none (or there was none).
+_NO_CONTROLS: dict[str, Any] = {}
+
+
+class GuestSnapshot(Snapshot):
+    """What a guest's signalled properties are read from, as of one moment:
+    the engine's own objects, which are replaced, never changed in place
+    (an entity's props and newest sample, an evaluation's controls), so
+    that holding them costs no copy."""
+
+    __slots__ = ("props", "latest", "revision", "balloon_target", "controls")
+
+    def __init__(self, props: dict[str, Any], latest: dict[str, Any], revision: int,
+                 balloon_target: int, controls: dict[str, Any]) -> None:
+        self.props = props
+        self.latest = latest
+        self.revision = revision
+        self.balloon_target = balloon_target
+        self.controls = controls
+
+    def key(self) -> tuple:
+        """The snapshot but its newest sample, of which the revision stands
+        for the signalled values (``Entity.revision``)."""
+        return (self.props, self.revision, self.balloon_target, self.controls)
+
+    def same(self, other: Snapshot) -> bool:
+        # A tuple compares its items by identity first: the usual case.
+        return isinstance(other, GuestSnapshot) and self.key() == other.key()
 
 
 class GuestInterface(Published):
     """One managed guest: its balloon and the memory statistics its balloon driver reports."""
 
     PROPERTIES = (
-        *(Prop(f.prop, f.signature, lambda g, f=f: g.entity.props.get(f.name),
+        *(Prop(f.prop, f.signature, lambda g, f=f: g.props.get(f.name),
                f"{f.description()}.") for f in GUEST_IDENTITY),
-        *statistic_props(GUEST_STATISTICS, lambda g: g.entity.latest),
+        *statistic_props(GUEST_STATISTICS, lambda g: g.latest),
         Prop(BALLOON_TARGET.prop, BALLOON_TARGET.signature, lambda g: g.balloon_target,
              f"{BALLOON_TARGET.description()}."),
-        Prop("Statistics", "a{sv}", lambda g: to_variants(g.entity.latest),
+        Prop("Statistics", "a{sv}", lambda g: g.latest,
              "The newest sample under the policy names."),
-        Prop("Controls", "a{sv}", lambda g: to_variants(_guest_controls(g)),
+        Prop("Controls", "a{sv}", lambda g: g.controls,
              "The controls last requested for this guest by the policy."),
     )
 
@@ -278,13 +303,26 @@ class GuestInterface(Published):
         self.entity = service.engine.guests[uuid]
         self.balloon_target = 0
 
-    def change_inputs(self) -> Any:
-        # Every signalled property is read from these: the identity props,
-        # the newest sample's signalled values (their revision), the balloon
-        # target and this guest's controls.  Copies, so that a later change
-        # in place still counts as a change.
-        return (dict(self.entity.props), self.entity.revision,
-                self.balloon_target, dict(_guest_controls(self)))
+    # The readers of PROPERTIES read these, here and on a GuestSnapshot.
+    @property
+    def props(self) -> dict[str, Any]:
+        return self.entity.props
+
+    @property
+    def latest(self) -> dict[str, Any]:
+        return self.entity.latest
+
+    @property
+    def controls(self) -> dict[str, Any]:
+        evaluation = self.service.engine.last_evaluation
+        if evaluation is None:
+            return _NO_CONTROLS
+        return evaluation.guest_controls.get(self.uuid, _NO_CONTROLS)
+
+    def snapshot(self) -> GuestSnapshot:
+        entity = self.entity
+        return GuestSnapshot(entity.props, entity.latest, entity.revision,
+                             self.balloon_target, self.controls)
 
     #: The unsignalled properties (doubles: StatsAge) and the unsignalled
     #: fields, also in Statistics, are what moves every cycle.
@@ -297,7 +335,7 @@ class GuestInterface(Published):
         layout = tuple(type(latest.get(f)) for f in _UNSIGNALLED_STATISTICS)
         if not all(t is float or t is type(None) for t in layout):
             return None
-        return self.change_inputs(), layout
+        return self.snapshot().key(), layout
 
     def volatile_values(self) -> dict[str, float]:
         latest = self.entity.latest

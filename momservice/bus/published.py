@@ -32,9 +32,13 @@ class Prop:
     signalled: bool = True
 
 
-def coerce(signature: str, value: Any) -> Any:
-    # The engine's samples may lack a field (nil) or carry a float where the
-    # contract has an integer: a property always has a value of its type.
+def plain(signature: str, value: Any) -> Any:
+    """A reader's value as the property's type holds it, dictionaries still
+    plain (not yet Variants).
+
+    The engine's samples may lack a field (nil) or carry a float where the
+    contract has an integer: a property always has a value of its type.
+    """
     if signature in ("t", "u"):
         return max(0, int(value)) if isinstance(value, (int, float)) else 0
     if signature == "x":
@@ -45,10 +49,26 @@ def coerce(signature: str, value: Any) -> Any:
         return bool(value)
     if signature == "s":
         return "" if value is None else str(value)
+    if signature == "a{sv}":
+        return _plain(value) if isinstance(value, (dict, PolicyRecord)) else {}
     if signature == "aa{sv}":
         # A list of records (a guest's disks): each as a dictionary.
-        return [to_variants(_plain(item)) for item in value] if isinstance(value, list) else []
+        return [_plain(item) for item in value] if isinstance(value, list) else []
     return value
+
+
+def to_wire(value: Any) -> Any:
+    """A ``plain`` value as dbus-next sends it: dictionaries as ``a{sv}``."""
+    if isinstance(value, dict):
+        return to_variants(value)
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [to_variants(item) for item in value]
+    return value
+
+
+def coerce(signature: str, value: Any) -> Any:
+    """A reader's value as the bus sends it for a property of ``signature``."""
+    return to_wire(plain(signature, value))
 
 
 def _plain(value: Any) -> Any:
@@ -96,7 +116,15 @@ def from_variants(values: dict[str, Variant]) -> dict[str, Any]:
 
 
 class Published(MomInterface):
-    """An exported interface with table-made properties and change publishing."""
+    """An exported interface with table-made properties and change publishing.
+
+    What clients were last told is kept in one of two ways.  By default as
+    the values themselves (``values``).  A subclass whose readers can read
+    a snapshot of the few engine objects its properties come from
+    (``snapshot``) keeps just that snapshot: with a thousand guests, a copy
+    of every published value, Variants and all, was the bus layer's largest
+    cost in memory, while a snapshot refers to what the engine holds anyway.
+    """
 
     PROPERTIES: ClassVar[tuple[Prop, ...]] = ()
 
@@ -107,8 +135,7 @@ class Published(MomInterface):
 
     def __init__(self, name: str, authorizer: Any) -> None:
         super().__init__(name, authorizer)
-        self._published: dict[str, Any] = {}
-        self._inputs: Any = None
+        self._published: Any = None       # a snapshot, or a dict of values
         self._entry: ObjectEntry | None = None
         self._entry_key: Any = None
 
@@ -117,19 +144,19 @@ class Published(MomInterface):
         """The properties whose changes go out without PropertiesChanged."""
         return frozenset(p.name for p in cls.PROPERTIES if not p.signalled)
 
-    def values(self) -> dict[str, Any]:
-        """Every signalled table property's current value, as the bus would send it."""
-        return {p.name: coerce(p.signature, p.read(self))
+    def values(self, source: Any = None) -> dict[str, Any]:
+        """Every signalled table property's value (``plain``: dictionaries not
+        yet Variants), read from ``source``: a ``snapshot``, or None for the
+        interface itself, now."""
+        source = self if source is None else source
+        return {p.name: plain(p.signature, p.read(source))
                 for p in self.PROPERTIES if p.signalled}
 
-    def change_inputs(self) -> Any:
-        """A snapshot of what the signalled properties are read from, equal to
-        the previous one only if none of them can have changed; None when a
-        subclass does not know (every call then reads every property).
-
-        Reading and converting every property of a thousand guests every
-        cycle, to find that most changed nothing, was most of the bus's cost.
-        """
+    def snapshot(self) -> Snapshot | None:
+        """What every signalled property is read from, as of now: an object
+        the PROPERTIES' readers read as they read the interface, which no
+        later change alters.  None (the default): the readers read only the
+        interface, and the values published are kept instead."""
         return None
 
     def entry_key(self) -> Any:
@@ -171,8 +198,8 @@ class Published(MomInterface):
 
     def mark_published(self) -> None:
         """Take the current values as known to clients (InterfacesAdded carried them)."""
-        self._inputs = self.change_inputs()
-        self._published = self.values()
+        snapshot = self.snapshot()
+        self._published = snapshot if snapshot is not None else self.values()
 
     def publish_changes(self) -> dict[str, Any]:
         """Emit one PropertiesChanged with what changed since the last call.
@@ -180,26 +207,43 @@ class Published(MomInterface):
         A dictionary (``Statistics``) counts as changed only when an entry
         other than an unsignalled field's did; it then goes out whole.
         """
-        inputs = self.change_inputs()
-        if inputs is not None and inputs == self._inputs:
-            return {}
-        self._inputs = inputs
-        current = self.values()
-        changed = {k: v for k, v in current.items()
-                   if _compared(self._published.get(k, _UNSET)) != _compared(v)}
-        self._published = current
+        snapshot, kept = self.snapshot(), self._published
+        if snapshot is None:
+            current = self._published = self.values()
+            previous = kept if isinstance(kept, dict) else {}
+        else:
+            self._published = snapshot
+            if not isinstance(kept, Snapshot):
+                previous = {}
+            elif snapshot.same(kept):
+                return {}
+            else:
+                previous = self.values(kept)
+            current = self.values(snapshot)
+        changed = {k: to_wire(v) for k, v in current.items()
+                   if _compared(previous.get(k, _UNSET)) != _compared(v)}
         if changed:
             self.emit_properties_changed(changed)
         return changed
 
 
+class Snapshot:
+    """Base of what ``Published.snapshot`` returns: ``same`` says whether two
+    snapshots give the same signalled values (their unsignalled ones may
+    differ)."""
+
+    __slots__ = ()
+
+    def same(self, other: "Snapshot") -> bool:
+        raise NotImplementedError
+
+
 _UNSET = object()
 
 
-def signalled_entries(sample: dict[str, Any]) -> dict[str, Any]:
-    """A sample without its unsignalled fields (as ``StatsAge``), a new dict."""
-    return {k: v for k, v in sample.items() if k not in UNSIGNALLED_FIELDS}
-
-
 def _compared(value: Any) -> Any:
-    return signalled_entries(value) if isinstance(value, dict) else value
+    # As the bus would carry it: an a{sv} leaves out nil values, and its
+    # unsignalled fields do not count.
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in UNSIGNALLED_FIELDS and v is not None}
+    return value

@@ -123,7 +123,12 @@ class Engine:
 
     def guest_added(self, info: GuestInfo) -> None:
         if info.uuid in self.guests:
-            self.guests[info.uuid].props.update(self._props(info))
+            # A new dict, never a change in place: watchers (the bus) keep
+            # the one they saw to compare.
+            entity = self.guests[info.uuid]
+            props = {**entity.props, **self._props(info)}
+            if props != entity.props:
+                entity.props = props
             return
         self.guests[info.uuid] = Entity.guest(self._props(info),
                                               history_length=self.history_length)

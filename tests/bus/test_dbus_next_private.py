@@ -155,12 +155,41 @@ def test_bus_internals_are_where_we_read_them(tmp_path):
                     "introspect": "Node"}
 
 
+def test_service_interface_init_sets_just_the_attributes_named():
+    # init_service_interface sets these itself for every instance but a
+    # class's first: an attribute dbus-next added would be missing there.
+    probe = _Probe()
+    assert set(vars(probe)) - {"_level"} == set(connection.SERVICE_INTERFACE_ATTRIBUTES)
+    assert isinstance(vars(probe)["_ServiceInterface__buses"], set)
+
+
+class _Shared(_Probe):
+    """A probe whose instances share their member lists."""
+
+    def __init__(self, name: str) -> None:
+        connection.init_service_interface(self, name)
+
+
+def test_shared_member_lists_are_dbus_next_own_and_the_buses_are_not_shared():
+    first, second = _Shared("org.example.A"), _Shared("org.example.B")
+    own = _Probe()
+    assert (second.name, first.name) == ("org.example.B", "org.example.A")
+    for getter in (ServiceInterface._get_properties, ServiceInterface._get_methods,
+                   ServiceInterface._get_signals):
+        assert getter(first) is getter(second)
+        assert [m.name for m in getter(second)] == [m.name for m in getter(own)]
+    ServiceInterface._add_bus(first, "bus")
+    assert ServiceInterface._get_buses(first) == {"bus"}
+    assert ServiceInterface._get_buses(second) == set()
+
+
 def test_only_the_connection_module_touches_private_members():
     # The package's other modules use dbus-next's public API only.
     private = re.compile(r"\b(_Property|__DBUS_METHOD|__DBUS_SIGNAL|prop_setter|prop_getter|"
                          r"_writer|_path_exports|_disconnected|_send_reply|_get_properties|"
                          r"_get_all_property_values|_introspect_export_path|_default_\w+_handler|"
-                         r"_emit_interface_\w+|_interface_signal_notify|_has_interface)\b")
+                         r"_emit_interface_\w+|_interface_signal_notify|_has_interface|"
+                         r"_ServiceInterface__\w+)\b")
     offenders = []
     for path in sorted((REPO / "momservice").rglob("*.py")):
         if path == Path(connection.__file__):
