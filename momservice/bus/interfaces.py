@@ -24,7 +24,7 @@ from ..contract import (ACTION_CONTROL_BALLOON, ACTION_CONTROL_CPUTUNE, ACTION_C
 from ..fields import (BALLOON_TARGET, GUEST_IDENTITY, GUEST_STATISTICS, HOST_STATISTICS,
                       UNSIGNALLED_FIELDS, Field)
 from .access import public, requires
-from .published import Prop, Published, Snapshot, coerce, from_variants, to_variants
+from .published import Prop, Published, Snapshot, from_variants, plain, to_variants
 
 if TYPE_CHECKING:
     from ..engine.core import Evaluation
@@ -272,8 +272,8 @@ class GuestSnapshot(Snapshot):
         self.controls = controls
 
     def key(self) -> tuple:
-        """The snapshot but its newest sample, of which the revision stands
-        for the signalled values (``Entity.revision``)."""
+        """The snapshot but its newest sample, whose signalled values are
+        equal when their revisions are (``Entity.revision``)."""
         return (self.props, self.revision, self.balloon_target, self.controls)
 
     def same(self, other: Snapshot) -> bool:
@@ -339,7 +339,7 @@ class GuestInterface(Published):
 
     def volatile_values(self) -> dict[str, float]:
         latest = self.entity.latest
-        values = {prop.name: float(coerce("d", prop.read(self))) for prop in _VOLATILE_PROPS}
+        values = {prop.name: plain("d", prop.read(self)) for prop in _VOLATILE_PROPS}
         values.update((f"Statistics/{f}", latest[f]) for f in _UNSIGNALLED_STATISTICS
                       if latest.get(f) is not None)
         return values

@@ -9,6 +9,7 @@ carries exactly the properties whose value changed, at most once a call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, ClassVar
 
 from dbus_next import PropertyAccess, Variant
@@ -84,25 +85,39 @@ def _getter(prop: Prop) -> dbus_property:
     return dbus_property(access=PropertyAccess.READ, name=prop.name)(read)
 
 
-def to_variant(value: Any) -> Variant | None:
-    """A policy value as a Variant for an ``a{sv}``; None for nil (left out)."""
+def variant_parts(value: Any) -> tuple[str, Any] | None:
+    """A policy value's signature and value as an ``a{sv}`` entry carries
+    it; None for nil (left out)."""
     if isinstance(value, bool):
-        return Variant("b", value)
+        return "b", value
     if isinstance(value, int):
-        return Variant("x", value) if -2**63 <= value < 2**63 else Variant("s", str(value))
+        return ("x", value) if -2**63 <= value < 2**63 else ("s", str(value))
     if isinstance(value, float):
-        return Variant("d", value)
+        return "d", value
     if isinstance(value, str):
-        return Variant("s", value)
+        return "s", value
     if value is None:
         return None
     if isinstance(value, PolicyRecord):
         value = value.plain()
     if isinstance(value, dict):
-        return Variant("a{sv}", to_variants(value))
+        return "a{sv}", to_variants(value)
     if isinstance(value, list) and all(isinstance(v, (dict, PolicyRecord)) for v in value):
-        return Variant("aa{sv}", [to_variants(_plain(v)) for v in value])
-    return Variant("s", repr(value))
+        return "aa{sv}", [to_variants(_plain(v)) for v in value]
+    return "s", repr(value)
+
+
+def to_variant(value: Any) -> Variant | None:
+    """A policy value as a Variant for an ``a{sv}``; None for nil (left out)."""
+    parts = variant_parts(value)
+    return None if parts is None else Variant(*parts)
+
+
+def wire_items(values: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """A dict of policy values as the (key, signature, value) items of an
+    ``a{sv}`` (see ``wire.marshal_object_entry``), nil values left out."""
+    return [(k, *parts) for k, parts in ((k, variant_parts(v)) for k, v in values.items())
+            if parts is not None]
 
 
 def to_variants(values: dict[str, Any]) -> dict[str, Variant]:
@@ -168,13 +183,18 @@ class Published(MomInterface):
 
     def volatile_values(self) -> dict[str, float]:
         """The current values of the doubles ``entry_key`` leaves out, by the
-        names ``ObjectEntry.doubles`` uses."""
+        names ``marshal_object_entry`` notes them under."""
         return {}
 
+    #: The names ``managed_entry`` locates: unsignalled ``d`` properties, and
+    #: unsignalled fields as keys of an ``a{sv}`` property.
+    VOLATILE: ClassVar[frozenset[str]] = frozenset()
+
     def managed_entry(self, path: str,
-                      read: Callable[["Published"], list[tuple[str, str, Any]]]) -> bytes:
-        """This object's entry in a GetManagedObjects reply; ``read`` gives
-        every property as (name, signature, value).
+                      readable: list[tuple[str, str, Callable[[Any], Any]]]) -> bytes:
+        """This object's entry in a GetManagedObjects reply; ``readable`` gives
+        every readable property's (name, signature, getter), in the reply's
+        order.
 
         With a thousand guests the reply was mostly reading and marshalling
         properties that had not changed since the previous one: an entry is
@@ -182,19 +202,38 @@ class Published(MomInterface):
         volatile doubles (``StatsAge``) are put into the kept bytes.
         """
         key = self.entry_key()
+        if key is not None and self._entry is not None and self._entry_key == key:
+            return self._entry.with_doubles(self.volatile_values())
+        properties = [(self.name, self.entry_properties(readable))]
         if key is None:
             self._entry = self._entry_key = None
-            return marshal_object_entry(path, [(self.name, read(self))]).data
-        if self._entry is None or self._entry_key != key:
-            self._entry = marshal_object_entry(path, [(self.name, read(self))],
-                                               self.VOLATILE)
-            self._entry_key = key
-            return self._entry.data
-        return self._entry.with_doubles(self.volatile_values())
+            return marshal_object_entry(path, properties)
+        found: list[tuple[str, int]] = []
+        data = marshal_object_entry(path, properties, self.VOLATILE, found)
+        self._entry = ObjectEntry(data, found, _DICTIONARIES.setdefault(type(self), data))
+        self._entry_key = key
+        return data
 
-    #: The names ``managed_entry`` locates: unsignalled ``d`` properties, and
-    #: unsignalled fields as keys of an ``a{sv}`` property.
-    VOLATILE: ClassVar[frozenset[str]] = frozenset()
+    def entry_properties(self, readable: list[tuple[str, str, Callable[[Any], Any]]]
+                         ) -> list[tuple[str, str, Any]]:
+        """Every readable property, for a GetManagedObjects entry: ``readable``
+        gives each one's (name, signature, getter), in the reply's order.
+
+        The table's properties are read plain and an ``a{sv}`` one goes as
+        items: with a thousand guests, making a Variant of every statistic
+        of every guest was most of the reply's time.
+        """
+        rows = _rows(type(self))
+        properties = []
+        for name, signature, getter in readable:
+            prop = rows.get(name)
+            if prop is None:
+                properties.append((name, signature, getter(self)))
+                continue
+            value = plain(signature, prop.read(self))
+            properties.append((name, signature,
+                               wire_items(value) if signature == "a{sv}" else to_wire(value)))
+        return properties
 
     def mark_published(self) -> None:
         """Take the current values as known to clients (InterfacesAdded carried them)."""
@@ -239,6 +278,16 @@ class Snapshot:
 
 
 _UNSET = object()
+
+
+#: Per class, its first entry kept: the dictionary its later ones are
+#: compressed against (see ``ObjectEntry``).
+_DICTIONARIES: dict[type, bytes] = {}
+
+
+@lru_cache(maxsize=None)
+def _rows(cls: type[Published]) -> dict[str, Prop]:
+    return {prop.name: prop for prop in cls.PROPERTIES}
 
 
 def _compared(value: Any) -> Any:

@@ -17,6 +17,7 @@ wrong.  Unix file descriptors (``h``) are left to dbus-next entirely.
 from __future__ import annotations
 
 import struct
+import zlib
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
@@ -225,38 +226,10 @@ class Marshalled(list):
 
 
 #: One object of a GetManagedObjects reply: its path and, per interface
-#: name, its properties as (name, signature, value).
-ManagedObject = tuple[str, Iterable[tuple[str, Iterable[tuple[str, str, Any]]]]]
-
-
-class ObjectEntry:
-    """One object of a GetManagedObjects reply (a ``{oa{sa{sv}}}`` entry),
-    marshalled as if it started at an offset that is a multiple of 8, as
-    every dict entry does: its bytes are then right wherever it is placed.
-
-    ``doubles`` says where the values of the volatile properties lie
-    (``Prop``, or ``Prop/key`` for an entry of an ``a{sv}`` property), so
-    that a later reply can take these bytes again with just those values
-    written anew (``with_doubles``).
-    """
-
-    __slots__ = ("data", "doubles")
-
-    def __init__(self, data: bytes, doubles: dict[str, int]) -> None:
-        self.data = data
-        self.doubles = doubles
-
-    def with_doubles(self, values: dict[str, float]) -> bytes:
-        """The entry with the volatile doubles set to ``values`` (same names)."""
-        if not self.doubles:
-            return self.data
-        data = bytearray(self.data)
-        for name, at in self.doubles.items():
-            _DOUBLE.pack_into(data, at, values[name])
-        return data
-
-
-_DOUBLE = _FIXED["d"]
+#: name, its properties as (name, signature, value).  A value of signature
+#: ``a{sv}`` is a dict of Variants, or a list of such (key, signature,
+#: value) items: then no Variant is made for it at all.
+ManagedObject = tuple[str, Iterable[tuple[str, str, Any]]]
 
 
 def _begin(buf: bytearray) -> tuple[int, int]:
@@ -272,53 +245,127 @@ def _end(buf: bytearray, at: int, start: int) -> None:
     _U32.pack_into(buf, at, len(buf) - start)
 
 
+@lru_cache(maxsize=2048)
+def _entry_writer(name: str, signature: str) -> Writer:
+    """A writer of one ``{sv}`` dict entry named ``name`` with a value of
+    ``signature``: its name and signature are bytes made once."""
+    head = bytearray()
+    _string(head, name)
+    _signature(head, signature)
+    # A dict entry starts at a multiple of 8, so the padding before the
+    # value is the same wherever the entry lies: part of those bytes.
+    head += _PADS[-len(head) % _ALIGN[signature[0]]]
+    fixed = bytes(head)
+    value = _items if signature == "a{sv}" else _signature_writer(signature)
+
+    def write(buf: bytearray, item: Any) -> None:
+        buf += _PADS[-len(buf) % 8]
+        buf += fixed
+        value(buf, item)
+    return write
+
+
+def _items(buf: bytearray, items: Any, volatile: frozenset[str] = frozenset(),
+           found: list[tuple[str, int]] | None = None, within: str = "") -> None:
+    # An a{sv}: a dict of Variants, or a list of (key, signature, value).
+    # With ``found``, the offset of each double named in ``volatile``
+    # (``within/key`` inside an a{sv} named ``within``) is noted there.
+    if not isinstance(items, list):
+        _signature_writer("a{sv}")(buf, items)
+        return
+    at, start = _begin(buf)
+    for item in items:
+        if type(item) is not tuple or len(item) != 3:
+            raise WireTypeError(f"not a (key, signature, value) item: {item!r}")
+        key, signature, value = item
+        if found is None:
+            _entry_writer(key, signature)(buf, value)
+            continue
+        if signature == "a{sv}" and not within:
+            buf += _PADS[-len(buf) % 8]
+            _string(buf, key)
+            _signature(buf, signature)
+            _items(buf, value, volatile, found, key)
+            continue
+        _entry_writer(key, signature)(buf, value)
+        if signature == "d" and key in volatile:
+            found.append((_volatile_name(within, key), len(buf) - 8))
+    _end(buf, at, start)
+
+
+@lru_cache(maxsize=256)
+def _volatile_name(within: str, key: str) -> str:
+    # One string object per name, whichever entry notes it.
+    return f"{within}/{key}" if within else key
+
+
 def marshal_object_entry(path: str,
-                         interfaces: Iterable[tuple[str, Iterable[tuple[str, str, Any]]]],
-                         volatile: frozenset[str] = frozenset()) -> ObjectEntry:
-    """One object's entry, written from plain values: no Variant is made for
+                         interfaces: Iterable[tuple[str, list[tuple[str, str, Any]]]],
+                         volatile: frozenset[str] = frozenset(),
+                         found: list[tuple[str, int]] | None = None) -> bytes:
+    """One object's entry (a ``{oa{sa{sv}}}`` dict entry), written from its
+    interfaces' (name, signature, value) properties: no Variant is made for
     a property (each would verify its value against its signature once
-    more).  Properties named in ``volatile`` of type ``d``, and the entries
-    of an ``a{sv}`` whose key is in ``volatile`` and whose value is a
-    ``d``, are located in the result's ``doubles``."""
+    more), nor for the items of an ``a{sv}`` given as a list.
+
+    With ``found``, the offsets of the doubles named in ``volatile`` (``d``
+    properties, and ``Prop/key`` for the ``d`` items of an ``a{sv}``
+    property given as a list) are noted there, as (name, offset), offsets
+    counted as if the entry started at a multiple of 8, as every dict entry
+    does: its bytes are then right wherever it is placed.
+    """
     buf = bytearray()
-    doubles: dict[str, int] = {}
     _object_path(buf, path)
     middle = _begin(buf)
     for name, properties in interfaces:
         buf += _PADS[-len(buf) % 8]
         _string(buf, name)
-        inner = _begin(buf)
-        for prop, signature, value in properties:
-            buf += _PADS[-len(buf) % 8]
-            _string(buf, prop)
-            _signature(buf, signature)
-            if volatile and signature == "d" and prop in volatile:
-                buf += _PADS[-len(buf) % 8]
-                doubles[prop] = len(buf)
-            if volatile and signature == "a{sv}" and isinstance(value, dict):
-                _volatile_dict(buf, prop, value, volatile, doubles)
-            else:
-                _signature_writer(signature)(buf, value)
-        _end(buf, *inner)
+        _items(buf, list(properties), volatile, found)
     _end(buf, *middle)
-    return ObjectEntry(bytes(buf), doubles)
+    return bytes(buf)
 
 
-def _volatile_dict(buf: bytearray, prop: str, items: dict, volatile: frozenset[str],
-                   doubles: dict[str, int]) -> None:
-    # An a{sv} as its generic writer writes it, noting where volatile doubles go.
-    at, start = _begin(buf)
-    for key, variant in items.items():
-        buf += _PADS[-len(buf) % 8]
-        _string(buf, key)
-        if not isinstance(variant, Variant):
-            raise WireTypeError(f"not a Variant: {variant!r}")
-        _signature(buf, variant.signature)
-        if variant.signature == "d" and key in volatile:
-            buf += _PADS[-len(buf) % 8]
-            doubles[f"{prop}/{key}"] = len(buf)
-        _signature_writer(variant.signature)(buf, variant.value)
-    _end(buf, at, start)
+#: zlib's window for kept entries: room for the dictionary and the entry.
+_WBITS = 13
+
+
+class ObjectEntry:
+    """One object's entry of a GetManagedObjects reply, kept between replies.
+
+    It is kept compressed against ``dictionary``, an entry of the same kind
+    (the same property names and signatures, most of its bytes): a
+    thousand guests' entries take a tenth of their size.  ``doubles`` says
+    where the volatile doubles lie (see ``marshal_object_entry``), so that a
+    later reply can take the entry again with just those written anew.
+    """
+
+    __slots__ = ("packed", "dictionary", "names", "offsets")
+
+    def __init__(self, data: bytes, doubles: list[tuple[str, int]], dictionary: bytes) -> None:
+        packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, zdict=dictionary)
+        self.packed = packer.compress(data) + packer.flush()
+        self.dictionary = dictionary
+        self.names = _names(tuple(name for name, _ in doubles))
+        self.offsets = tuple(at for _, at in doubles)
+
+    def with_doubles(self, values: dict[str, float]) -> bytes:
+        """The entry with the volatile doubles set to ``values`` (by name)."""
+        data = zlib.decompressobj(_WBITS, zdict=self.dictionary).decompress(self.packed)
+        if not self.names:
+            return data
+        data = bytearray(data)
+        for name, at in zip(self.names, self.offsets):
+            _DOUBLE.pack_into(data, at, values[name])
+        return data
+
+
+@lru_cache(maxsize=64)
+def _names(names: tuple[str, ...]) -> tuple[str, ...]:
+    # The entries of one layout share one tuple of names.
+    return names
+
+
+_DOUBLE = _FIXED["d"]
 
 
 def join_object_entries(entries: Iterable[bytes]) -> Marshalled:
@@ -335,5 +382,5 @@ def join_object_entries(entries: Iterable[bytes]) -> Marshalled:
 def marshal_managed_objects(objects: Iterable[ManagedObject]) -> Marshalled:
     """The body of a GetManagedObjects reply (``a{oa{sa{sv}}}``), written from
     plain values."""
-    return join_object_entries(marshal_object_entry(path, interfaces).data
+    return join_object_entries(marshal_object_entry(path, interfaces)
                                for path, interfaces in objects)
