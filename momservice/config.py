@@ -692,8 +692,8 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     FILE``, ``--config-file=FILE`` or an unambiguous abbreviation such as
     ``--conf``; the last of a repeated option wins.  ConfigError for an
     unknown option, a missing value or an argument that is no option.
-    (Not argparse: momd would keep it, with shutil, bz2 and lzma, loaded
-    for good, 0.6 MB of its resident size, for a few options read once.)
+    (Not argparse: momd would keep it loaded for good, some 0.6 MB of its
+    resident size, for a few options read once.)
     """
     shorts = "".join(short + (":" if value else "") for short, _, value, _, _ in _OPTIONS)
     longs = [name + ("=" if value else "") for _, name, value, _, _ in _OPTIONS]
