@@ -704,14 +704,16 @@ def parse_command_line(argv: Sequence[str]) -> CommandLine:
     if rest:
         raise ConfigError(f"unexpected argument {rest[0]!r}: momd takes options only "
                           "(momd --help lists them)")
-    fields: dict[str, object] = {}
+    meaning = {f"--{name}": (attribute, value) for _, name, value, attribute, _ in _OPTIONS}
+    meaning.update({f"-{short}": (attribute, value)
+                    for short, _, value, attribute, _ in _OPTIONS if short})
+    values: dict[str, object] = {}
     for option, text in given:
-        for short, name, value, attribute, _ in _OPTIONS:
-            if option in (f"-{short}", f"--{name}"):
-                fields[attribute] = text if value else True
-    if "config_file" in fields:
-        fields["config_file"] = Path(str(fields["config_file"]))
-    return CommandLine(**fields)  # type: ignore[arg-type]
+        attribute, value = meaning[option]
+        values[attribute] = text if value else True
+    if "config_file" in values:
+        values["config_file"] = Path(str(values["config_file"]))
+    return CommandLine(**values)  # type: ignore[arg-type]
 
 
 def command_line_help() -> str:
