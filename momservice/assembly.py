@@ -29,7 +29,6 @@ from .engine.notify import StatusNotifier
 from .engine.pressure import PressureTrigger
 from .heap import ReleaseAfterEvaluations
 from .hypervisor import HypervisorInterface
-from .metrics import MetricsFileWriter
 from .policy_cache import PolicyCodeCache
 from .policy_library import PolicyLibrary
 from .policy_store import PolicyStore
@@ -128,6 +127,7 @@ def build_service(config: Config, *, hypervisor: HypervisorInterface | None = No
     engine.observers.append(StatusNotifier(engine, lambda: library.load_error))
     engine.observers.append(ReleaseAfterEvaluations())
     if config.metrics_file is not None:
+        from .metrics import MetricsFileWriter  # only here: 0.1 MB momd needs not otherwise
         engine.observers.append(MetricsFileWriter(engine, config.metrics_file,
                                                   balloon=mechanisms.get("Balloon")))
     pressure = (PressureTrigger(engine.pressure_rose, pressure_path)

@@ -69,14 +69,16 @@ was found.
 
 from __future__ import annotations
 
-import argparse
 import configparser
 import dataclasses
+import getopt
 import logging
 import math
 import os
 import re
 import sys
+import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -646,48 +648,90 @@ def apply_overrides(config: Config, *,
     return dataclasses.replace(config, **changes)
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    """momd's command line: ``-c``, ``-r``, ``-P``, ``-l``, ``-v``,
-    ``--dry-run``, ``--metrics-file``.
+@dataclass(frozen=True)
+class CommandLine:
+    """What momd's command line gave; None: an option not given, so that
+    :func:`config_from_args` can tell the default configuration file from
+    an explicit one, and a file's setting from a command-line one."""
 
-    Options not given are None, so :func:`config_from_args` can tell the
-    default configuration file from an explicit one, and a file's setting
-    from a command-line one.
+    config_file: Path | None = None
+    rules_file: str | None = None
+    policy_dir: str | None = None
+    log: str | None = None
+    verbosity: str | None = None
+    dry_run: bool | None = None
+    metrics_file: str | None = None
+    #: ``-h``/``--help``: print :func:`command_line_help` instead of running.
+    help: bool = False
+
+
+#: momd's options: short letter ("" for none), long name, what its value
+#: is called (None: a flag, which sets True), the CommandLine field, help.
+_OPTIONS: tuple[tuple[str, str, str | None, str, str], ...] = (
+    ("h", "help", None, "help", "show this help and exit"),
+    ("c", "config-file", "FILE", "config_file",
+     f"read the configuration from FILE (default: {DEFAULT_CONFIG_FILE})"),
+    ("r", "rules-file", "FILE", "rules_file",
+     "use the single policy in FILE (replaces the file's policy/policy-dir)"),
+    ("P", "policy-dir", "DIR", "policy_dir",
+     "use the policies in DIR (replaces the file's policy/policy-dir)"),
+    ("l", "log", "FILE|stdio", "log", "log to FILE, or to standard error with 'stdio'"),
+    ("v", "verbosity", "LEVEL", "verbosity",
+     "debug, info, warning, error, critical, or 1 (critical) to 5 (debug)"),
+    ("", "dry-run", None, "dry_run", "decide, but change nothing on the host"),
+    ("", "metrics-file", "FILE", "metrics_file",
+     "write Prometheus metrics to FILE after every collection, for node_exporter's "
+     "textfile collector (replaces the file's metrics-file; empty: none)"),
+)
+
+
+def parse_command_line(argv: Sequence[str]) -> CommandLine:
+    """momd's options in ``argv`` (the arguments after the program's name).
+
+    GNU style, as getopt reads it: ``-c FILE``, ``-cFILE``, ``--config-file
+    FILE``, ``--config-file=FILE`` or an unambiguous abbreviation such as
+    ``--conf``; the last of a repeated option wins.  ConfigError for an
+    unknown option, a missing value or an argument that is no option.
+    (Not argparse: momd would keep it loaded for good, some 0.6 MB of its
+    resident size, for a few options read once.)
     """
-    parser = argparse.ArgumentParser(
-        prog="momd",
-        description="mom: memory overcommitment manager for KVM hosts")
-    parser.add_argument(
-        "-c", "--config-file", type=Path, metavar="FILE",
-        help=f"read the configuration from FILE "
-             f"(default: {DEFAULT_CONFIG_FILE})")
-    parser.add_argument(
-        "-r", "--rules-file", metavar="FILE",
-        help="use the single policy in FILE (replaces the file's "
-             "policy/policy-dir)")
-    parser.add_argument(
-        "-P", "--policy-dir", metavar="DIR",
-        help="use the policies in DIR (replaces the file's "
-             "policy/policy-dir)")
-    parser.add_argument(
-        "-l", "--log", metavar="FILE|stdio",
-        help="log to FILE, or to standard error with 'stdio'")
-    parser.add_argument(
-        "-v", "--verbosity", metavar="LEVEL",
-        help="debug, info, warning, error, critical, or 1 (critical) "
-             "to 5 (debug)")
-    parser.add_argument(
-        "--dry-run", action="store_true", default=None,
-        help="decide, but change nothing on the host")
-    parser.add_argument(
-        "--metrics-file", metavar="FILE",
-        help="write Prometheus metrics to FILE after every collection, for "
-             "node_exporter's textfile collector (replaces the file's "
-             "metrics-file; empty: none)")
-    return parser
+    shorts = "".join(short + (":" if value else "") for short, _, value, _, _ in _OPTIONS)
+    longs = [name + ("=" if value else "") for _, name, value, _, _ in _OPTIONS]
+    try:
+        given, rest = getopt.gnu_getopt(list(argv), shorts, longs)
+    except getopt.GetoptError as e:
+        raise ConfigError(f"{e.msg} (momd --help lists the options)") from None
+    if rest:
+        raise ConfigError(f"unexpected argument {rest[0]!r}: momd takes options only "
+                          "(momd --help lists them)")
+    meaning = {f"--{name}": (attribute, value) for _, name, value, attribute, _ in _OPTIONS}
+    meaning.update({f"-{short}": (attribute, value)
+                    for short, _, value, attribute, _ in _OPTIONS if short})
+    values: dict[str, object] = {}
+    for option, text in given:
+        attribute, value = meaning[option]
+        values[attribute] = text if value else True
+    if "config_file" in values:
+        values["config_file"] = Path(str(values["config_file"]))
+    return CommandLine(**values)  # type: ignore[arg-type]
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
+def command_line_help() -> str:
+    """What ``momd --help`` prints (help2man makes momd's manual page of it)."""
+    lines = ["Usage: momd [OPTION]...",
+             "mom: memory overcommitment manager for KVM hosts", "", "Options:"]
+    for short, name, value, _, text in _OPTIONS:
+        option = (f"-{short}, " if short else "    ") + f"--{name}" + (f"={value}" if value else "")
+        wrapped = textwrap.wrap(text, 52)
+        if len(option) > 24:
+            lines.append(f"  {option}")
+        else:
+            lines.append(f"  {option:<24} {wrapped.pop(0)}")
+        lines.extend(f"{'':27}{line}" for line in wrapped)
+    return "\n".join(lines) + "\n"
+
+
+def config_from_args(args: CommandLine) -> Config:
     """The configuration for parsed momd arguments: the file, then the
     command line over it."""
     config = load_config(args.config_file,
@@ -699,8 +743,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 __all__ = [
-    "Config", "ConfigError", "DEFAULT_CONFIG_FILE", "ETC_POLICY_DIR",
-    "apply_overrides", "build_arg_parser", "config_from_args",
+    "CommandLine", "Config", "ConfigError", "DEFAULT_CONFIG_FILE", "ETC_POLICY_DIR",
+    "apply_overrides", "command_line_help", "config_from_args", "parse_command_line",
     "config_from_string", "load_config", "parse_bool", "parse_verbosity",
     "shipped_policy_dir",
 ]

@@ -63,9 +63,12 @@ def main(argv: Sequence[str] | None = None, **parts: Any) -> int:
     leave_out_tls()
     import asyncio
 
-    from .config import ConfigError, build_arg_parser, config_from_args
-    args = build_arg_parser().parse_args(argv)
+    from .config import ConfigError, command_line_help, config_from_args, parse_command_line
     try:
+        args = parse_command_line(sys.argv[1:] if argv is None else argv)
+        if args.help:
+            print(command_line_help(), end="")
+            return 0
         config = config_from_args(args)
     except ConfigError as e:
         print(f"momd: {e}", file=sys.stderr)

@@ -3,8 +3,9 @@
 ``PolicyCodeCache`` is the ``CodeCache`` of ``momservice.policy.codecache``
 that momd gives the policy engine: a restart then links the policies'
 code instead of writing and compiling it again (a few milliseconds instead
-of tens).  One file per entry, ``KEY.code``: a magic line, the SHA-256 of
-the payload and the payload.  Anything wrong with a file (truncated,
+of tens).  One file per entry, ``KEY.code``: a magic line, the hash of
+the payload (``importlib.util.source_hash``, as the keys, see
+``codecache``) and the payload.  Anything wrong with a file (truncated,
 corrupt, foreign, unreadable) or with the directory (missing, not
 writable, writable by others) makes that entry a miss, logged at debug:
 never an error, and never a change in what the policies do.
@@ -17,7 +18,6 @@ entries (a hit refreshes an entry's modification time).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import logging
 import os
@@ -29,8 +29,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 SUFFIX = ".code"
-MAGIC = b"mom policy code 1\n"
-_DIGEST = hashlib.sha256().digest_size
+MAGIC = b"mom policy code 2\n"
+_DIGEST = len(importlib.util.source_hash(b""))
 
 
 def engine_fingerprint() -> str:
@@ -38,16 +38,17 @@ def engine_fingerprint() -> str:
     code compiled by another engine or another Python never matches."""
     import momservice.policy as engine
 
-    digest = hashlib.sha256()
-    digest.update(sys.version.encode())
-    digest.update(importlib.util.MAGIC_NUMBER)
     sources = sorted(Path(engine.__file__).parent.glob("*.py"))
     if not sources:  # installed without its source: no telling versions apart
         raise FileNotFoundError(f"no source of the policy engine in {engine.__file__}")
+    # File by file (not all the source at once, which would leave momd's
+    # heap that much bigger).
+    hashed = bytearray(sys.version.encode() + importlib.util.MAGIC_NUMBER)
     for path in sources:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+        name = path.name.encode()
+        hashed += len(name).to_bytes(8, "little") + name
+        hashed += importlib.util.source_hash(path.read_bytes())
+    return importlib.util.source_hash(bytes(hashed)).hex()
 
 
 class PolicyCodeCache:
@@ -115,7 +116,7 @@ class PolicyCodeCache:
         head = len(MAGIC)
         payload = data[head + _DIGEST:]
         if not data.startswith(MAGIC) or len(data) < head + _DIGEST or \
-                hashlib.sha256(payload).digest() != data[head:head + _DIGEST]:
+                importlib.util.source_hash(payload) != data[head:head + _DIGEST]:
             self.discard(key, "corrupt or truncated")
             return None
         with contextlib.suppress(OSError):
@@ -131,7 +132,7 @@ class PolicyCodeCache:
             fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".new-", suffix=SUFFIX)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    out.write(MAGIC + hashlib.sha256(data).digest() + data)
+                    out.write(MAGIC + importlib.util.source_hash(data) + data)
                 os.replace(temp, path)
             except BaseException:
                 with contextlib.suppress(OSError):

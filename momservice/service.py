@@ -19,7 +19,7 @@ import re
 import signal
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import Config, ConfigError, load_config, parse_verbosity
 from .controllers.registry import Mechanisms
@@ -27,13 +27,15 @@ from .engine.core import Engine, Evaluation
 from .engine.explain import ExplainLog
 from .engine.hotplug import MemoryHotplugMonitor
 from .engine.notify import notify, watchdog_interval
-from .engine.plot import PlotWriter, Plotter
 from .engine.pressure import PressureTrigger
 from .errors import Failed, InvalidArgument, NotFound
 from .heap import release_free_memory
 from .hypervisor import HypervisorInterface
 from .policy import RESERVED_NAMES, Entity, PolicyTrialError
 from .policy_library import PolicyLibrary
+
+if TYPE_CHECKING:
+    from .engine.plot import PlotWriter
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +124,7 @@ class Service:
         """Connect, sample, evaluate once and start the loops, triggers and windows."""
         loop = asyncio.get_running_loop()
         if self.config.plot_dir is not None and self.plot is None:
+            from .engine.plot import PlotWriter, Plotter  # only here: momd rarely plots
             self.plot = PlotWriter(self.config.plot_dir)
             self.engine.observers.append(Plotter(self.engine, self.plot))
         log.info("momd starting: %s, policies %s%s", self.hypervisor.uri or "default URI",

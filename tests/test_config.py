@@ -6,6 +6,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -14,8 +17,8 @@ from hypothesis import given, settings, strategies as st
 
 from momservice import config as cfg
 from momservice.config import (
-    Config, ConfigError, apply_overrides, build_arg_parser, config_from_args,
-    config_from_string, load_config, shipped_policy_dir,
+    CommandLine, Config, ConfigError, apply_overrides, command_line_help, config_from_args,
+    config_from_string, load_config, parse_command_line, shipped_policy_dir,
 )
 
 LOGGER = "momservice.config"
@@ -822,19 +825,16 @@ def test_bad_override_names_the_option(kwargs, option):
     assert str(err.value).startswith(f"{option}: expected ")
 
 
-# -------------------------------------------------------------- arg parser
+# ------------------------------------------------------------ command line
 
-def test_arg_parser_defaults():
-    parser = build_arg_parser()
-    assert parser.prog == "momd"
-    args = parser.parse_args([])
-    assert vars(args) == {"config_file": None, "rules_file": None,
-                          "policy_dir": None, "log": None, "verbosity": None,
-                          "dry_run": None, "metrics_file": None}
+def test_command_line_defaults():
+    assert parse_command_line([]) == CommandLine(
+        config_file=None, rules_file=None, policy_dir=None, log=None, verbosity=None,
+        dry_run=None, metrics_file=None, help=False)
 
 
-def test_arg_parser_short_options():
-    args = build_arg_parser().parse_args(
+def test_command_line_short_options():
+    args = parse_command_line(
         ["-c", "/x.conf", "-r", "/r.policy", "-P", "/pd", "-l", "stdio",
          "-v", "debug", "--dry-run"])
     assert args.config_file == Path("/x.conf")
@@ -845,8 +845,8 @@ def test_arg_parser_short_options():
     assert args.dry_run is True
 
 
-def test_arg_parser_long_options():
-    args = build_arg_parser().parse_args(
+def test_command_line_long_options():
+    args = parse_command_line(
         ["--config-file", "/x.conf", "--rules-file", "/r",
          "--policy-dir", "/pd", "--log", "/l.log", "--verbosity", "5"])
     assert (args.config_file, args.rules_file, args.policy_dir, args.log,
@@ -854,12 +854,50 @@ def test_arg_parser_long_options():
         Path("/x.conf"), "/r", "/pd", "/l.log", "5", None)
 
 
-def test_arg_parser_has_exactly_these_options():
-    parser = build_arg_parser()
-    options = {s for a in parser._actions for s in a.option_strings}
-    assert options == {"-h", "--help", "-c", "--config-file", "-r",
-                       "--rules-file", "-P", "--policy-dir", "-l", "--log",
-                       "-v", "--verbosity", "--dry-run", "--metrics-file"}
+def test_command_line_values_joined_abbreviated_repeated():
+    args = parse_command_line(["-c/a.conf", "--log=/l.log", "--verb", "3", "--metrics-file=",
+                               "-v", "4", "--dry"])
+    assert (args.config_file, args.log, args.verbosity, args.metrics_file, args.dry_run) == (
+        Path("/a.conf"), "/l.log", "4", "", True)
+    assert parse_command_line(["--help"]).help and parse_command_line(["-h"]).help
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--daemon"], "option --daemon not recognized"),
+    (["-x"], "option -x not recognized"),
+    (["-c"], "option -c requires argument"),
+    (["--log"], "option --log requires argument"),
+    (["--dry-run=yes"], "option --dry-run must not have an argument"),
+    (["-c", "/x.conf", "extra"], "unexpected argument 'extra'"),
+])
+def test_command_line_rejects(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_command_line(argv)
+
+
+def test_the_help_names_exactly_these_options():
+    text = command_line_help()
+    assert text.startswith("Usage: momd [OPTION]...\n")
+    options = set(re.findall(r"^  (?:-(\w), )?\s*--([\w-]+)", text, re.M))
+    assert options == {("h", "help"), ("c", "config-file"), ("r", "rules-file"),
+                       ("P", "policy-dir"), ("l", "log"), ("v", "verbosity"),
+                       ("", "dry-run"), ("", "metrics-file")}
+    assert f"(default: {cfg.DEFAULT_CONFIG_FILE})" in " ".join(text.split())
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for short, name in options:  # every option the help names is one
+        parse_command_line([f"--{name}"] if name in ("help", "dry-run") else [f"--{name}", "x"])
+
+
+def test_momd_prints_its_help_and_refuses_a_bad_command_line():
+    def momd(*args):
+        return subprocess.run([sys.executable, "-m", "momservice.momd", *args],
+                              capture_output=True, text=True, timeout=60,
+                              cwd=Path(cfg.__file__).resolve().parents[1])
+    shown = momd("--help")
+    assert (shown.returncode, shown.stdout, shown.stderr) == (0, command_line_help(), "")
+    refused = momd("--daemon")
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == "momd: option --daemon not recognized (momd --help lists the options)\n"
 
 
 def test_metrics_file_is_off_unless_named(tmp_path):
@@ -872,31 +910,25 @@ def test_metrics_file_is_off_unless_named(tmp_path):
 def test_metrics_file_option_wins_over_the_file(tmp_path):
     conf = tmp_path / "momd.conf"
     conf.write_text("[main]\nmetrics-file = /srv/prom/mom.prom\n")
-    parser = build_arg_parser()
-    given = config_from_args(parser.parse_args(["-c", str(conf), "--metrics-file",
-                                                str(tmp_path / "m.prom")]))
+    given = config_from_args(parse_command_line(["-c", str(conf), "--metrics-file",
+                                                 str(tmp_path / "m.prom")]))
     assert given.metrics_file == tmp_path / "m.prom"
     # Empty on the command line: none, whatever the file says.
-    assert config_from_args(parser.parse_args(
+    assert config_from_args(parse_command_line(
         ["-c", str(conf), "--metrics-file", ""])).metrics_file is None
-    assert config_from_args(parser.parse_args(
+    assert config_from_args(parse_command_line(
         ["-c", str(conf)])).metrics_file == Path("/srv/prom/mom.prom")
 
 
-def test_arg_parser_rejects_unknown_option(capsys):
-    with pytest.raises(SystemExit):
-        build_arg_parser().parse_args(["--daemon"])
-
-
 def test_config_from_args_explicit_missing_file_is_an_error(tmp_path):
-    args = build_arg_parser().parse_args(["-c", str(tmp_path / "no.conf")])
+    args = parse_command_line(["-c", str(tmp_path / "no.conf")])
     with pytest.raises(ConfigError, match="not found"):
         config_from_args(args)
 
 
 def test_config_from_args_default_missing_is_fine(tmp_path, monkeypatch):
     monkeypatch.setattr(cfg, "DEFAULT_CONFIG_FILE", tmp_path / "absent")
-    args = build_arg_parser().parse_args(["-v", "2", "--dry-run"])
+    args = parse_command_line(["-v", "2", "--dry-run"])
     c = config_from_args(args)
     assert c.verbosity == logging.ERROR and c.dry_run is True
     assert c.host_collectors == Config.defaults().host_collectors
@@ -904,7 +936,7 @@ def test_config_from_args_default_missing_is_fine(tmp_path, monkeypatch):
 
 def test_config_from_args_file_then_command_line(tmp_path):
     path = write(tmp_path, VDSM_STYLE)
-    args = build_arg_parser().parse_args(
+    args = parse_command_line(
         ["-c", str(path), "-r", "/tmp/x.policy", "-l", "stdio"])
     c = config_from_args(args)
     assert c.host_monitor_interval == 15          # from the file

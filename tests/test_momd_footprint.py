@@ -5,11 +5,15 @@ A private system bus with polkitd; momd on libvirt's test driver as a process.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from momservice.contract import BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 
 from tests.helpers.libvirt_node import guest_specs, node_uri, write_node_xml
 from tests.helpers.momd_process import Momd, momd_config
@@ -54,3 +58,43 @@ def test_reading_a_uri_loads_no_simulator_and_its_names_still_import():
     out = subprocess.run([sys.executable, "-c", _SIMULATOR], capture_output=True, text=True,
                          check=True, timeout=60, cwd=REPO).stdout.splitlines()
     assert out == ["['momservice.simulator', 'momservice.simulator.uri']", "True"]
+
+
+def _last_evaluation(address: str) -> int:
+    out = subprocess.run(["busctl", f"--address={address}", "get-property", BUS_NAME,
+                          MANAGER_PATH, MANAGER_INTERFACE, "LastEvaluation"],
+                         capture_output=True, text=True, timeout=30)
+    return int(out.stdout.split()[1]) if out.returncode == 0 else 0
+
+
+#: What momd imported only to start, or for a path it may never take:
+#: argparse for its command line (getopt reads it now), hashlib and its
+#: OpenSSL for the policy code cache's keys (importlib's source_hash makes
+#: them now), and the metrics file's and plot files' writers when there
+#: is no metrics file and no plot-dir.
+LEFT_OUT = ("argparse", "hashlib", "_hashlib", "momservice.metrics", "momservice.engine.plot")
+
+
+@needs_bus
+@pytest.mark.timeout(180)
+def test_momd_leaves_out_what_it_runs_without(tmp_path: Path) -> None:
+    node = write_node_xml(tmp_path / "node.xml", guest_specs(2))
+    config = momd_config(tmp_path, node_uri(node), engine_interval=0.5)
+    with system_bus_with_polkit(tmp_path / "bus") as system:
+        # -X importtime: every module the process imports, when it does, on stderr.
+        momd = Momd(system, config, tmp_path / "momd.log",
+                    command=(sys.executable, "-X", "importtime", "-m", "momservice.momd"))
+        try:
+            # Two evaluations seen: momd is past its start, in its steady state.
+            seen, deadline = {0}, time.monotonic() + 90
+            while len(seen) < 3:
+                assert time.monotonic() < deadline, momd.log_text()[-3000:]
+                seen.add(_last_evaluation(system.address))
+                time.sleep(0.2)
+        finally:
+            assert momd.stop() == 0
+    imported = set(re.findall(r"^import time:.*\|\s*(\S+)$", momd.log_text(), re.M))
+    # What momd uses is seen (the check can fail) ...
+    assert {"asyncio", "configparser", "getopt", "libvirt", "dbus_next"} <= imported
+    # ... and what it runs without is not.
+    assert imported.isdisjoint(LEFT_OUT), sorted(imported.intersection(LEFT_OUT))

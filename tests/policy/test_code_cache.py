@@ -13,6 +13,7 @@ import os
 import pwd
 import random
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -348,6 +349,30 @@ def test_the_size_is_bounded_oldest_out(tmp_path):
     forget_compiled_policies()
     PolicySet({"p": "1"}, code_cache=small)
     assert len(cache_files(tmp_path / "small")) <= 1
+
+
+def test_entries_are_private_and_no_temporary_file_stays(tmp_path, monkeypatch):
+    cache = PolicyCodeCache(tmp_path)
+    cache.store("k1", b"one")
+    cache.store("k1", b"one again")  # the same key written twice
+    cache.store("k2", b"two")
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["k1" + SUFFIX, "k2" + SUFFIX]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()} == {0o600}
+    assert (cache.load("k1"), cache.load("k2")) == (b"one again", b"two")
+
+    # A write that fails leaves the entry as it was and nothing beside it.
+    class Full(Exception):
+        pass
+
+    def fail(*args):
+        raise Full
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(Full):
+        cache.store("k2", b"lost")
+    monkeypatch.undo()
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["k1" + SUFFIX, "k2" + SUFFIX]
+    assert cache.load("k2") == b"two"
 
 
 def test_no_cache_and_the_default_cache(tmp_path, no_compile):
