@@ -70,9 +70,10 @@ def _last_evaluation(address: str) -> int:
 #: What momd imported only to start, or for a path it may never take:
 #: argparse for its command line (getopt reads it now), hashlib and its
 #: OpenSSL for the policy code cache's keys (importlib's source_hash makes
-#: them now), and the metrics file's and plot files' writers when there
-#: is no metrics file and no plot-dir.
-LEFT_OUT = ("argparse", "hashlib", "_hashlib", "momservice.metrics", "momservice.engine.plot")
+#: them now), the metrics file's and plot files' writers when there is no
+#: metrics file and no plot-dir, and json until a client asks for Explain.
+LEFT_OUT = ("argparse", "hashlib", "_hashlib", "momservice.metrics", "momservice.engine.plot",
+            "json")
 
 
 @needs_bus

@@ -9,7 +9,6 @@ field catalogue (``momservice.fields``).
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Callable
 
 from dbus_next.service import dbus_property, method, signal
@@ -60,6 +59,9 @@ def applied_controls(evaluation: "Evaluation") -> dict:
 
 def explain_json(service: "Service", which: str, since_usec: int) -> str:
     """``Explain``'s answer: the records of ``Service.explain`` as a JSON array."""
+    # Imported here: only Explain needs it, and momd would keep it loaded.
+    import json
+
     # default=str: a value JSON has no type for (none today) still shows.
     return json.dumps(service.explain(which, since_usec), default=str)
 
