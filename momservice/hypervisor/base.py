@@ -30,7 +30,7 @@ class HypervisorUnsupported(HypervisorError):
     """
 
 
-@dataclass
+@dataclass(slots=True)
 class GuestInfo:
     """What stays fixed about a running guest between samples."""
 

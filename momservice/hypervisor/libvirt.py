@@ -382,7 +382,10 @@ class LibvirtHypervisor(HypervisorInterface):
         conn = self._conn
         if conn is None:
             return {}
-        wanted = set(self._guests)
+        # Each UUID to the guest's own string: a string libvirt gives for a
+        # domain is a new one each call, and the maps kept by UUID
+        # (_last_read, _max_kib) should not hold a copy of their own.
+        wanted = {uuid: uuid for uuid in self._guests}
         if not wanted:
             return {}
         try:
@@ -409,6 +412,11 @@ class LibvirtHypervisor(HypervisorInterface):
         guests = self._guests
         keeps_age, keeps_min = self._keeps_age, self._keeps_min
         samples: dict[str, dict[str, Any]] = {}
+        # The age by time of the balloon's last update: those times are whole
+        # seconds and every guest reports on the same period, so a thousand
+        # guests share a handful of them, and each sample's stats_age (kept in
+        # the engine's history) is one of a handful of floats.
+        ages: dict[Any, float] = {}
         for uuid, (fields, last_update) in raw.items():
             info = guests.get(uuid)
             if info is None:  # removed while the call was running
@@ -417,8 +425,11 @@ class LibvirtHypervisor(HypervisorInterface):
             # unchanged read are the previous sample's objects.
             sample = fields.copy()
             if last_update and keeps_age:
-                age = now - last_update     # no max(0.0, float(...)): twice as cheap
-                sample["stats_age"] = age if age > 0.0 else 0.0
+                age = ages.get(last_update)
+                if age is None:
+                    age = now - last_update     # no max(0.0, float(...)): twice as cheap
+                    age = ages[last_update] = age if age > 0.0 else 0.0
+                sample["stats_age"] = age
             if keeps_min:
                 sample["balloon_min"] = info.balloon_min
             if info.defined:
@@ -784,7 +795,7 @@ class LibvirtHypervisor(HypervisorInterface):
         self._last_read[uuid] = (keys, values, basis, fields)
         return fields
 
-    def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
+    def _bulk_stats(self, conn: libvirt.virConnect, wanted: dict[str, str]
                     ) -> tuple[dict[str, tuple[dict[str, Any], Any]],
                                list[tuple[str, libvirt.virDomain]],
                                dict[str, libvirt.virDomain]]:
@@ -806,8 +817,8 @@ class LibvirtHypervisor(HypervisorInterface):
                 self._bulk_balloon = False
             else:
                 for dom, stats in records:
-                    uuid = dom.UUIDString()
-                    if uuid not in wanted:
+                    uuid = wanted.get(dom.UUIDString())
+                    if uuid is None:
                         continue
                     domains[uuid] = dom
                     if "balloon.current" in stats:

@@ -17,6 +17,9 @@ MISSING = object()
 
 #: Positions in a row, for picking those where two rows differ.
 _POSITIONS = range(1 << 20)
+#: The averages of an entity nothing has averaged since its newest sample:
+#: one empty dict for all of them (never written to), not one per guest.
+_NO_AVERAGES: dict[str, float] = {}
 #: Layouts a schema keeps for its entities to share; past that each entity
 #: that meets a new one makes its own (fields that vary that much are rare).
 _MAX_LAYOUTS = 64
@@ -113,7 +116,7 @@ class Entity:
         #: moves all the time): equal counts, equal signalled values, so a
         #: watcher compares the count instead of the samples.
         self.revision = 0
-        self._averages: dict[str, float] = {}
+        self._averages: dict[str, float] = _NO_AVERAGES
         self._complete = not self.schema.required
         # The values of ``latest`` as a row of the schema's layout; None when
         # ``latest`` is not a row's (merged into, or the layout changed).
@@ -207,7 +210,7 @@ class Entity:
         if changed:
             self.revision += 1
         if self._averages:
-            self._averages = {}
+            self._averages = _NO_AVERAGES
         if recheck:
             # Decided once per sample: every evaluation asks, for every guest.
             self._complete = all(latest.get(f) is not None for f in schema.required)
@@ -266,6 +269,8 @@ class Entity:
             mean = sum(values) / len(values) if values else 0.0
         except TypeError:
             raise PolicyError(f"statistic {field!r} is not a number") from None
+        if self._averages is _NO_AVERAGES:
+            self._averages = {}
         self._averages[field] = mean
         return mean
 
