@@ -57,6 +57,9 @@ _ABSENT = object()
 #: driver varying them more is not expected, and past that each guest keeps its own.
 _SHARED_READ_KEYS = 64
 
+#: The types of the definition fields shared by guests (see _defined).
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+
 #: Per-domain ``memoryStats()`` keys -> policy field (the fallback path).
 MEMORY_STATS_FIELDS: dict[str, str] = {
     "unused": "mem_unused",
@@ -227,6 +230,8 @@ class LibvirtHypervisor(HypervisorInterface):
         # cost a kilobyte or more per guest.
         self._last_read: dict[str, tuple[tuple[str, ...], tuple, Any, dict[str, Any]]] = {}
         self._read_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Distinct definition fields by their items (see _defined).
+        self._definitions: dict[tuple, dict[str, Any]] = {}
         # Fields the engine leaves out (``leave_out``), and the tables of
         # what each read keeps, without them.
         self._left_out: frozenset[str] = frozenset()
@@ -286,9 +291,31 @@ class LibvirtHypervisor(HypervisorInterface):
         self._keeps_cur = "balloon_cur" not in left_out
         self._keeps_max = "balloon_max" not in left_out
         self._last_read.clear()
+        self._definitions.clear()
         for info in self._guests.values():
-            info.defined = self._kept(info.defined)
+            info.defined = self._defined(info.defined)
         return True
+
+    def _defined(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` read from a guest's definition, as its GuestInfo keeps
+        them: without the left-out ones, and one dict for all the guests
+        whose definitions say the same (most guests of a host have the same
+        balloon features, often the same tunables).  A GuestInfo's
+        ``defined`` is replaced, never changed in place, so sharing it is
+        safe."""
+        fields = self._kept(fields)
+        # Numbers of another type are equal (1 == 1.0 == True): the types are
+        # part of the key, and only plain values are shared (not the limits
+        # of each disk, say).
+        if not all(type(v) in _PLAIN for v in fields.values()):
+            return fields
+        key = tuple((k, type(v), v) for k, v in fields.items())
+        shared = self._definitions.get(key)
+        if shared is not None:
+            return shared
+        if len(self._definitions) < _SHARED_READ_KEYS:
+            self._definitions[key] = fields
+        return fields
 
     def _kept(self, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` without the left-out ones (the same dict when none is)."""
@@ -476,7 +503,7 @@ class LibvirtHypervisor(HypervisorInterface):
         # come after the next evaluation, which must not send them again.
         info = self._guests.get(uuid)
         if info is not None and "vcpu_quota" in info.defined:
-            info.defined = self._kept({**info.defined, **{
+            info.defined = self._defined({**info.defined, **{
                 k: v for k, v in (("vcpu_quota", quota), ("vcpu_period", period))
                 if v is not None}})
 
@@ -704,7 +731,7 @@ class LibvirtHypervisor(HypervisorInterface):
             info.balloon_min = min_guarantee_kib(inactive)
             self._max_kib.pop(info.uuid, None)   # the next sample reads it again
         if live is not None:
-            info.defined = self._kept(definition_fields(self._readers, live))
+            info.defined = self._defined(definition_fields(self._readers, live))
             self._notify("guest_changed", info)
 
     def _describe_sync(self, domains: Iterable[libvirt.virDomain]) -> list[GuestInfo]:
@@ -724,7 +751,7 @@ class LibvirtHypervisor(HypervisorInterface):
             infos.append(GuestInfo(uuid=dom.UUIDString(), name=name,
                                    pid=read_pid(self._pid_dir, name),
                                    balloon_min=min_guarantee_kib(xml),
-                                   defined=self._kept(self._definition_sync(dom))))
+                                   defined=self._defined(self._definition_sync(dom))))
         return infos
 
     def _definition_sync(self, dom: libvirt.virDomain) -> dict[str, Any]:
