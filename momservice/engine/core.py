@@ -195,6 +195,7 @@ class Engine:
             # guest in one go): one float shared by every guest's history,
             # not a thousand kept for each row.
             taken = self.clock()
+            handed_over = self.hypervisor.new_samples
             left_out = self.guest_fields_left_out if self._drops_left_out else None
             for count, (uuid, sample) in enumerate(samples.items(), 1):
                 if count % _SAMPLE_SLICE == 0:
@@ -209,7 +210,7 @@ class Engine:
                     entity = guests[uuid]
                 if left_out:
                     sample = {k: v for k, v in sample.items() if k not in left_out}
-                entity.add_sample(sample, taken)
+                entity.add_sample(sample, taken, handed_over=handed_over)
         self._notify("guests_sampled")
 
     # -- decide and act -----------------------------------------------------

@@ -177,6 +177,9 @@ class LibvirtHypervisor(HypervisorInterface):
     guests that changed meanwhile.
     """
 
+    #: collect makes each sample anew (``fields.copy()``).
+    new_samples = True
+
     def __init__(self, uri: str = "", *, stats_period: int = 5,
                  pid_dir: Path | None = None, reconnect_min: float = 0.5,
                  reconnect_max: float = 30.0, collectors: Iterable[str] = (),

@@ -183,9 +183,15 @@ class Entity:
     def name(self) -> str:
         return str(self.props.get("name", self.kind))
 
-    def add_sample(self, sample: Mapping[str, Any], time: float | None = None) -> None:
+    def add_sample(self, sample: Mapping[str, Any], time: float | None = None, *,
+                   handed_over: bool = False) -> None:
         """Append a sample taken at ``time`` (seconds since the epoch, None when
-        unknown); a field no collector declared becomes known."""
+        unknown); a field no collector declared becomes known.
+
+        ``handed_over``: ``sample`` is a dict nobody else holds or changes
+        (a hypervisor's new one), which may become ``latest`` itself rather
+        than be copied: a thousand guests' samples then need no second dict
+        each collection."""
         schema = self.schema
         keys = tuple(sample)
         if keys == schema.layout:
@@ -260,7 +266,7 @@ class Entity:
             if not follows:
                 latest = dict(zip(keys, row if values is None else values))
             else:
-                latest = dict(sample)
+                latest = sample if handed_over else dict(sample)
                 for i, was in kept:
                     latest[keys[i]] = was
             if in_step and not signalled:
