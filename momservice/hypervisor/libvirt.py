@@ -222,15 +222,14 @@ class LibvirtHypervisor(HypervisorInterface):
         # were added: no listing of every domain each cycle.
         self._domains: dict[str, libvirt.virDomain] = {}
         self._domain_ids: dict[str, int] = {}
-        # Maximum memory by UUID, for the per-domain path: memoryStats()
-        # alone then makes a sample, without info().
-        self._max_kib: dict[str, int] = {}
         # What the previous collection read of each guest and made of it
         # (see _keep_read): an idle guest's statistics repeat, and its
         # sample is then made of the very same objects, with no work per
         # field.  The read's keys as one tuple for all guests, its values
         # as a tuple: libvirt's dicts, with their own key strings, would
-        # cost a kilobyte or more per guest.
+        # cost a kilobyte or more per guest.  On the per-domain path the
+        # basis is the guest's maximum memory, read once with info(): then
+        # memoryStats() alone makes a sample.
         self._last_read: dict[str, tuple[tuple[str, ...], tuple, Any, dict[str, Any]]] = {}
         self._read_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
         # Distinct definition fields by their items (see _defined).
@@ -414,7 +413,7 @@ class LibvirtHypervisor(HypervisorInterface):
             return {}
         # Each UUID to the guest's own string: a string libvirt gives for a
         # domain is a new one each call, and the maps kept by UUID
-        # (_last_read, _max_kib) should not hold a copy of their own.
+        # (_last_read, ...) should not hold a copy of their own.
         wanted = {uuid: uuid for uuid in self._guests}
         if not wanted:
             return {}
@@ -708,7 +707,6 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def _remove_guest(self, uuid: str) -> None:
         self._domains.pop(uuid, None)
-        self._max_kib.pop(uuid, None)
         self._last_read.pop(uuid, None)
         self._domain_ids.pop(uuid, None)
         if self._guests.pop(uuid, None) is not None:
@@ -732,7 +730,7 @@ class LibvirtHypervisor(HypervisorInterface):
         # next samples carry the new values anyway.
         if inactive is not None:
             info.balloon_min = min_guarantee_kib(inactive)
-            self._max_kib.pop(info.uuid, None)   # the next sample reads it again
+            self._last_read.pop(info.uuid, None)   # the next sample reads the maximum again
         if live is not None:
             info.defined = self._defined(definition_fields(self._readers, live))
             self._notify("guest_changed", info)
@@ -908,7 +906,7 @@ class LibvirtHypervisor(HypervisorInterface):
     def _per_domain_slice(self, domains: list[tuple[str, libvirt.virDomain]]
                           ) -> dict[str, tuple[dict[str, Any], Any]]:
         samples = {}
-        max_kibs, last_read = self._max_kib, self._last_read
+        last_read = self._last_read
         for uuid, dom in domains:
             try:
                 stats = dom.memoryStats()
@@ -918,11 +916,11 @@ class LibvirtHypervisor(HypervisorInterface):
                 if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                     raise
                 stats = {}
-            max_kib = max_kibs.get(uuid)
             previous = last_read.get(uuid)
+            max_kib = previous[2] if previous is not None else None
             # _read_again, inline (every guest, every collection).  Without
             # "actual", the balloon's size comes from info(): nothing is reused.
-            if (previous is not None and previous[2] == max_kib and max_kib is not None
+            if (max_kib is not None
                     and previous[1] == tuple(stats.values()) and previous[0] == tuple(stats)
                     and "actual" in stats):
                 fields = previous[3]
@@ -930,10 +928,10 @@ class LibvirtHypervisor(HypervisorInterface):
                 made = self._per_domain_fields(dom, stats, max_kib)
                 if made is None:
                     continue
-                fields, max_kib = made
+                fields, read_max = made
                 # Fixed while the guest runs (a redefinition forgets it).
-                max_kibs.setdefault(uuid, max_kib)
-                fields = self._keep_read(uuid, stats, max_kibs[uuid], fields)
+                fields = self._keep_read(uuid, stats,
+                                         read_max if max_kib is None else max_kib, fields)
             samples[uuid] = (fields, stats.get(_STATS_LAST_UPDATE))
         return samples
 
