@@ -195,7 +195,12 @@ class Engine:
             # removed meanwhile (by its lifecycle event) must not come back
             # from a sample taken before it went.
             known = self.hypervisor.guests()
-            guests, clock = self.guests, self.clock
+            guests = self.guests
+            # One time for the whole collection (the hypervisor read every
+            # guest in one go): one float shared by every guest's history,
+            # not a thousand kept for each row.
+            taken = self.clock()
+            handed_over = self.hypervisor.new_samples
             left_out = self.guest_fields_left_out if self._drops_left_out else None
             for count, (uuid, sample) in enumerate(samples.items(), 1):
                 if count % _SAMPLE_SLICE == 0:
@@ -210,7 +215,7 @@ class Engine:
                     entity = guests[uuid]
                 if left_out:
                     sample = {k: v for k, v in sample.items() if k not in left_out}
-                entity.add_sample(sample, clock())
+                entity.add_sample(sample, taken, handed_over=handed_over)
         self._notify("guests_sampled")
 
     # -- decide and act -----------------------------------------------------

@@ -30,7 +30,7 @@ class HypervisorUnsupported(HypervisorError):
     """
 
 
-@dataclass
+@dataclass(slots=True)
 class GuestInfo:
     """What stays fixed about a running guest between samples."""
 
@@ -71,6 +71,9 @@ class HypervisorInterface(abc.ABC):
     """
 
     uri: str
+    #: Every sample ``collect`` returns is a new dict that nothing else holds
+    #: or changes afterwards: the engine may keep it as it is.
+    new_samples: bool = False
     #: Set by ``start``: who hears about guests and the connection.
     _listener: HypervisorListener | None = None
 

@@ -57,6 +57,9 @@ _ABSENT = object()
 #: driver varying them more is not expected, and past that each guest keeps its own.
 _SHARED_READ_KEYS = 64
 
+#: The types of the definition fields shared by guests (see _defined).
+_PLAIN = frozenset({int, float, bool, str, type(None)})
+
 #: Per-domain ``memoryStats()`` keys -> policy field (the fallback path).
 MEMORY_STATS_FIELDS: dict[str, str] = {
     "unused": "mem_unused",
@@ -174,6 +177,9 @@ class LibvirtHypervisor(HypervisorInterface):
     guests that changed meanwhile.
     """
 
+    #: collect makes each sample anew (``fields.copy()``).
+    new_samples = True
+
     def __init__(self, uri: str = "", *, stats_period: int = 5,
                  pid_dir: Path | None = None, reconnect_min: float = 0.5,
                  reconnect_max: float = 30.0, collectors: Iterable[str] = (),
@@ -216,17 +222,18 @@ class LibvirtHypervisor(HypervisorInterface):
         # were added: no listing of every domain each cycle.
         self._domains: dict[str, libvirt.virDomain] = {}
         self._domain_ids: dict[str, int] = {}
-        # Maximum memory by UUID, for the per-domain path: memoryStats()
-        # alone then makes a sample, without info().
-        self._max_kib: dict[str, int] = {}
         # What the previous collection read of each guest and made of it
         # (see _keep_read): an idle guest's statistics repeat, and its
         # sample is then made of the very same objects, with no work per
         # field.  The read's keys as one tuple for all guests, its values
         # as a tuple: libvirt's dicts, with their own key strings, would
-        # cost a kilobyte or more per guest.
+        # cost a kilobyte or more per guest.  On the per-domain path the
+        # basis is the guest's maximum memory, read once with info(): then
+        # memoryStats() alone makes a sample.
         self._last_read: dict[str, tuple[tuple[str, ...], tuple, Any, dict[str, Any]]] = {}
         self._read_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # Distinct definition fields by their items (see _defined).
+        self._definitions: dict[tuple, dict[str, Any]] = {}
         # Fields the engine leaves out (``leave_out``), and the tables of
         # what each read keeps, without them.
         self._left_out: frozenset[str] = frozenset()
@@ -286,9 +293,31 @@ class LibvirtHypervisor(HypervisorInterface):
         self._keeps_cur = "balloon_cur" not in left_out
         self._keeps_max = "balloon_max" not in left_out
         self._last_read.clear()
+        self._definitions.clear()
         for info in self._guests.values():
-            info.defined = self._kept(info.defined)
+            info.defined = self._defined(info.defined)
         return True
+
+    def _defined(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` read from a guest's definition, as its GuestInfo keeps
+        them: without the left-out ones, and one dict for all the guests
+        whose definitions say the same (most guests of a host have the same
+        balloon features, often the same tunables).  A GuestInfo's
+        ``defined`` is replaced, never changed in place, so sharing it is
+        safe."""
+        fields = self._kept(fields)
+        # Numbers of another type are equal (1 == 1.0 == True): the types are
+        # part of the key, and only plain values are shared (not the limits
+        # of each disk, say).
+        if not all(type(v) in _PLAIN for v in fields.values()):
+            return fields
+        key = tuple((k, type(v), v) for k, v in fields.items())
+        shared = self._definitions.get(key)
+        if shared is not None:
+            return shared
+        if len(self._definitions) < _SHARED_READ_KEYS:
+            self._definitions[key] = fields
+        return fields
 
     def _kept(self, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` without the left-out ones (the same dict when none is)."""
@@ -382,7 +411,10 @@ class LibvirtHypervisor(HypervisorInterface):
         conn = self._conn
         if conn is None:
             return {}
-        wanted = set(self._guests)
+        # Each UUID to the guest's own string: a string libvirt gives for a
+        # domain is a new one each call, and the maps kept by UUID
+        # (_last_read, ...) should not hold a copy of their own.
+        wanted = {uuid: uuid for uuid in self._guests}
         if not wanted:
             return {}
         try:
@@ -409,6 +441,11 @@ class LibvirtHypervisor(HypervisorInterface):
         guests = self._guests
         keeps_age, keeps_min = self._keeps_age, self._keeps_min
         samples: dict[str, dict[str, Any]] = {}
+        # The age by time of the balloon's last update: those times are whole
+        # seconds and every guest reports on the same period, so a thousand
+        # guests share a handful of them, and each sample's stats_age (kept in
+        # the engine's history) is one of a handful of floats.
+        ages: dict[Any, float] = {}
         for uuid, (fields, last_update) in raw.items():
             info = guests.get(uuid)
             if info is None:  # removed while the call was running
@@ -417,8 +454,11 @@ class LibvirtHypervisor(HypervisorInterface):
             # unchanged read are the previous sample's objects.
             sample = fields.copy()
             if last_update and keeps_age:
-                age = now - last_update     # no max(0.0, float(...)): twice as cheap
-                sample["stats_age"] = age if age > 0.0 else 0.0
+                age = ages.get(last_update)
+                if age is None:
+                    age = now - last_update     # no max(0.0, float(...)): twice as cheap
+                    age = ages[last_update] = age if age > 0.0 else 0.0
+                sample["stats_age"] = age
             if keeps_min:
                 sample["balloon_min"] = info.balloon_min
             if info.defined:
@@ -465,7 +505,7 @@ class LibvirtHypervisor(HypervisorInterface):
         # come after the next evaluation, which must not send them again.
         info = self._guests.get(uuid)
         if info is not None and "vcpu_quota" in info.defined:
-            info.defined = self._kept({**info.defined, **{
+            info.defined = self._defined({**info.defined, **{
                 k: v for k, v in (("vcpu_quota", quota), ("vcpu_period", period))
                 if v is not None}})
 
@@ -667,7 +707,6 @@ class LibvirtHypervisor(HypervisorInterface):
 
     def _remove_guest(self, uuid: str) -> None:
         self._domains.pop(uuid, None)
-        self._max_kib.pop(uuid, None)
         self._last_read.pop(uuid, None)
         self._domain_ids.pop(uuid, None)
         if self._guests.pop(uuid, None) is not None:
@@ -691,9 +730,9 @@ class LibvirtHypervisor(HypervisorInterface):
         # next samples carry the new values anyway.
         if inactive is not None:
             info.balloon_min = min_guarantee_kib(inactive)
-            self._max_kib.pop(info.uuid, None)   # the next sample reads it again
+            self._last_read.pop(info.uuid, None)   # the next sample reads the maximum again
         if live is not None:
-            info.defined = self._kept(definition_fields(self._readers, live))
+            info.defined = self._defined(definition_fields(self._readers, live))
             self._notify("guest_changed", info)
 
     def _describe_sync(self, domains: Iterable[libvirt.virDomain]) -> list[GuestInfo]:
@@ -713,7 +752,7 @@ class LibvirtHypervisor(HypervisorInterface):
             infos.append(GuestInfo(uuid=dom.UUIDString(), name=name,
                                    pid=read_pid(self._pid_dir, name),
                                    balloon_min=min_guarantee_kib(xml),
-                                   defined=self._kept(self._definition_sync(dom))))
+                                   defined=self._defined(self._definition_sync(dom))))
         return infos
 
     def _definition_sync(self, dom: libvirt.virDomain) -> dict[str, Any]:
@@ -784,7 +823,7 @@ class LibvirtHypervisor(HypervisorInterface):
         self._last_read[uuid] = (keys, values, basis, fields)
         return fields
 
-    def _bulk_stats(self, conn: libvirt.virConnect, wanted: set[str]
+    def _bulk_stats(self, conn: libvirt.virConnect, wanted: dict[str, str]
                     ) -> tuple[dict[str, tuple[dict[str, Any], Any]],
                                list[tuple[str, libvirt.virDomain]],
                                dict[str, libvirt.virDomain]]:
@@ -806,8 +845,8 @@ class LibvirtHypervisor(HypervisorInterface):
                 self._bulk_balloon = False
             else:
                 for dom, stats in records:
-                    uuid = dom.UUIDString()
-                    if uuid not in wanted:
+                    uuid = wanted.get(dom.UUIDString())
+                    if uuid is None:
                         continue
                     domains[uuid] = dom
                     if "balloon.current" in stats:
@@ -867,7 +906,7 @@ class LibvirtHypervisor(HypervisorInterface):
     def _per_domain_slice(self, domains: list[tuple[str, libvirt.virDomain]]
                           ) -> dict[str, tuple[dict[str, Any], Any]]:
         samples = {}
-        max_kibs, last_read = self._max_kib, self._last_read
+        last_read = self._last_read
         for uuid, dom in domains:
             try:
                 stats = dom.memoryStats()
@@ -877,11 +916,11 @@ class LibvirtHypervisor(HypervisorInterface):
                 if err.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                     raise
                 stats = {}
-            max_kib = max_kibs.get(uuid)
             previous = last_read.get(uuid)
+            max_kib = previous[2] if previous is not None else None
             # _read_again, inline (every guest, every collection).  Without
             # "actual", the balloon's size comes from info(): nothing is reused.
-            if (previous is not None and previous[2] == max_kib and max_kib is not None
+            if (max_kib is not None
                     and previous[1] == tuple(stats.values()) and previous[0] == tuple(stats)
                     and "actual" in stats):
                 fields = previous[3]
@@ -889,10 +928,10 @@ class LibvirtHypervisor(HypervisorInterface):
                 made = self._per_domain_fields(dom, stats, max_kib)
                 if made is None:
                     continue
-                fields, max_kib = made
+                fields, read_max = made
                 # Fixed while the guest runs (a redefinition forgets it).
-                max_kibs.setdefault(uuid, max_kib)
-                fields = self._keep_read(uuid, stats, max_kibs[uuid], fields)
+                fields = self._keep_read(uuid, stats,
+                                         read_max if max_kib is None else max_kib, fields)
             samples[uuid] = (fields, stats.get(_STATS_LAST_UPDATE))
         return samples
 
