@@ -55,6 +55,7 @@ from dbus_next.service import ServiceInterface, _Property
 
 from ..contract import (DOC_ANNOTATION, EMITS_CHANGED_ANNOTATION, MANAGER_PATH,
                         OBJECT_MANAGER_INTERFACE)
+from ..heap import release_free_memory
 from .errors import to_dbus_error
 from .wire import WireTypeError, join_object_entries, marshal_body, marshal_object_entry
 
@@ -185,6 +186,7 @@ class MomMessageBus(MessageBus):
         super().__init__(*args, **kwargs)
         # Exported interface -> the paths it is exported at (insertion-ordered).
         self._export_paths: dict[ServiceInterface, dict[str, None]] = {}
+        self._releasing: asyncio.Future | None = None
         wait_when_full(self)
         self.add_message_handler(self._remember_call)
 
@@ -198,6 +200,18 @@ class MomMessageBus(MessageBus):
         writer = self._writer
         while writer.buf is not None or writer.messages.qsize():
             await asyncio.sleep(0.001)
+
+    def _release_after_sending(self) -> None:
+        # A reply of a thousand objects (megabytes, copied on its way out)
+        # leaves its pieces free in the middle of the C heap, where glibc
+        # keeps them: momd's resident size stayed 2.5 MB higher after one.
+        # Once it is written, they go back to the system.
+        if self._releasing is None or self._releasing.done():
+            self._releasing = asyncio.ensure_future(self._release_when_drained())
+
+    async def _release_when_drained(self) -> None:
+        await self.drained()
+        release_free_memory()
 
     @staticmethod
     def _remember_call(message: Message) -> None:
@@ -272,6 +286,7 @@ class MomMessageBus(MessageBus):
             pass
         else:
             send_reply(Message.new_method_return(msg, "a{oa{sa{sv}}}", body))
+            self._release_after_sending()
             return
         objects = {path: {iface.name: property_variants(iface) for iface in interfaces}
                    for path, interfaces in self._path_exports.items()
