@@ -353,21 +353,21 @@ def init_service_interface(interface: ServiceInterface, name: str) -> None:
 def _object_entry(path: str, interfaces: list[ServiceInterface]) -> bytes:
     # An object of ours keeps its entry between replies (Published.managed_entry).
     if len(interfaces) == 1 and hasattr(interfaces[0], "managed_entry"):
-        return interfaces[0].managed_entry(path, _readable(type(interfaces[0]), interfaces[0]))
+        return interfaces[0].managed_entry(path, _readable(interfaces[0]))
     return marshal_object_entry(path, [
         (iface.name, [(name, signature, getter(iface))
-                      for name, signature, getter in _readable(type(iface), iface)])
+                      for name, signature, getter in _readable(iface)])
         for iface in interfaces])
 
 
 _READABLE: dict[type, list[tuple[str, str, Any]]] = {}
 
 
-def _readable(cls: type, interface: ServiceInterface) -> list[tuple[str, str, Any]]:
+def _readable(interface: ServiceInterface) -> list[tuple[str, str, Any]]:
     # dbus-next makes an interface's property list from its class alone.
-    readable = _READABLE.get(cls)
+    readable = _READABLE.get(type(interface))
     if readable is None:
-        readable = _READABLE[cls] = [
+        readable = _READABLE[type(interface)] = [
             (prop.name, prop.signature, prop.prop_getter)
             for prop in ServiceInterface._get_properties(interface)
             if not prop.disabled and prop.access.readable()]
@@ -377,7 +377,7 @@ def _readable(cls: type, interface: ServiceInterface) -> list[tuple[str, str, An
 def property_variants(interface: ServiceInterface) -> dict[str, Variant]:
     """Every readable property of an interface, read now (our getters are synchronous)."""
     return {name: Variant(signature, getter(interface))
-            for name, signature, getter in _readable(type(interface), interface)}
+            for name, signature, getter in _readable(interface)}
 
 
 def is_exported_method(member: Any) -> bool:
