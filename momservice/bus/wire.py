@@ -246,16 +246,23 @@ def _end(buf: bytearray, at: int, start: int) -> None:
 
 
 @lru_cache(maxsize=2048)
-def _entry_writer(name: str, signature: str) -> Writer:
-    """A writer of one ``{sv}`` dict entry named ``name`` with a value of
-    ``signature``: its name and signature are bytes made once."""
+def _entry_head(name: str, signature: str) -> bytes:
+    """What a ``{sv}`` dict entry named ``name`` holds before its value of
+    ``signature``: its name, the signature, and the padding the value needs."""
     head = bytearray()
     _string(head, name)
     _signature(head, signature)
     # A dict entry starts at a multiple of 8, so the padding before the
     # value is the same wherever the entry lies: part of those bytes.
     head += _PADS[-len(head) % _ALIGN[signature[0]]]
-    fixed = bytes(head)
+    return bytes(head)
+
+
+@lru_cache(maxsize=2048)
+def _entry_writer(name: str, signature: str) -> Writer:
+    """A writer of one ``{sv}`` dict entry named ``name`` with a value of
+    ``signature``: its name and signature are bytes made once."""
+    fixed = _entry_head(name, signature)
     value = _items if signature == "a{sv}" else _signature_writer(signature)
 
     def write(buf: bytearray, item: Any) -> None:
@@ -283,8 +290,7 @@ def _items(buf: bytearray, items: Any, volatile: frozenset[str] = frozenset(),
             continue
         if signature == "a{sv}" and not within:
             buf += _PADS[-len(buf) % 8]
-            _string(buf, key)
-            _signature(buf, signature)
+            buf += _entry_head(key, signature)
             _items(buf, value, volatile, found, key)
             continue
         _entry_writer(key, signature)(buf, value)
